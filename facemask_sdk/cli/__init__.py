@@ -1,0 +1,1 @@
+"""The `facemask-sdk` command line: thin click commands over library functions."""

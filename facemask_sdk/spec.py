@@ -1,0 +1,124 @@
+"""Model settings as data: everything the runtime needs travels with every checkpoint, ONNX and engine.
+
+Nothing here is re-derived by guesswork at run time: the training code writes a `ModelSpec`, export
+stores it as JSON in the ONNX `metadata_props`, and the runtime reads it back from the model file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from facemask_sdk.errors import ModelFileError
+
+CLASSES: tuple[str, ...] = ("with_mask", "without_mask", "mask_weared_incorrect")
+"""The dataset's classes, in the fixed order every model uses (class id = index)."""
+
+SPEC_FORMAT_VERSION = 1
+"""Bumped when the meaning of a field changes; models with another version are refused."""
+
+METADATA_KEY = "facemask_sdk.spec"
+"""Key of the JSON-encoded spec in ONNX `metadata_props` and in engine sidecars."""
+
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+INCEPTION_MEAN_255 = (127.5, 127.5, 127.5)
+INCEPTION_STD_255 = (127.5, 127.5, 127.5)
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """effdet's anchor settings: levels P3..P7, 3 scales x 3 aspect ratios per location."""
+
+    min_level: int = 3
+    max_level: int = 7
+    num_scales: int = 3
+    aspect_ratios: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
+    anchor_scale: float = 4.0
+
+    @property
+    def anchors_per_location(self) -> int:
+        return self.num_scales * len(self.aspect_ratios)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a detector model is: architecture, classes, input geometry, normalisation, anchors.
+
+    `image_size` is (height, width) of the network input. `mean`/`std` are per RGB channel on the
+    0..255 scale: the network sees `(rgb - mean) / std`. Letterbox padding uses `mean`, so padded
+    pixels are exactly 0 after normalisation.
+    """
+
+    architecture: str
+    image_size: tuple[int, int]
+    classes: tuple[str, ...] = CLASSES
+    mean: tuple[float, float, float] = IMAGENET_MEAN_255
+    std: tuple[float, float, float] = IMAGENET_STD_255
+    anchors: AnchorSpec = field(default_factory=AnchorSpec)
+    max_detection_points: int = 5000
+    code_version: str = ""
+    format_version: int = SPEC_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        height, width = self.image_size
+        stride = 2**self.anchors.max_level
+        if height <= 0 or width <= 0 or height % stride or width % stride:
+            raise ModelFileError(
+                f"image_size must be positive multiples of {stride} (2**max_level); got {self.image_size}"
+            )
+        if not self.classes:
+            raise ModelFileError("a model needs at least one class")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ModelFileError(f"mean/std need 3 values each and std > 0; got {self.mean}, {self.std}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        if not isinstance(data, dict):
+            raise ModelFileError(f"model spec must be a mapping, got {type(data).__name__}")
+        version = data.get("format_version")
+        if version != SPEC_FORMAT_VERSION:
+            raise ModelFileError(
+                f"model spec format_version {version!r} is not supported by this facemask-sdk "
+                f"(expects {SPEC_FORMAT_VERSION}); re-export the model with this version"
+            )
+        try:
+            anchors = data.get("anchors", {})
+            anchor_spec = AnchorSpec(
+                min_level=int(anchors["min_level"]),
+                max_level=int(anchors["max_level"]),
+                num_scales=int(anchors["num_scales"]),
+                aspect_ratios=tuple(tuple(float(v) for v in ar) for ar in anchors["aspect_ratios"]),
+                anchor_scale=float(anchors["anchor_scale"]),
+            )
+            return cls(
+                architecture=str(data["architecture"]),
+                image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
+                classes=tuple(str(c) for c in data["classes"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+                anchors=anchor_spec,
+                max_detection_points=int(data.get("max_detection_points", 5000)),
+                code_version=str(data.get("code_version", "")),
+                format_version=int(version),
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ModelFileError(f"model spec is incomplete or malformed: {exc!r}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"model spec is not valid JSON: {exc}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,1 @@
+"""PyTorch side of facemask-sdk: model factory, data pipeline, training loop, evaluation."""

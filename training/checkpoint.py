@@ -1,0 +1,62 @@
+"""Checkpoints: weights plus everything needed to rebuild, evaluate and export the model.
+
+A checkpoint is a dict with `state_dict`, `spec` (ModelSpec as a dict), `train_config`, `metrics`,
+`epoch`, `history`, `init` (how the weights were initialised) and `code_version`; `last.pt` also
+carries optimizer/scheduler state for `--resume`. Written atomically: a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from facemask_sdk.errors import ModelFileError
+from facemask_sdk.spec import ModelSpec
+from training.model import create_network
+
+CHECKPOINT_KEYS = ("state_dict", "spec")
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """Write `payload` to `path` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint dict on the CPU; `ModelFileError` for anything that is not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file (pickle, zip, EOF, ...)
+        raise ModelFileError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in CHECKPOINT_KEYS):
+        raise ModelFileError(f"{path} is not a facemask-sdk checkpoint (expected keys {CHECKPOINT_KEYS})")
+    return payload
+
+
+def load_network(path: str | Path):
+    """(network in eval mode, spec, payload) from a checkpoint file."""
+    payload = read_checkpoint(path)
+    spec = ModelSpec.from_dict(payload["spec"])
+    network = create_network(spec)
+    try:
+        network.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: weights do not match {spec.architecture}: {exc}") from None
+    network.eval()
+    return network, spec, payload

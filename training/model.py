@@ -1,0 +1,117 @@
+"""One factory for the detector: a `ModelSpec` in, effdet's bare `EfficientDet` network out.
+
+The network is the plain nn.Module (class logits and box regressions per pyramid level); anchors,
+decoding and NMS stay outside it (effdet's benches for training and the PyTorch baseline, the NumPy
+reference in `facemask_sdk.postprocess` for the runtime).
+"""
+
+from __future__ import annotations
+
+import torch
+from effdet import DetBenchPredict, DetBenchTrain, EfficientDet, get_efficientdet_config
+from torch import nn
+
+import facemask_sdk
+from facemask_sdk.errors import FacemaskError
+from facemask_sdk.spec import (
+    CLASSES,
+    IMAGENET_MEAN_255,
+    IMAGENET_STD_255,
+    INCEPTION_MEAN_255,
+    INCEPTION_STD_255,
+    AnchorSpec,
+    ModelSpec,
+)
+
+ARCHITECTURES: dict[str, dict] = {
+    # effdet's own per-variant normalisation: D0's backbone was trained on ImageNet mean/std,
+    # the Lite backbones on inception-style mean = std = 0.5.
+    "tf_efficientdet_d0": {"image_size": 512, "mean": IMAGENET_MEAN_255, "std": IMAGENET_STD_255},
+    "tf_efficientdet_lite0": {"image_size": 320, "mean": INCEPTION_MEAN_255, "std": INCEPTION_STD_255},
+}
+
+
+def make_spec(
+    architecture: str = "tf_efficientdet_d0",
+    image_size: int | None = None,
+    classes: tuple[str, ...] = CLASSES,
+) -> ModelSpec:
+    """The spec of a new model: anchors and normalisation come from effdet's config for the variant."""
+    if architecture not in ARCHITECTURES:
+        raise FacemaskError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    defaults = ARCHITECTURES[architecture]
+    size = int(image_size or defaults["image_size"])
+    config = get_efficientdet_config(architecture)
+    anchors = AnchorSpec(
+        min_level=int(config.min_level),
+        max_level=int(config.max_level),
+        num_scales=int(config.num_scales),
+        aspect_ratios=tuple(tuple(float(v) for v in ar) for ar in config.aspect_ratios),
+        anchor_scale=float(config.anchor_scale),
+    )
+    if size % 2**anchors.max_level:
+        raise FacemaskError(f"--image-size must be a multiple of {2**anchors.max_level}, got {size}")
+    return ModelSpec(
+        architecture=architecture,
+        image_size=(size, size),
+        classes=tuple(classes),
+        mean=tuple(defaults["mean"]),
+        std=tuple(defaults["std"]),
+        anchors=anchors,
+        max_detection_points=int(config.max_detection_points),
+        code_version=facemask_sdk.__version__,
+    )
+
+
+def effdet_config(spec: ModelSpec):
+    """effdet's config for a spec (image size, classes and anchors overridden from the spec)."""
+    config = get_efficientdet_config(spec.architecture)
+    config.image_size = tuple(spec.image_size)
+    config.num_classes = spec.num_classes
+    config.min_level = spec.anchors.min_level
+    config.max_level = spec.anchors.max_level
+    config.num_levels = spec.anchors.max_level - spec.anchors.min_level + 1
+    config.num_scales = spec.anchors.num_scales
+    config.aspect_ratios = [tuple(ar) for ar in spec.anchors.aspect_ratios]
+    config.anchor_scale = spec.anchors.anchor_scale
+    config.max_detection_points = spec.max_detection_points
+    return config
+
+
+def create_network(spec: ModelSpec) -> EfficientDet:
+    """The bare network, randomly initialised; `training.pretrained` loads weights into it."""
+    return EfficientDet(effdet_config(spec), pretrained_backbone=False)
+
+
+def train_bench(network: EfficientDet) -> DetBenchTrain:
+    """effdet's training wrapper: anchor labelling and focal + box loss (targets are yxyx)."""
+    return DetBenchTrain(network, create_labeler=True)
+
+
+def predict_bench(network: EfficientDet) -> DetBenchPredict:
+    """effdet's own post-processing: the PyTorch baseline the runtime is checked against."""
+    return DetBenchPredict(network)
+
+
+class FlatHeads(nn.Module):
+    """The exported graph: per-level head maps flattened to `[B, A, C]` logits and `[B, A, 4]` boxes.
+
+    The flattening is effdet's own (`bench._post_process`): level by level, each map permuted to
+    NHWC, so anchor `a` here is anchor `a` of `effdet.anchors.Anchors` and of the NumPy reference.
+    """
+
+    def __init__(self, network: EfficientDet) -> None:
+        super().__init__()
+        self.network = network
+        self.num_classes = int(network.config.num_classes)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        class_maps, box_maps = self.network(images)
+        batch = images.shape[0]
+        logits = torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes) for m in class_maps], 1)
+        boxes = torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, 4) for m in box_maps], 1)
+        return logits, boxes
+
+
+def count_parameters(network: nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters())
