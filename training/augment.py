@@ -1,0 +1,87 @@
+"""Training augmentation on BGR uint8 images and xyxy pixel boxes, seeded per sample.
+
+Scale jitter around the letterbox scale with a random placement (crop or pad), horizontal flip, and a
+mild HSV jitter. The output goes through the same `normalize_into` as inference, so train and run
+time see identical normalisation; evaluation uses `facemask_sdk.preprocess.preprocess` unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facemask_sdk.preprocess import Letterbox, normalize_into
+from facemask_sdk.spec import ModelSpec
+
+MIN_KEPT_AREA = 0.4
+"""A box cut by the crop is kept only if this share of its area stays inside the image."""
+MIN_KEPT_SIZE = 2.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    scale_min: float = 0.6
+    scale_max: float = 1.4
+    hflip: float = 0.5
+    hsv: float = 0.3  # strength of hue/saturation/value jitter, 0 disables
+
+    @classmethod
+    def strength(cls, level: str) -> "AugmentConfig":
+        presets = {
+            "none": cls(scale_min=1.0, scale_max=1.0, hflip=0.0, hsv=0.0),
+            "light": cls(scale_min=0.8, scale_max=1.2, hflip=0.5, hsv=0.15),
+            "medium": cls(),
+            "strong": cls(scale_min=0.4, scale_max=1.8, hflip=0.5, hsv=0.4),
+        }
+        return presets[level]
+
+
+def augment(
+    image_bgr: np.ndarray, boxes_xyxy: np.ndarray, class_ids: np.ndarray, spec: ModelSpec,
+    config: AugmentConfig, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(normalised float32 [3,H,W], boxes in input pixels, class ids) for one training sample."""
+    in_h, in_w = spec.image_size
+    base = Letterbox.fit(image_bgr.shape[:2], spec.image_size).scale
+    scale = base * float(np.exp(rng.uniform(np.log(config.scale_min), np.log(config.scale_max))))
+    new_h = max(1, round(image_bgr.shape[0] * scale))
+    new_w = max(1, round(image_bgr.shape[1] * scale))
+    resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4) * np.float32(scale)
+
+    # random crop when larger than the input, random placement when smaller
+    off_x = int(rng.integers(0, new_w - in_w + 1)) if new_w > in_w else -int(rng.integers(0, in_w - new_w + 1))
+    off_y = int(rng.integers(0, new_h - in_h + 1)) if new_h > in_h else -int(rng.integers(0, in_h - new_h + 1))
+    src_x0, src_y0 = max(off_x, 0), max(off_y, 0)
+    crop = resized[src_y0 : src_y0 + in_h, src_x0 : src_x0 + in_w]
+    dst_x0, dst_y0 = max(-off_x, 0), max(-off_y, 0)
+    boxes -= np.array([off_x, off_y, off_x, off_y], np.float32)
+
+    if config.hsv > 0:
+        crop = _hsv_jitter(crop, config.hsv, rng)
+    canvas = np.zeros((3, in_h, in_w), np.float32)
+    view = canvas[:, dst_y0 : dst_y0 + crop.shape[0], dst_x0 : dst_x0 + crop.shape[1]]
+    normalize_into(view, crop, spec.mean, spec.std)
+
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    clipped = boxes.copy()
+    np.clip(clipped[:, 0::2], 0, in_w, out=clipped[:, 0::2])
+    np.clip(clipped[:, 1::2], 0, in_h, out=clipped[:, 1::2])
+    cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+    keep = (cw >= MIN_KEPT_SIZE) & (ch >= MIN_KEPT_SIZE) & (cw * ch >= MIN_KEPT_AREA * np.maximum(area, 1e-6))
+    clipped, class_ids = clipped[keep], np.asarray(class_ids)[keep]
+
+    if rng.random() < config.hflip:
+        canvas = canvas[:, :, ::-1].copy()
+        clipped = np.stack([in_w - clipped[:, 2], clipped[:, 1], in_w - clipped[:, 0], clipped[:, 3]], 1)
+    return canvas, clipped.astype(np.float32).reshape(-1, 4), class_ids
+
+
+def _hsv_jitter(image_bgr: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    gains = 1.0 + rng.uniform(-1, 1, 3) * np.array([0.1, 1.0, 1.0]) * strength
+    hsv = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] * gains[0]) % 180
+    hsv[..., 1:] = np.clip(hsv[..., 1:] * gains[1:], 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)

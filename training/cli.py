@@ -1,0 +1,86 @@
+"""`facemask-sdk train` and `facemask-sdk eval`: thin click wrappers over training.trainer / evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from facemask_sdk.errors import FacemaskError
+
+DEFAULT_DATA = "../shared/datasets/face-mask-detection"
+
+
+@click.command("train")
+@click.option("--data", default=DEFAULT_DATA, show_default=True, help="VOC folder (images/, annotations/, splits/).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics, curves).")
+@click.option("--model", type=click.Choice(["tf_efficientdet_d0", "tf_efficientdet_lite0"]), default="tf_efficientdet_d0", show_default=True)
+@click.option("--image-size", type=int, default=None, help="Input size (multiple of 128); default: the model's own.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
+@click.option("--warmup-steps", type=int, default=0, show_default=True)
+@click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Max gradient norm; 0 disables.")
+@click.option("--pretrained", default="auto", show_default=True, help="auto | none | imagenet-lite0 | PATH to weights.")
+@click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="medium", show_default=True)
+@click.option("--repeat-threshold", type=float, default=0.3, show_default=True, help="Oversample images of rare classes (LVIS repeat factor); 0 disables.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Used when the data has no split files.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--max-steps", type=int, default=None, help="Cap steps per epoch (smoke runs).")
+@click.option("--max-val-images", type=int, default=None, help="Validate on the first N val images only.")
+@click.option("--resume", type=click.Path(), default=None, help="A run folder or its last.pt to continue.")
+def train(resume: str | None, **options) -> None:
+    """Train an EfficientDet face-mask detector; validation mAP after every epoch."""
+    from training.trainer import TrainConfig, train as run_training
+
+    if options["epochs"] < 1 or options["batch_size"] < 1:
+        raise FacemaskError("--epochs and --batch-size must be at least 1")
+    config = TrainConfig(**options)
+    summary = run_training(config, resume=resume, log=click.echo)
+    best = summary["best"]
+    click.echo(
+        f"best epoch {summary['best_epoch']}: mAP {best['map']:.4f}  mAP@.5 {best['map50']:.4f}  "
+        f"-> {Path(config.out) / 'best.pt'}"
+    )
+
+
+@click.command("eval")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A .pt checkpoint from train.")
+@click.option("--data", default=DEFAULT_DATA, show_default=True)
+@click.option("--split", type=click.Choice(["train", "val", "all"]), default="val", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for eval.json and predictions.png (default: beside the checkpoint).")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
+def evaluate(checkpoint: str, data: str, split: str, out: str | None, batch_size: int, device: str, force: bool) -> None:
+    """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a checkpoint, plus a PNG of predictions."""
+    from facemask_sdk.voc import VocDataset
+    from training.checkpoint import load_network
+    from training.evaluate import evaluate_network, save_prediction_grid
+    from training.trainer import resolve_device
+
+    network, spec, payload = load_network(checkpoint)
+    out_dir = Path(out) if out else Path(checkpoint).parent / f"eval-{Path(checkpoint).stem}-{split}"
+    report_path, grid_path = out_dir / "eval.json", out_dir / "predictions.png"
+    if report_path.exists() and not force:
+        raise FacemaskError(f"{report_path} exists; pass --force to overwrite or choose another --out")
+    train_config = payload.get("train_config") or {}
+    dataset = VocDataset(data, split, spec.classes, train_config.get("val_fraction", 0.2), train_config.get("seed", 0))
+    metrics, predictions = evaluate_network(network, spec, dataset.records, batch_size, resolve_device(device))
+    report = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "spec": spec.to_dict(), **metrics}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2))
+    save_prediction_grid(dataset.records, predictions, spec.classes, grid_path)
+    click.echo(f"{split}: {metrics['images']} images, {metrics['ground_truth_boxes']} boxes")
+    click.echo(f"mAP@[.5:.95] {metrics['map']:.4f}   mAP@.5 {metrics['map50']:.4f}   mAP@.75 {metrics['map75']:.4f}")
+    for name in spec.classes:
+        ap50, ap = metrics["ap50_per_class"][name], metrics["ap_per_class"][name]
+        click.echo(f"  {name:<24} AP@.5 {ap50 if ap50 is not None else float('nan'):.4f}   AP {ap if ap is not None else float('nan'):.4f}")
+    click.echo(f"wrote {report_path} and {grid_path}")

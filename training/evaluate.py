@@ -1,0 +1,84 @@
+"""Evaluate a PyTorch network on a dataset split with effdet's post-processing and the COCO metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facemask_sdk.metrics import ImageBoxes, evaluate_detections
+from facemask_sdk.preprocess import Letterbox, preprocess
+from facemask_sdk.spec import ModelSpec
+from facemask_sdk.voc import ImageRecord
+from training.model import predict_bench
+
+EVAL_SCORE_THRESHOLD = 0.001
+"""Detections below this score are dropped before the metric (COCO practice; top 100 kept per image)."""
+
+
+@torch.no_grad()
+def predict_records(
+    network: torch.nn.Module, spec: ModelSpec, records: list[ImageRecord], batch_size: int = 8,
+    device: str = "cpu", progress: bool = True,
+) -> list[ImageBoxes]:
+    """Predictions in original-image pixels for every record (effdet DetBenchPredict)."""
+    bench = predict_bench(network).to(device).eval()
+    out: list[ImageBoxes] = []
+    starts = range(0, len(records), batch_size)
+    for start in tqdm(starts, desc="eval", unit="batch", disable=not progress, leave=False):
+        chunk = records[start : start + batch_size]
+        tensors, boxes_info = [], []
+        for record in chunk:
+            tensor, box = preprocess(record.load(), spec)
+            tensors.append(torch.from_numpy(tensor))
+            boxes_info.append(box)
+        img_scale = torch.tensor([1.0 / b.scale for b in boxes_info], dtype=torch.float32, device=device)
+        img_size = torch.tensor([[b.original_hw[1], b.original_hw[0]] for b in boxes_info], dtype=torch.float32, device=device)
+        detections = bench(torch.stack(tensors).to(device), {"img_scale": img_scale, "img_size": img_size}).cpu().numpy()
+        for det in detections:
+            keep = det[:, 4] >= EVAL_SCORE_THRESHOLD
+            out.append(ImageBoxes(xyxy=det[keep, :4], class_ids=det[keep, 5].astype(np.int64) - 1, scores=det[keep, 4]))
+    return out
+
+
+def evaluate_network(
+    network: torch.nn.Module, spec: ModelSpec, records: list[ImageRecord], batch_size: int = 8,
+    device: str = "cpu", progress: bool = True,
+) -> tuple[dict, list[ImageBoxes]]:
+    predictions = predict_records(network, spec, records, batch_size, device, progress)
+    ground_truth = [ImageBoxes(r.boxes, r.class_ids) for r in records]
+    return evaluate_detections(ground_truth, predictions, spec.classes), predictions
+
+
+def save_prediction_grid(
+    records: list[ImageRecord], predictions: list[ImageBoxes], classes: tuple[str, ...], path: Path,
+    count: int = 12, score_threshold: float = 0.4, columns: int = 4, tile: int = 320,
+) -> Path:
+    """A PNG grid of annotated images: predictions in class colours, ground truth in thin white."""
+    import cv2
+
+    from facemask_sdk.annotate import annotate
+    from facemask_sdk.detections import Detections
+
+    tiles = []
+    for record, pred in list(zip(records, predictions))[:count]:
+        keep = pred.scores >= score_threshold
+        detections = Detections(pred.xyxy[keep], pred.scores[keep], pred.class_ids[keep], classes)
+        truth = Detections(record.boxes, np.ones(len(record.boxes), np.float32), record.class_ids, classes)
+        image = annotate(record.load(), detections, ground_truth=truth)
+        box = Letterbox.fit(image.shape[:2], (tile, tile))
+        canvas = np.zeros((tile, tile, 3), np.uint8)
+        h, w = box.resized_hw
+        canvas[:h, :w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        tiles.append(canvas)
+    while len(tiles) % columns:
+        tiles.append(np.zeros((tile, tile, 3), np.uint8))
+    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
+    grid = np.vstack(rows)
+    legend = "predictions: class colour + score | ground truth: thin white"
+    cv2.putText(grid, legend, (8, grid.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), grid)
+    return path
