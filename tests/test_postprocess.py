@@ -22,7 +22,8 @@ from facemask_sdk.preprocess import Letterbox
 from facemask_sdk.spec import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE_DIRS = (REPO / "samples", REPO.parent / "shared" / "datasets" / "face-mask-detection" / "images")
+DATASET_IMAGES = REPO.parent / "shared" / "datasets" / "face-mask-detection" / "images"
+IMAGE_DIRS = (REPO / "samples" / "images", REPO / "samples", DATASET_IMAGES)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
