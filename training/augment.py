@@ -26,11 +26,12 @@ class AugmentConfig:
     scale_max: float = 1.4
     hflip: float = 0.5
     hsv: float = 0.3  # strength of hue/saturation/value jitter, 0 disables
+    random_place: bool = True  # place a smaller image anywhere on the canvas, not only top-left
 
     @classmethod
     def strength(cls, level: str) -> "AugmentConfig":
         presets = {
-            "none": cls(scale_min=1.0, scale_max=1.0, hflip=0.0, hsv=0.0),
+            "none": cls(scale_min=1.0, scale_max=1.0, hflip=0.0, hsv=0.0, random_place=False),
             "light": cls(scale_min=0.8, scale_max=1.2, hflip=0.5, hsv=0.15),
             "medium": cls(),
             "strong": cls(scale_min=0.4, scale_max=1.8, hflip=0.5, hsv=0.4),
@@ -52,8 +53,12 @@ def augment(
     boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4) * np.float32(scale)
 
     # random crop when larger than the input, random placement when smaller
-    off_x = int(rng.integers(0, new_w - in_w + 1)) if new_w > in_w else -int(rng.integers(0, in_w - new_w + 1))
-    off_y = int(rng.integers(0, new_h - in_h + 1)) if new_h > in_h else -int(rng.integers(0, in_h - new_h + 1))
+    def offset(new: int, size: int) -> int:
+        if new > size:
+            return int(rng.integers(0, new - size + 1))
+        return -int(rng.integers(0, size - new + 1)) if config.random_place else 0
+
+    off_x, off_y = offset(new_w, in_w), offset(new_h, in_h)
     src_x0, src_y0 = max(off_x, 0), max(off_y, 0)
     crop = resized[src_y0 : src_y0 + in_h, src_x0 : src_x0 + in_w]
     dst_x0, dst_y0 = max(-off_x, 0), max(-off_y, 0)

@@ -36,14 +36,16 @@ DEFAULT_DATA = "../shared/datasets/face-mask-detection"
 @click.option("--max-steps", type=int, default=None, help="Cap steps per epoch (smoke runs).")
 @click.option("--max-val-images", type=int, default=None, help="Validate on the first N val images only.")
 @click.option("--resume", type=click.Path(), default=None, help="A run folder or its last.pt to continue.")
-def train(resume: str | None, **options) -> None:
+@click.pass_context
+def train(ctx: click.Context, resume: str | None, **options) -> None:
     """Train an EfficientDet face-mask detector; validation mAP after every epoch."""
     from training.trainer import TrainConfig, train as run_training
 
     if options["epochs"] < 1 or options["batch_size"] < 1:
         raise FacemaskError("--epochs and --batch-size must be at least 1")
     config = TrainConfig(**options)
-    summary = run_training(config, resume=resume, log=click.echo)
+    explicit_epochs = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
+    summary = run_training(config, resume=resume, log=click.echo, epochs=options["epochs"] if explicit_epochs else None)
     best = summary["best"]
     click.echo(
         f"best epoch {summary['best_epoch']}: mAP {best['map']:.4f}  mAP@.5 {best['map50']:.4f}  "

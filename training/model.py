@@ -25,9 +25,10 @@ from facemask_sdk.spec import (
 
 ARCHITECTURES: dict[str, dict] = {
     # effdet's own per-variant normalisation: D0's backbone was trained on ImageNet mean/std,
-    # the Lite backbones on inception-style mean = std = 0.5.
+    # the Lite backbones on inception-style mean = std = 0.5. Lite0 runs at 384, not effdet's 320:
+    # sizes here are multiples of 2**max_level so every pyramid level tiles the input exactly.
     "tf_efficientdet_d0": {"image_size": 512, "mean": IMAGENET_MEAN_255, "std": IMAGENET_STD_255},
-    "tf_efficientdet_lite0": {"image_size": 320, "mean": INCEPTION_MEAN_255, "std": INCEPTION_STD_255},
+    "tf_efficientdet_lite0": {"image_size": 384, "mean": INCEPTION_MEAN_255, "std": INCEPTION_STD_255},
 }
 
 

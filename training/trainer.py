@@ -82,8 +82,14 @@ def _optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
     raise FacemaskError(f"unknown optimizer {config.optimizer!r}; choose adamw or sgd")
 
 
-def train(config: TrainConfig, resume: str | None = None, progress: bool = True, log=print) -> dict:
-    """Run (or resume) a training run; returns the final metrics dict also written to metrics.json."""
+def train(
+    config: TrainConfig, resume: str | None = None, progress: bool = True, log=print, epochs: int | None = None
+) -> dict:
+    """Run (or resume) a training run; returns the final metrics dict also written to metrics.json.
+
+    On resume the run's recorded config is used; `epochs` may extend it (the cosine schedule is then
+    re-spread over the new total).
+    """
     out = Path(config.out)
     state = None
     if resume:
@@ -94,6 +100,8 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True,
             raise FacemaskError(f"{resume_path} has no optimiser state; resume from a last.pt")
         saved = dict(state["train_config"])
         saved.update({"out": config.out, "device": config.device, "workers": config.workers, "threads": config.threads})
+        if epochs:
+            saved["epochs"] = epochs
         config = TrainConfig(**saved)
         log(f"resuming {resume_path} after epoch {state['epoch']}")
     elif (out / "last.pt").exists():

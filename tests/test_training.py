@@ -1,0 +1,105 @@
+"""A tiny real training run through the CLI: checkpoint, metrics, curves, resume, and eval reproducing it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("effdet")
+
+from training.augment import AugmentConfig, augment  # noqa: E402
+from training.checkpoint import load_network  # noqa: E402
+from training.model import make_spec  # noqa: E402
+from training.trainer import TrainConfig, lr_at  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+CLI = [sys.executable, "-m", "facemask_sdk.cli.main"]
+TINY = ["--model", "tf_efficientdet_lite0", "--image-size", "128", "--batch-size", "2", "--max-steps", "1",
+        "--pretrained", "none", "--val-fraction", "0.25", "--threads", "1"]
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "run"
+    result = run(["train", "--data", str(SAMPLES), "--out", str(out), "--epochs", "1", *TINY])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "init: random initialisation (--pretrained none)" in result.stdout
+    return out
+
+
+@pytest.mark.slow
+def test_training_writes_loadable_checkpoint_metrics_and_curves(tiny_run):
+    for name in ("best.pt", "last.pt", "metrics.json", "curves.png"):
+        assert (tiny_run / name).is_file(), name
+    network, spec, payload = load_network(tiny_run / "best.pt")
+    assert spec.architecture == "tf_efficientdet_lite0" and spec.image_size == (128, 128)
+    assert payload["train_config"]["batch_size"] == 2 and payload["train_config"]["lr"] == 1e-3
+    assert payload["init"].startswith("random initialisation")
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["epochs_done"] == 1 and 0.0 <= metrics["best"]["map"] <= 1.0
+    assert metrics["history"][0]["train_loss"] > 0
+
+
+@pytest.mark.slow
+def test_resume_continues_and_refuses_to_clobber(tiny_run):
+    again = run(["train", "--data", str(SAMPLES), "--out", str(tiny_run), "--epochs", "1", *TINY])
+    assert again.returncode != 0 and "already holds a training run" in again.stderr and "Traceback" not in again.stderr
+    resumed = run(["train", "--out", str(tiny_run), "--resume", str(tiny_run), "--epochs", "2"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
+@pytest.mark.slow
+def test_eval_reproduces_training_metrics(tiny_run):
+    out = tiny_run / "eval"
+    result = run(["eval", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(SAMPLES), "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "eval.json").read_text())
+    best = json.loads((tiny_run / "metrics.json").read_text())["best"]
+    assert report["map"] == pytest.approx(best["map"], abs=1e-9) and report["map50"] == pytest.approx(best["map50"], abs=1e-9)
+    assert (out / "predictions.png").stat().st_size > 1000
+    refused = run(["eval", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(SAMPLES), "--out", str(out)])
+    assert refused.returncode != 0 and "--force" in refused.stderr
+
+
+def test_eval_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
+    bogus = tmp_path / "model.pt"
+    bogus.write_text("hello")
+    result = run(["eval", "--checkpoint", str(bogus), "--data", str(SAMPLES)])
+    assert result.returncode != 0 and "not a readable PyTorch checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cosine_schedule_with_warmup():
+    config = TrainConfig(data="", out="", lr=1e-3, warmup_steps=10)
+    assert lr_at(0, 110, config) == pytest.approx(1e-4)
+    assert lr_at(9, 110, config) == pytest.approx(1e-3)
+    assert lr_at(60, 110, config) == pytest.approx(0.5e-3)
+    assert lr_at(110, 110, config) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_augmentation_is_seeded_and_keeps_boxes_inside():
+    import numpy as np
+
+    spec = make_spec("tf_efficientdet_lite0", 256)
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 80], [300, 200, 390, 290]], np.float32)
+    classes = np.array([0, 2])
+    a = augment(image, boxes, classes, spec, AugmentConfig.strength("strong"), np.random.default_rng(5))
+    b = augment(image, boxes, classes, spec, AugmentConfig.strength("strong"), np.random.default_rng(5))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[0].shape == (3, 256, 256)
+    assert (a[1] >= 0).all() and (a[1] <= 256).all()
+    plain = augment(image, boxes, classes, spec, AugmentConfig.strength("none"), np.random.default_rng(5))
+    np.testing.assert_allclose(plain[1], boxes * 256 / 400, atol=1e-3)  # no jitter: pure letterbox scale
