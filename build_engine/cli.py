@@ -1,0 +1,110 @@
+"""Model-building commands of `facemask-sdk` (loaded lazily by `facemask_sdk.cli.main`).
+
+`export`: checkpoint -> ONNX with metadata and a parity check. `build-engine`: ONNX -> FP16/INT8
+ONNX -> TensorRT engine + sidecar (`build_engine.pipeline.build`). The heavy libraries (torch, onnx)
+load only when a command runs, so other commands defined here stay cheap to list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facemask_sdk.errors import FacemaskError
+
+
+@click.command("export")
+@click.option(
+    "--checkpoint",
+    "checkpoint",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Training checkpoint (.pt) with weights and model spec.",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch axis dynamic (default: static batch 1).")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+@click.option(
+    "--parity-image",
+    "parity_images",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Image for the PyTorch/ONNX Runtime parity check (repeatable; default: samples/images).",
+)
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+def export(
+    checkpoint: Path, out: Path, dynamic_batch: bool, opset: int, parity_images: tuple[Path, ...], force: bool
+) -> None:
+    """Export CHECKPOINT's network to ONNX (logits + box codes, metadata inside) and check it."""
+    if out.exists() and not force:  # before loading torch, so the refusal is instant
+        raise FacemaskError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    from build_engine.export import export_onnx
+
+    report = export_onnx(
+        checkpoint,
+        out,
+        dynamic_batch=dynamic_batch,
+        opset=opset,
+        parity_images=list(parity_images) or None,
+        overwrite=force,
+    )
+    for line in report.lines():
+        click.echo(line)
+
+
+@click.command("build-engine")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="FP32 ONNX export (or an already converted FP16/INT8 one). Default: the shipped model.")
+@click.option("--fp16", "precision", flag_value="fp16", default=True, help="FP16 graph, FP32 I/O (default).")
+@click.option("--int8", "precision", flag_value="int8", help="INT8 Q/DQ graph from calibration.")
+@click.option("--fp32", "precision", flag_value="fp32", help="No conversion: an FP32 engine.")
+@click.option("--calib-data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="VOC dataset (its train split) or folder of images for INT8 calibration. "
+              "Default: ../shared/datasets/face-mask-detection if present, else samples/images.")
+@click.option("--calib-images", type=click.IntRange(min=1), default=256, show_default=True,
+              help="How many calibration images (spread evenly over the split).")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
+              show_default=True, help="INT8 calibration method (results are cached).")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Static batch size (default 1).")
+@click.option("--dynamic-batch", default=None, metavar="MIN,OPT,MAX",
+              help="Optimisation profile for a dynamic-batch ONNX (export --dynamic-batch).")
+@click.option("--workspace-gb", type=float, default=2.0, show_default=True, help="TensorRT workspace memory limit.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Engine file (.engine), or the precision ONNX (.onnx). Default: beside --onnx.")
+@click.option("--onnx-only", is_flag=True, help="Stop after the precision ONNX (no TensorRT needed).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+def build_engine(
+    onnx_path: Path | None,
+    precision: str,
+    calib_data: Path | None,
+    calib_images: int,
+    calib_method: str,
+    batch: int | None,
+    dynamic_batch: str | None,
+    workspace_gb: float,
+    out: Path | None,
+    onnx_only: bool,
+    force: bool,
+) -> None:
+    """Write the FP16/INT8 ONNX variant, then build a TensorRT engine and its JSON sidecar."""
+    from build_engine.pipeline import build
+    from build_engine.tensorrt_build import BatchProfile
+    from facemask_sdk.errors import FacemaskError
+
+    if batch is not None and dynamic_batch is not None:
+        raise FacemaskError("use either --batch N or --dynamic-batch MIN,OPT,MAX, not both")
+    profile = BatchProfile.parse(dynamic_batch) if dynamic_batch else BatchProfile.static(batch or 1)
+    build(
+        onnx=onnx_path,
+        precision=precision,
+        calib_data=calib_data,
+        calib_images=calib_images,
+        calib_method=calib_method,
+        batch=profile,
+        workspace_gb=workspace_gb,
+        out=out,
+        onnx_only=onnx_only,
+        force=force,
+        echo=click.echo,
+    )
