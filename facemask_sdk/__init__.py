@@ -13,7 +13,44 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib
+import sys
+import types
+
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.spec import CLASSES, AnchorSpec, ModelSpec
 
-__all__ = ["CLASSES", "AnchorSpec", "FacemaskError", "ModelFileError", "ModelSpec", "__version__"]
+# Public names loaded on first use, so `import facemask_sdk` stays light (no onnxruntime, no cv2).
+_LAZY = {
+    "Detector": "facemask_sdk.detector",
+    "Detections": "facemask_sdk.detections",
+    "annotate": "facemask_sdk.annotate",
+}
+
+__all__ = ["CLASSES", "AnchorSpec", "FacemaskError", "ModelFileError", "ModelSpec", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """`facemask_sdk.annotate` is both a submodule and its main function. Importing the submodule
+    makes Python set the package attribute to the module; keep the function there instead, so
+    `from facemask_sdk import annotate` gives the function whatever was imported first."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "annotate" and isinstance(value, types.ModuleType):
+            value = value.annotate
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,0 +1,196 @@
+"""ONNX Runtime backend: runs an exported `.onnx` model on a batch of pre-processed images.
+
+The model's `ModelSpec` is read from the file's own metadata through ONNX Runtime (no `onnx`
+import). The CUDA provider is used when this onnxruntime build offers it, else the CPU. FP16 models
+(input `tensor(float16)`) get their input cast and their outputs returned as float32.
+
+    >>> with OnnxRuntimeRunner("models/facemask.onnx") as runner:
+    ...     logits, boxes = runner.run(batch)        # float32 [N, 3, H, W] -> [N, A, C], [N, A, 4]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from facemask_sdk.errors import FacemaskError, ModelFileError
+from facemask_sdk.spec import METADATA_KEY, ModelSpec
+
+OUTPUT_NAMES = ("logits", "boxes")
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise FacemaskError(
+            "the ONNX Runtime backend needs the 'onnxruntime' package (or 'onnxruntime-gpu'): "
+            "pip install 'facemask-sdk[onnx]'"
+        ) from None
+    return onnxruntime
+
+
+class OnnxRuntimeRunner:
+    """One ONNX Runtime session with a guarded lifecycle: `run()` until `close()` (or use `with`).
+
+    `providers`: ONNX Runtime execution providers in order of preference (default: CUDA if available,
+    then CPU). `threads`: intra-op threads (default: ONNX Runtime's choice).
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(model_path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"model file not found: {self.path}")
+        if not self.path.is_file():
+            raise ModelFileError(f"model path is not a file: {self.path}")
+        ort = _import_onnxruntime()
+        options = ort.SessionOptions()
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise FacemaskError(f"threads must be a positive integer, got {threads!r}")
+            options.intra_op_num_threads = threads
+        chosen = _choose_providers(ort.get_available_providers(), providers)
+        state = ort.capi.onnxruntime_pybind11_state
+        load_errors = (
+            state.InvalidProtobuf,
+            state.InvalidGraph,
+            state.InvalidArgument,
+            state.NoSuchFile,
+            state.NotImplemented,
+            state.Fail,
+        )
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
+        except load_errors as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"{self.path} is not a loadable ONNX model: {reason}") from None
+
+        self.spec = _read_spec(self._session, self.path)
+        self.providers: list[str] = list(self._session.get_providers())
+        self.input_name, self.input_dtype, self.batch_size = _check_io(self._session, self.spec, self.path)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._session is None
+
+    def close(self) -> None:
+        """Release the session; calling it again does nothing."""
+        self._session = None
+
+    def __enter__(self) -> "OnnxRuntimeRunner":
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ", ".join(self.providers)
+        return f"OnnxRuntimeRunner({str(self.path)!r}, {self.spec.architecture}, {state})"
+
+    def _check_open(self) -> None:
+        if self._session is None:
+            raise FacemaskError(f"OnnxRuntimeRunner for {self.path} is closed; create a new one")
+
+    # -- inference ---------------------------------------------------------------------------------
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 `[N, 3, H, W]` pre-processed images -> float32 logits `[N, A, C]`, boxes `[N, A, 4]`.
+
+        A model with a static batch size runs the images in chunks of that size.
+        """
+        self._check_open()
+        batch = self._check_batch(batch)
+        if self.batch_size is None or len(batch) == self.batch_size:
+            return self._run(batch)
+        step = self.batch_size
+        logits, boxes = [], []
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            count = len(chunk)
+            if count < step:  # pad the last chunk of a static batch > 1 model
+                chunk = np.concatenate([chunk, np.zeros((step - count, *chunk.shape[1:]), chunk.dtype)])
+            out_logits, out_boxes = self._run(chunk)
+            logits.append(out_logits[:count])
+            boxes.append(out_boxes[:count])
+        return np.concatenate(logits), np.concatenate(boxes)
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, boxes = self._session.run(list(OUTPUT_NAMES), {self.input_name: batch})
+        return np.asarray(logits, dtype=np.float32), np.asarray(boxes, dtype=np.float32)
+
+    def _check_batch(self, batch: object) -> np.ndarray:
+        if not isinstance(batch, np.ndarray):
+            raise FacemaskError(f"batch must be a numpy array, got {type(batch).__name__}")
+        expected = (3, *self.spec.image_size)
+        if batch.ndim != 4 or batch.shape[1:] != expected or batch.shape[0] == 0:
+            raise FacemaskError(
+                f"batch must have shape [N, {', '.join(map(str, expected))}] with N >= 1, got {list(batch.shape)}"
+            )
+        if batch.dtype.kind != "f":
+            raise FacemaskError(f"batch must be a float array (pre-processed images), got dtype {batch.dtype}")
+        return np.ascontiguousarray(batch, dtype=self.input_dtype)
+
+
+def _choose_providers(available: Sequence[str], requested: Sequence[str] | None) -> list[str]:
+    if requested is None:
+        return [p for p in _PREFERRED_PROVIDERS if p in available] or list(available)
+    if isinstance(requested, str):
+        requested = [requested]
+    requested = list(requested)
+    missing = [p for p in requested if p not in available]
+    if not requested or missing:
+        raise FacemaskError(
+            f"ONNX Runtime providers {missing or requested} are not available; this onnxruntime offers "
+            f"{', '.join(available)}"
+        )
+    return requested
+
+
+def _read_spec(session, path: Path) -> ModelSpec:
+    metadata = session.get_modelmeta().custom_metadata_map
+    text = metadata.get(METADATA_KEY)
+    if text is None:
+        raise ModelFileError(
+            f"{path} is an ONNX model without facemask-sdk metadata (no '{METADATA_KEY}' entry); "
+            f"export it with `facemask-sdk export --checkpoint CKPT --out {path.name}`"
+        )
+    try:
+        return ModelSpec.from_json(text)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+
+
+def _check_io(session, spec: ModelSpec, path: Path) -> tuple[str, type, int | None]:
+    """(input name, input numpy dtype, static batch size or None) after checking the graph's I/O."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelFileError(f"{path}: expected one input (images), found {[i.name for i in inputs]}")
+    image_input = inputs[0]
+    shape = list(image_input.shape)
+    expected = [3, *spec.image_size]
+    if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
+        raise ModelFileError(
+            f"{path}: input '{image_input.name}' has shape {shape}; "
+            f"the model spec says [N, {', '.join(map(str, expected))}]"
+        )
+    if image_input.type not in _DTYPES:
+        raise ModelFileError(
+            f"{path}: input '{image_input.name}' has type {image_input.type}; expected tensor(float) or tensor(float16)"
+        )
+    names = [o.name for o in session.get_outputs()]
+    if any(name not in names for name in OUTPUT_NAMES):
+        raise ModelFileError(f"{path}: expected outputs {list(OUTPUT_NAMES)}, found {names}")
+    batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    return image_input.name, _DTYPES[image_input.type], batch

@@ -1,0 +1,215 @@
+"""`Detector`: image in, `Detections` out, on whichever backend the model file calls for.
+
+    >>> from facemask_sdk import Detector
+    >>> with Detector() as detector:                      # the shipped ONNX model, CPU or CUDA
+    ...     detections = detector("photo.jpg")            # or a BGR uint8 HxWx3 array
+    ...     detections.summary(), detector.last_timing
+
+Pipeline for `.onnx` models: letterbox + normalise (`facemask_sdk.preprocess`), the network on ONNX
+Runtime, then anchors, decoding, class-aware NMS and top-k in NumPy (`facemask_sdk.postprocess`).
+`.engine` files run on TensorRT (`facemask_sdk.backends.tensorrt`, imported only then).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+
+from facemask_sdk.anchors import generate_anchors
+from facemask_sdk.detections import Detections
+from facemask_sdk.errors import FacemaskError, ModelFileError
+from facemask_sdk.image_io import read_image, to_bgr8
+from facemask_sdk.models import default_model_path
+from facemask_sdk.postprocess import PostprocessConfig, postprocess
+from facemask_sdk.preprocess import Letterbox, preprocess
+from facemask_sdk.spec import ModelSpec
+
+ImageInput = Union[np.ndarray, str, os.PathLike]
+
+BACKEND_ALIASES = {
+    "onnxruntime": "onnxruntime",
+    "onnx": "onnxruntime",
+    "ort": "onnxruntime",
+    "tensorrt": "tensorrt",
+    "trt": "tensorrt",
+}
+SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
+
+
+class Detector:
+    """A face-mask detector around one model file.
+
+    `model`: `.onnx` (ONNX Runtime) or `.engine` (TensorRT) file; `None` is the shipped model
+    (`facemask_sdk.models.default_model_path`). `backend`: `"auto"` (by file type), `"onnxruntime"`
+    or `"tensorrt"`. Thresholds are in [0, 1]; `providers`/`threads` go to ONNX Runtime.
+
+    After each call `last_timing` holds `preprocess_ms`, `inference_ms`, `postprocess_ms` and
+    `total_ms` of that call (summed over the images of `detect_batch`) and `images`.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        backend: str = "auto",
+        score_threshold: float = 0.4,
+        iou_threshold: float = 0.5,
+        max_detections: int = 100,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.config = PostprocessConfig(
+            score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections
+        )
+        self.model_path = default_model_path() if model is None else Path(model)
+        self.backend = _resolve_backend(backend, self.model_path)
+        if not self.model_path.exists():
+            raise FileNotFoundError(f"model file not found: {self.model_path}")
+        self.last_timing: dict[str, float] = {}
+        self._runner = None
+        if self.backend == "onnxruntime":
+            from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
+
+            self._runner = OnnxRuntimeRunner(self.model_path, providers=providers, threads=threads)
+            self.spec: ModelSpec = self._runner.spec
+            self._anchors = generate_anchors(self.spec)
+        else:
+            self._runner = _tensorrt_runner(self.model_path, self.config)
+            self.spec = self._runner.spec
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._runner is None
+
+    @property
+    def batch_size(self) -> int | None:
+        """The model's static batch size (None when its batch axis is dynamic); `detect_batch` chunks by it."""
+        return getattr(self._runner, "batch_size", 1)
+
+    @property
+    def providers(self) -> list[str]:
+        """ONNX Runtime execution providers in use (empty for other backends or once closed)."""
+        return list(getattr(self._runner, "providers", None) or [])
+
+    def close(self) -> None:
+        """Free the backend (session, engine, buffers); calling it again does nothing."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
+
+    def __enter__(self) -> "Detector":
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self.backend
+        return f"Detector({str(self.model_path)!r}, {self.spec.architecture}, {state})"
+
+    def _check_open(self) -> None:
+        if self._runner is None:
+            raise FacemaskError(f"this Detector ({self.model_path}) is closed; create a new one")
+
+    # -- detection ---------------------------------------------------------------------------------
+
+    def __call__(self, image: ImageInput) -> Detections:
+        """Detections in one image: a BGR uint8 HxWx3 array (grayscale/BGRA/16-bit are converted) or a path."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Iterable[ImageInput]) -> list[Detections]:
+        """Detections for each image, in order; the network sees them as one batch where it can."""
+        self._check_open()
+        if isinstance(images, (np.ndarray, str, os.PathLike)):
+            raise FacemaskError("detect_batch takes a list of images; use detector(image) for one image")
+        start = time.perf_counter()
+        frames = [load_image(image, f"images[{i}]") for i, image in enumerate(images)]
+        if not frames:
+            self.last_timing = _timing(0, 0.0, 0.0, 0.0)
+            return []
+        if self.backend == "tensorrt":
+            return self._detect_tensorrt(frames, start)
+
+        prepared = [preprocess(frame, self.spec) for frame in frames]
+        batch = np.stack([chw for chw, _ in prepared])
+        t_pre = time.perf_counter()
+        logits, boxes = self._runner.run(batch)
+        t_inf = time.perf_counter()
+        results = [self._postprocess(logits[i], boxes[i], box) for i, (_, box) in enumerate(prepared)]
+        t_post = time.perf_counter()
+        self.last_timing = _timing(len(frames), t_pre - start, t_inf - t_pre, t_post - t_inf)
+        return results
+
+    def _postprocess(self, logits: np.ndarray, boxes: np.ndarray, letterbox: Letterbox) -> Detections:
+        xyxy, scores, class_ids = postprocess(logits, boxes, self._anchors, letterbox, self.config)
+        return Detections(xyxy, scores, class_ids, self.spec.classes)
+
+    def _detect_tensorrt(self, frames: list[np.ndarray], start: float) -> list[Detections]:
+        load_s = time.perf_counter() - start
+        results, totals = [], {"preprocess_ms": 0.0, "inference_ms": 0.0, "postprocess_ms": 0.0}
+        for frame in frames:
+            t0 = time.perf_counter()
+            results.append(self._runner.infer(frame))
+            timing = dict(getattr(self._runner, "last_timing", None) or {})
+            if not all(key in timing for key in totals):  # the runner does not split its stages
+                timing = {"preprocess_ms": 0.0, "inference_ms": (time.perf_counter() - t0) * 1e3, "postprocess_ms": 0.0}
+            for key in totals:
+                totals[key] += float(timing[key])
+        seconds = {key: value / 1e3 for key, value in totals.items()}
+        self.last_timing = _timing(
+            len(frames), load_s + seconds["preprocess_ms"], seconds["inference_ms"], seconds["postprocess_ms"]
+        )
+        return results
+
+
+def load_image(image: ImageInput, source: str = "image") -> np.ndarray:
+    """A path (str or PathLike) is read from disk; an array is validated and converted to BGR uint8."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    return to_bgr8(image, source=source)
+
+
+def _timing(images: int, preprocess_s: float, inference_s: float, postprocess_s: float) -> dict[str, float]:
+    stages = {
+        "preprocess_ms": preprocess_s * 1e3,
+        "inference_ms": inference_s * 1e3,
+        "postprocess_ms": postprocess_s * 1e3,
+    }
+    return {**stages, "total_ms": sum(stages.values()), "images": images}
+
+
+def _resolve_backend(backend: str, path: Path) -> str:
+    if not isinstance(backend, str):
+        raise FacemaskError(f"backend must be a string, got {type(backend).__name__}")
+    name = backend.lower()
+    if name == "auto":
+        suffix = path.suffix.lower()
+        if suffix not in SUFFIX_BACKENDS:
+            raise ModelFileError(
+                f"cannot tell the backend of {path} from its suffix {suffix or '(none)'!r}; expected "
+                f"{', '.join(SUFFIX_BACKENDS)} or pass backend='onnxruntime' / 'tensorrt'"
+            )
+        return SUFFIX_BACKENDS[suffix]
+    if name not in BACKEND_ALIASES:
+        raise FacemaskError(f"unknown backend {backend!r}; choose auto, onnxruntime or tensorrt")
+    return BACKEND_ALIASES[name]
+
+
+def _tensorrt_runner(path: Path, config: PostprocessConfig):
+    """The TensorRT backend (it runs the whole pipeline, `infer(image_bgr) -> Detections`)."""
+    try:
+        from facemask_sdk.backends.tensorrt import TensorRTRunner
+
+        return TensorRTRunner(path, config=config)
+    except ImportError as exc:  # tensorrt / pycuda missing, at import or when the runner loads them
+        missing = getattr(exc, "name", None) or str(exc)
+        raise FacemaskError(
+            f"{path} is a TensorRT engine, which needs TensorRT and pycuda on an NVIDIA GPU "
+            f"(missing: {missing}); use the .onnx model on this machine instead"
+        ) from None

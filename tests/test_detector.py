@@ -1,0 +1,362 @@
+"""`Detector` on ONNX Runtime: agreement with effdet's DetBenchPredict, bad inputs, model files, lifecycle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facemask_sdk import Detector
+from facemask_sdk.errors import FacemaskError, ModelFileError
+from facemask_sdk.spec import METADATA_KEY
+
+pytest.importorskip("onnxruntime")
+
+LOW_THRESHOLD = 0.05
+"""The random tiny model scores around 0.01-0.1: this keeps a few dozen detections per sample image."""
+
+
+# -- agreement with effdet ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch_runner(tiny_checkpoint: Path):
+    from training.baseline import TorchRunner
+
+    return TorchRunner(tiny_checkpoint, score_threshold=LOW_THRESHOLD, max_detections=100)
+
+
+class _TorchHeads:
+    """A runner that returns PyTorch's head outputs, to check the Detector's own pre/post-processing exactly."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        from training.checkpoint import load_network
+        from training.model import FlatHeads
+
+        self.heads = FlatHeads(load_network(checkpoint)[0]).eval()
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            logits, boxes = self.heads(torch.from_numpy(batch))
+        return logits.numpy(), boxes.numpy()
+
+    def close(self) -> None:
+        pass
+
+
+def _assert_same(ours, theirs, box_rtol: float) -> None:
+    assert len(ours) == len(theirs) > 10
+    np.testing.assert_array_equal(ours.class_ids, theirs.class_ids)
+    np.testing.assert_allclose(ours.scores, theirs.scores, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ours.xyxy, theirs.xyxy, rtol=box_rtol, atol=1e-3)
+
+
+def test_pipeline_equals_effdet_on_the_same_head_outputs(tiny_onnx, tiny_checkpoint, torch_runner, sample_images):
+    """Detector's letterbox + NumPy post-processing == DetBenchPredict, within 1e-3 px and 1e-4 score."""
+    with Detector(tiny_onnx, score_threshold=LOW_THRESHOLD) as detector:
+        detector._runner.close()
+        detector._runner = _TorchHeads(tiny_checkpoint)
+        for path in sample_images:
+            _assert_same(detector(path), torch_runner(path), box_rtol=0)
+
+
+def test_onnxruntime_detector_equals_effdet(tiny_onnx, torch_runner, sample_images):
+    """End to end on ONNX Runtime: head outputs differ from PyTorch by ~1e-5, which moves box edges by
+    up to ~1e-3 px on the largest anchors; hence the small relative term on boxes."""
+    with Detector(tiny_onnx, score_threshold=LOW_THRESHOLD) as detector:
+        for path in sample_images:
+            _assert_same(detector(path), torch_runner(path), box_rtol=1e-5)
+
+
+def test_detect_batch_equals_single_calls(tiny_onnx, sample_images):
+    with Detector(tiny_onnx, score_threshold=LOW_THRESHOLD, max_detections=20) as detector:
+        batch = detector.detect_batch(sample_images)
+        assert detector.last_timing["images"] == 4
+        singles = [detector(cv2.imread(str(p))) for p in sample_images]
+        assert set(detector.last_timing) == {"preprocess_ms", "inference_ms", "postprocess_ms", "total_ms", "images"}
+        assert all(v >= 0 for v in detector.last_timing.values())
+        assert detector.detect_batch([]) == []
+    for ours, single in zip(batch, singles):
+        np.testing.assert_allclose(ours.xyxy, single.xyxy, atol=1e-3)
+        np.testing.assert_allclose(ours.scores, single.scores, atol=1e-5)
+        assert len(ours) == 20 and ours.class_names == ("with_mask", "without_mask", "mask_weared_incorrect")
+
+
+def test_random_model_finds_nothing_at_the_default_threshold(tiny_onnx, sample_images):
+    with Detector(tiny_onnx) as detector:
+        detections = detector(sample_images[0])
+    assert len(detections) == 0 and detections.summary()["compliance_rate"] is None
+
+
+# -- images ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_onnx):
+    with Detector(tiny_onnx, score_threshold=LOW_THRESHOLD, max_detections=10) as detector:
+        yield detector
+
+
+@pytest.fixture(scope="module")
+def image(sample_images) -> np.ndarray:
+    return cv2.imread(str(sample_images[0]))
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda img, tmp: None, FacemaskError, "is None"),
+        (lambda img, tmp: np.zeros((0, 0, 3), np.uint8), FacemaskError, "empty"),
+        (lambda img, tmp: img.astype(np.float32), FacemaskError, "dtype float32; expected uint8"),
+        (lambda img, tmp: img.astype(np.int32), FacemaskError, "dtype int32"),
+        (lambda img, tmp: img[:, :, :2], FacemaskError, r"shape \(\d+, \d+, 2\); expected HxW"),
+        (lambda img, tmp: img[None], FacemaskError, "expected HxW"),
+        (lambda img, tmp: img.tolist(), FacemaskError, "must be a numpy array or a path, got list"),
+        (lambda img, tmp: tmp / "missing.png", FileNotFoundError, "image not found"),
+        (lambda img, tmp: str(tmp / "missing.png"), FileNotFoundError, "image not found"),
+        (lambda img, tmp: _text_file(tmp / "notes.png"), FacemaskError, "cannot decode image"),
+        (lambda img, tmp: tmp, FacemaskError, "not an image file"),
+    ],
+    ids=[
+        "none", "empty", "float32", "int32", "two-channels", "4d", "list",
+        "missing-path", "missing-str", "text-file", "folder",
+    ],
+)
+def test_bad_images(detector, image, tmp_path, make, error, match) -> None:
+    with pytest.raises(error, match=match):
+        detector(make(image, tmp_path))
+    assert issubclass(error, (ValueError, FileNotFoundError))
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+
+
+@pytest.mark.parametrize(
+    ("convert", "reference"),
+    [
+        (_gray, lambda img: cv2.cvtColor(_gray(img), cv2.COLOR_GRAY2BGR)),
+        (lambda img: _gray(img)[:, :, None], lambda img: cv2.cvtColor(_gray(img), cv2.COLOR_GRAY2BGR)),
+        (lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2BGRA), lambda img: img),
+        (lambda img: img.astype(np.uint16) * 257, lambda img: img),
+    ],
+    ids=["grayscale", "grayscale-hxwx1", "bgra", "uint16"],
+)
+def test_converted_images_match_their_bgr8_equivalent(detector, image, convert, reference) -> None:
+    """Grayscale, BGRA and 16-bit images are converted, not refused."""
+    ours, expected = detector(convert(image)), detector(reference(image))
+    assert len(ours) == len(expected) > 0
+    np.testing.assert_allclose(ours.xyxy, expected.xyxy, atol=1e-4)
+    np.testing.assert_allclose(ours.scores, expected.scores, atol=1e-6)
+
+
+# -- model files -------------------------------------------------------------------------------------
+
+
+def _text_file(path: Path) -> Path:
+    path.write_text("this is not a model or an image\n")
+    return path
+
+
+def _with_metadata(tiny_onnx: Path, out: Path, edit) -> Path:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tiny_onnx))
+    props = {p.key: p.value for p in model.metadata_props}
+    props = edit(props)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(out))
+    return out
+
+
+def _other_version(props: dict) -> dict:
+    spec = json.loads(props[METADATA_KEY])
+    spec["format_version"] = 99
+    return {**props, METADATA_KEY: json.dumps(spec)}
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda onnx_path, tmp: tmp / "missing.onnx", FileNotFoundError, "model file not found"),
+        (lambda onnx_path, tmp: _text_file(tmp / "model.onnx"), ModelFileError, "not a loadable ONNX model"),
+        (lambda onnx_path, tmp: _text_file(tmp / "model.pt"), ModelFileError, "cannot tell the backend"),
+        (lambda onnx_path, tmp: tmp, ModelFileError, "cannot tell the backend"),
+        (
+            lambda onnx_path, tmp: _with_metadata(onnx_path, tmp / "bare.onnx", lambda p: {}),
+            ModelFileError,
+            f"without facemask-sdk metadata.*{METADATA_KEY}",
+        ),
+        (
+            lambda onnx_path, tmp: _with_metadata(onnx_path, tmp / "v99.onnx", _other_version),
+            ModelFileError,
+            "format_version 99 is not supported",
+        ),
+    ],
+    ids=["missing", "text-file", "unknown-suffix", "folder", "no-metadata", "other-version"],
+)
+def test_bad_model_files(tiny_onnx, tmp_path, make, error, match) -> None:
+    with pytest.raises(error, match=match):
+        Detector(make(tiny_onnx, tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"score_threshold": 1.5}, "score_threshold must be a number in"),
+        ({"iou_threshold": -0.1}, "iou_threshold must be a number in"),
+        ({"max_detections": 0}, "max_detections must be a positive integer"),
+        ({"backend": "openvino"}, "unknown backend 'openvino'"),
+        ({"providers": ["NoSuchExecutionProvider"]}, "providers .* are not available"),
+        ({"threads": 0}, "threads must be a positive integer"),
+    ],
+)
+def test_bad_arguments(tiny_onnx, kwargs, match) -> None:
+    with pytest.raises(FacemaskError, match=match):
+        Detector(tiny_onnx, **kwargs)
+
+
+def test_engine_on_a_machine_without_tensorrt_is_a_clear_error(tmp_path) -> None:
+    """The `.engine` suffix picks the TensorRT backend, which refuses with a message (no sidecar, or no TensorRT)."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0" * 16)
+    with pytest.raises(FacemaskError, match="sidecar|TensorRT"):
+        Detector(engine)
+
+
+def test_default_model(monkeypatch, tiny_onnx, tmp_path) -> None:
+    from facemask_sdk import models
+
+    monkeypatch.setenv(models.MODEL_ENV_VAR, str(tiny_onnx))
+    with Detector() as detector:
+        assert detector.model_path == tiny_onnx
+    monkeypatch.setenv(models.MODEL_ENV_VAR, str(tmp_path / "nope.onnx"))
+    with pytest.raises(FileNotFoundError, match="FACEMASK_SDK_MODEL points to"):
+        Detector()
+    monkeypatch.delenv(models.MODEL_ENV_VAR)
+    monkeypatch.setattr(models, "SHIPPED_MODEL", tmp_path / "models" / "facemask.onnx")
+    with pytest.raises(FileNotFoundError, match="facemask-sdk export"):
+        Detector()
+
+
+def test_fp16_model_input_is_cast(tiny_onnx, tmp_path) -> None:
+    """A model whose input is float16 (an FP16 variant) gets float16 in and gives float32 out."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from facemask_sdk.anchors import generate_anchors
+    from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
+
+    from facemask_sdk.spec import ModelSpec
+
+    INT64 = TensorProto.INT64
+    source = onnx.load(str(tiny_onnx))
+    spec_json = {p.key: p.value for p in source.metadata_props}[METADATA_KEY]
+    anchors = len(generate_anchors(ModelSpec.from_json(spec_json)))
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),  # mean over everything -> scalar
+        helper.make_node("Constant", [], ["logits_shape"], value=helper.make_tensor("s1", INT64, [3], [1, anchors, 3])),
+        helper.make_node("Constant", [], ["boxes_shape"], value=helper.make_tensor("s2", INT64, [3], [1, anchors, 4])),
+        helper.make_node("Expand", ["mean", "logits_shape"], ["logits"]),
+        helper.make_node("Expand", ["mean", "boxes_shape"], ["boxes"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fp16",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT16, [1, 3, 256, 256])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT16, [1, anchors, 3]),
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT16, [1, anchors, 4]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key=METADATA_KEY, value=spec_json)
+    path = tmp_path / "fp16.onnx"
+    onnx.save(model, str(path))
+
+    with OnnxRuntimeRunner(path) as runner:
+        assert runner.input_dtype == np.float16
+        batch = np.full((2, 3, 256, 256), 0.25, np.float32)  # static batch 1: runs as two chunks
+        logits, boxes = runner.run(batch)
+    assert logits.dtype == boxes.dtype == np.float32
+    assert logits.shape == (2, anchors, 3) and boxes.shape == (2, anchors, 4)
+    np.testing.assert_allclose(logits, 0.25)
+    with Detector(path, score_threshold=0.0, max_detections=5) as detector:
+        assert len(detector(np.zeros((50, 60, 3), np.uint8))) == 5
+
+
+# -- lifecycle and imports ---------------------------------------------------------------------------
+
+
+def test_lifecycle(tiny_onnx, image) -> None:
+    detector = Detector(tiny_onnx)
+    with detector as same:
+        assert same is detector and not detector.closed
+        detector(image)
+    assert detector.closed
+    detector.close()  # twice is fine
+    with pytest.raises(FacemaskError, match="closed"):
+        detector(image)
+    with pytest.raises(FacemaskError, match="closed"):
+        with detector:
+            pass
+    assert "closed" in repr(detector)
+
+
+def test_runner_checks_batches(tiny_onnx) -> None:
+    from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(tiny_onnx, threads=1)
+    assert runner.providers[-1] == "CPUExecutionProvider" and runner.batch_size == 1
+    for bad, match in [
+        (np.zeros((1, 3, 128, 128), np.float32), r"shape \[N, 3, 256, 256\]"),
+        (np.zeros((3, 256, 256), np.float32), r"shape \[N, 3, 256, 256\]"),
+        (np.zeros((1, 3, 256, 256), np.uint8), "float array"),
+        ([[0.0]], "numpy array"),
+    ]:
+        with pytest.raises(FacemaskError, match=match):
+            runner.run(bad)
+    runner.close()
+    with pytest.raises(FacemaskError, match="closed"):
+        runner.run(np.zeros((1, 3, 256, 256), np.float32))
+
+
+def test_runtime_never_imports_torch_onnx_or_effdet() -> None:
+    code = (
+        "import sys, facemask_sdk\n"
+        "assert 'cv2' not in sys.modules and 'onnxruntime' not in sys.modules, 'import facemask_sdk is not light'\n"
+        "import facemask_sdk.detector, facemask_sdk.backends.onnxrt, facemask_sdk.sources, facemask_sdk.cli.detect\n"
+        "from facemask_sdk import Detector, Detections, annotate\n"
+        "heavy = ('torch', 'effdet', 'onnx', 'timm', 'tensorrt', 'pycuda')\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_lazy_exports_are_the_functions_whatever_is_imported_first() -> None:
+    code = (
+        "from facemask_sdk.annotate import annotate as direct\n"
+        "import facemask_sdk\n"
+        "from facemask_sdk import annotate, Detections\n"
+        "assert annotate is direct and callable(annotate), annotate\n"
+        "import facemask_sdk.detections\n"
+        "assert facemask_sdk.Detections is facemask_sdk.detections.Detections\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
