@@ -1,0 +1,330 @@
+"""`facemask-sdk detect SOURCE...`: detect masks, write annotated images/videos, JSONL and a summary.
+
+Outputs in `--out` (default: a fresh `runs/detect/expN`):
+- annotated images under their own names, or one annotated `.mp4` (mp4v) per video, camera or stream;
+- `detections.jsonl`: one line per image or frame (source, frame, size, detections, timing in ms);
+- `summary.json`: frames, faces per class, compliance rate and speed, also printed at the end.
+An `--out` that already has files is refused unless `--force`; inputs are never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from facemask_sdk.errors import FacemaskError
+from facemask_sdk.sources import ImageSource, Source, VideoSource, resolve_sources
+
+# FFmpeg's own log lines ("moov atom not found", ...) would bury our one-line errors; read before
+# OpenCV first opens a video. Set OPENCV_FFMPEG_LOGLEVEL yourself to see them.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+DEFAULT_RUNS_DIR = Path("runs") / "detect"
+JSONL_NAME = "detections.jsonl"
+STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
+SUMMARY_NAME = "summary.json"
+WINDOW = "facemask-sdk"
+
+
+@click.command("detect")
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Model file (.onnx or .engine). Default: the shipped model.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder. Default: a new runs/detect/expN.",
+)
+@click.option("--score-threshold", type=click.FloatRange(0.0, 1.0), default=0.4, show_default=True)
+@click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
+@click.option("--max-detections", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--max-frames",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop each video, camera or stream after this many frames.",
+)
+@click.option("--show", is_flag=True, help="Show annotated frames in a window (needs a display; q or Esc stops).")
+@click.option("--force", is_flag=True, help="Write into an --out folder that already has files, overwriting ours.")
+def detect(
+    sources: tuple[str, ...],
+    model: str | None,
+    out: Path | None,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+    max_frames: int | None,
+    show: bool,
+    force: bool,
+) -> None:
+    """Detect face masks in SOURCE: image files, folders, globs, video files, a camera index (0) or an
+    rtsp/http(s) URL. Example: facemask-sdk detect samples/"""
+    from facemask_sdk.detector import Detector
+
+    resolved = resolve_sources(sources)
+    window = False
+    try:
+        out_dir = _choose_out_dir(out, force)
+        plan = _plan_outputs(resolved, out_dir)
+        with Detector(
+            model, score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections
+        ) as detector:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            window = show and _display_available()
+            run = _Run(detector, out_dir, window, max_frames)
+            try:
+                for source, target in zip(resolved, plan):
+                    run.process(source, target)
+            except KeyboardInterrupt:
+                run.interrupted = True
+                click.echo("interrupted; writing what was done so far", err=True)
+            finally:
+                run.finish()
+            summary = run.summary([str(s) for s in sources], detector)
+    finally:
+        for source in resolved:
+            source.close()
+        if window:
+            cv2.destroyAllWindows()
+    _write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    for line in _summary_lines(summary, out_dir):
+        click.echo(line)
+
+
+class _Run:
+    """State of one `detect` run: the JSONL file, the current video writer, the running totals."""
+
+    def __init__(self, detector, out_dir: Path, show: bool, max_frames: int | None) -> None:
+        self.detector = detector
+        self.out_dir = out_dir
+        self.show = show
+        self.max_frames = max_frames
+        self.frames = 0
+        self.per_class: Counter[str] = Counter({name: 0 for name in detector.spec.classes})
+        self.stage_ms: Counter[str] = Counter()
+        self.written: list[str] = []
+        self.interrupted = False
+        self.stopped = False
+        self.started = time.perf_counter()
+        self.jsonl = _open_for_writing(out_dir / JSONL_NAME)
+        self.writer: cv2.VideoWriter | None = None
+
+    def process(self, source: Source, target: Path | list[Path]) -> None:
+        """Detect in every frame of one source; `target` is its output video or one path per image."""
+        if self.stopped:
+            return
+        if isinstance(source, ImageSource):
+            bar = tqdm(source, total=len(source), desc=source.argument, unit="img", disable=len(source) < 2 or None)
+            for frame, path in zip(bar, target):
+                self._handle(frame, lambda image, path=path: self._write_image(path, image))
+                if self.stopped:
+                    break
+            bar.close()
+            return
+        total = source.frame_count
+        if self.max_frames is not None:
+            total = min(total or self.max_frames, self.max_frames)
+        bar = tqdm(source, total=total, desc=str(source.target), unit="frame", disable=None)
+        try:
+            for frame in bar:
+                if self.max_frames is not None and frame.index >= self.max_frames:
+                    break
+                self._handle(frame, lambda image: self._write_frame(target, image, source.fps), banner=True)
+                if self.stopped:
+                    break
+        finally:
+            bar.close()
+            self._close_writer()
+
+    def _handle(self, frame, write, banner: bool = False) -> None:
+        from facemask_sdk.annotate import annotate, draw_summary
+
+        detections = self.detector(frame.image)
+        timing = self.detector.last_timing
+        summary = detections.summary()
+        self.frames += 1
+        self.per_class.update(summary["per_class"])
+        for key in STAGES:
+            self.stage_ms[key] += timing[key]
+        record = {
+            "source": frame.source,
+            "frame": frame.index,
+            "width": int(frame.image.shape[1]),
+            "height": int(frame.image.shape[0]),
+            "faces": len(detections),
+            "detections": detections.to_dict(),
+            "timing_ms": {key[:-3]: round(timing[key], 3) for key in STAGES},
+        }
+        self.jsonl.write(json.dumps(record) + "\n")
+        annotated = annotate(frame.image, detections)
+        if banner:
+            annotated = draw_summary(annotated, summary)
+        write(annotated)
+        if self.show:
+            cv2.imshow(WINDOW, annotated)
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                self.stopped = True
+
+    def _write_image(self, path: Path, image: np.ndarray) -> None:
+        ok, data = cv2.imencode(path.suffix or ".png", image)
+        if not ok:
+            raise FacemaskError(f"cannot encode {path.name} as {path.suffix}")
+        try:
+            data.tofile(str(path))
+        except OSError as exc:
+            raise FacemaskError(f"cannot write {path}: {exc.strerror}") from None
+        self.written.append(path.name)
+
+    def _write_frame(self, path: Path, image: np.ndarray, fps: float) -> None:
+        if self.writer is None:
+            height, width = image.shape[:2]
+            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            if not self.writer.isOpened():
+                self.writer = None
+                raise FacemaskError(
+                    f"cannot write video {path} (OpenCV has no mp4v encoder or the folder is not writable)"
+                )
+            self.written.append(path.name)
+        self.writer.write(image)
+
+    def _close_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+    def finish(self) -> None:
+        self._close_writer()
+        self.jsonl.close()
+        self.seconds = time.perf_counter() - self.started
+
+    def summary(self, arguments: list[str], detector) -> dict:
+        faces = sum(self.per_class.values())
+        rate = self.per_class["with_mask"] / faces if faces and "with_mask" in self.per_class else None
+        frames = max(self.frames, 1)
+        detector_ms = self.stage_ms["total_ms"]
+        return {
+            "sources": arguments,
+            "model": str(detector.model_path),
+            "backend": detector.backend,
+            "providers": detector.providers,
+            "score_threshold": detector.config.score_threshold,
+            "iou_threshold": detector.config.iou_threshold,
+            "max_detections": detector.config.max_detections,
+            "frames": self.frames,
+            "faces": faces,
+            "per_class": dict(self.per_class),
+            "compliance_rate": rate,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.frames / self.seconds, 2) if self.seconds > 0 else None,
+            "detector_fps": round(1e3 * self.frames / detector_ms, 2) if detector_ms else None,
+            "mean_ms": {key[:-3]: round(value / frames, 3) for key, value in self.stage_ms.items()},
+            "outputs": {"annotated": self.written, "jsonl": JSONL_NAME},
+            "interrupted": self.interrupted or self.stopped,
+        }
+
+
+def _choose_out_dir(out: Path | None, force: bool) -> Path:
+    """The output folder (created later, once the model has loaded); refuses one that already has files."""
+    if out is None:
+        return _next_run_dir(DEFAULT_RUNS_DIR)
+    if out.exists() and not out.is_dir():
+        raise FacemaskError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise FacemaskError(
+            f"--out {out} already has files (an earlier run?); pass --force to overwrite them or choose another --out"
+        )
+    return out
+
+
+def _next_run_dir(root: Path) -> Path:
+    """`root/expN` with N one more than the largest existing one."""
+    taken = [int(p.name[3:]) for p in root.glob("exp*") if p.name[3:].isdigit()] if root.is_dir() else []
+    return root / f"exp{max(taken, default=0) + 1}"
+
+
+def _plan_outputs(sources: list[Source], out_dir: Path) -> list[Path | list[Path]]:
+    """Output path of every image (same name; `name_2.png` on clashes) and every video (`stem.mp4`).
+
+    Refuses outputs that would replace one of the inputs (e.g. --out pointing at the image folder).
+    """
+    used: set[str] = {JSONL_NAME, SUMMARY_NAME}
+    inputs = {p.resolve() for s in sources if isinstance(s, ImageSource) for p in s.paths}
+    inputs |= {Path(str(s.target)).resolve() for s in sources if isinstance(s, VideoSource) and s.kind == "video"}
+    plan: list[Path | list[Path]] = []
+
+    def claim(name: str) -> Path:
+        stem, suffix = os.path.splitext(name)
+        candidate, n = name, 1
+        while candidate.lower() in used:
+            n += 1
+            candidate = f"{stem}_{n}{suffix}"
+        used.add(candidate.lower())
+        path = out_dir / candidate
+        if path.resolve() in inputs:
+            raise FacemaskError(f"writing {path} would overwrite an input; choose another --out")
+        return path
+
+    for source in sources:
+        if isinstance(source, ImageSource):
+            plan.append([claim(p.name) for p in source.paths])
+        else:
+            plan.append(claim(f"{source.name}.mp4"))
+    return plan
+
+
+def _display_available() -> bool:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        reason = "no display (DISPLAY/WAYLAND_DISPLAY unset)"
+    else:
+        try:
+            cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+            return True
+        except cv2.error:
+            reason = "this OpenCV build has no GUI support (opencv-python-headless)"
+    click.echo(f"warning: --show ignored: {reason}; results are still written", err=True)
+    return False
+
+
+def _open_for_writing(path: Path):
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise FacemaskError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    with _open_for_writing(path) as handle:
+        handle.write(text)
+
+
+def _summary_lines(summary: dict, out_dir: Path) -> list[str]:
+    per_class = ", ".join(f"{name} {count}" for name, count in summary["per_class"].items())
+    rate = summary["compliance_rate"]
+    mean = summary["mean_ms"]
+    lines = [
+        f"frames: {summary['frames']}  faces: {summary['faces']} ({per_class})",
+        f"compliance rate: {'n/a (no faces)' if rate is None else f'{100 * rate:.1f}%'}",
+    ]
+    if summary["frames"]:
+        lines.append(
+            f"speed: {summary['fps']} FPS end to end; per frame {mean['preprocess']:.1f} ms pre-processing, "
+            f"{mean['inference']:.1f} ms inference, {mean['postprocess']:.1f} ms post-processing ({summary['backend']})"
+        )
+    if summary["interrupted"]:
+        lines.append("stopped early")
+    lines.append(f"results: {out_dir} ({len(summary['outputs']['annotated'])} annotated, {JSONL_NAME}, {SUMMARY_NAME})")
+    return lines

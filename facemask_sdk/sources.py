@@ -1,0 +1,201 @@
+"""What `facemask-sdk detect` reads: image files, folders, globs, video files, cameras and streams.
+
+`resolve_sources(["samples/", "clip.mp4", "0", "rtsp://cam/stream"])` turns command-line arguments into
+`ImageSource`s (a list of image files) and `VideoSource`s (an opened `cv2.VideoCapture`), checking that
+each exists and opens before any work starts. Iterating over a source yields `Frame`s of BGR uint8.
+
+Rules, in order: an `rtsp://`, `rtmp://`, `http://` or `https://` URL is a stream; an existing folder
+gives its images and videos (sorted, not recursive); an existing file is an image or a video by its
+suffix; all digits is a camera index; anything with `*`, `?` or `[` is a glob (`**` recurses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from facemask_sdk.errors import FacemaskError
+from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
+DEFAULT_FPS = 30.0
+"""Frame rate assumed for writing when a camera or stream does not report a usable one."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image or video frame: BGR uint8 pixels, where it came from and its index in that source."""
+
+    image: np.ndarray
+    source: str
+    index: int
+
+
+class ImageSource:
+    """Image files from one argument (a file, a folder or a glob), read one by one when iterated."""
+
+    kind = "images"
+
+    def __init__(self, paths: Sequence[Path], argument: str) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.argument = argument
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for path in self.paths:
+            yield Frame(read_image(path), str(path), 0)
+
+    def close(self) -> None:
+        """Nothing to release (files are read and closed one by one)."""
+
+    def __repr__(self) -> str:
+        return f"ImageSource({self.argument!r}, {len(self)} images)"
+
+
+class VideoSource:
+    """A video file, camera or network stream opened with OpenCV; `kind` is "video", "camera" or "stream"."""
+
+    def __init__(self, target: str | int, kind: str) -> None:
+        self.target = target
+        self.kind = kind
+        with _quiet_opencv():  # failed opens are reported below in one line, not as OpenCV warnings
+            self._capture = cv2.VideoCapture(target)
+        if not self._capture.isOpened():
+            self._capture.release()
+            what = {"video": "video file", "camera": "camera", "stream": "stream"}[kind]
+            raise FacemaskError(f"cannot open {what} {target!r} (unreadable, unsupported codec or unreachable)")
+        fps = float(self._capture.get(cv2.CAP_PROP_FPS))
+        self.fps = fps if math.isfinite(fps) and 0.0 < fps <= 240.0 else DEFAULT_FPS
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
+        self.frame_count: int | None = count if count > 0 else None
+        """Frames in a video file as its container reports them (None for live sources or when unknown)."""
+
+    @property
+    def name(self) -> str:
+        """A file-name-safe stem for outputs: the video's stem, `camera0`, or the stream's host and path."""
+        if self.kind == "video":
+            return Path(str(self.target)).stem
+        if self.kind == "camera":
+            return f"camera{self.target}"
+        address = re.sub(r"^[a-z]+://", "", str(self.target)).split("?")[0]
+        address = address.split("@")[-1]  # drop user:password@
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", address).strip("_.") or "stream"
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        while self._capture is not None:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                return
+            yield Frame(image, str(self.target), index)
+            index += 1
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    def __repr__(self) -> str:
+        return f"VideoSource({self.target!r}, {self.kind})"
+
+
+Source = ImageSource | VideoSource
+
+
+def resolve_sources(arguments: Sequence[str]) -> list[Source]:
+    """Sources for the command-line arguments, in order; `FacemaskError`/`FileNotFoundError` on the first bad one.
+
+    Video captures opened so far are released if a later argument fails.
+    """
+    if not arguments:
+        raise FacemaskError("no SOURCE given: pass image files, folders, globs, videos, a camera index or a URL")
+    sources: list[Source] = []
+    try:
+        for argument in arguments:
+            sources.extend(_resolve(str(argument)))
+    except (FacemaskError, FileNotFoundError):
+        for source in sources:
+            source.close()
+        raise
+    return sources
+
+
+def _resolve(argument: str) -> list[Source]:
+    if argument.lower().startswith(STREAM_PREFIXES):
+        return [VideoSource(argument, "stream")]
+    path = Path(argument).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        sources = _from_files([p for p in files if _kind(p) is not None], argument)
+        if not sources:
+            raise FacemaskError(
+                f"folder {argument} has no images ({', '.join(IMAGE_SUFFIXES)}) or videos ({', '.join(VIDEO_SUFFIXES)})"
+            )
+        return sources
+    if path.is_file():
+        if _kind(path) is None:
+            raise FacemaskError(
+                f"{argument}: unsupported file type {path.suffix or '(no suffix)'!r}; expected an image "
+                f"({', '.join(IMAGE_SUFFIXES)}) or a video ({', '.join(VIDEO_SUFFIXES)})"
+            )
+        return _from_files([path], argument)
+    if argument.isdigit():
+        return [VideoSource(int(argument), "camera")]
+    if any(char in argument for char in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(argument, recursive=True))
+        files = [p for p in matches if p.is_file() and _kind(p) is not None]
+        if not files:
+            raise FileNotFoundError(f"no images or videos match {argument!r}")
+        return _from_files(files, argument)
+    raise FileNotFoundError(f"source not found: {argument} (not a file, folder, glob, camera index or URL)")
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # also mutes FFmpeg's messages
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
+def _kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    return None
+
+
+def _from_files(paths: list[Path], argument: str) -> list[Source]:
+    """Images of one argument become one ImageSource (first, in order); each video its own source.
+
+    Images whose header OpenCV does not recognise are refused here, before any work starts.
+    """
+    images = [p for p in paths if _kind(p) == "image"]
+    for path in images:  # a header check only; an image that is corrupt further in fails when read
+        if not cv2.haveImageReader(str(path)):
+            raise FacemaskError(f"cannot decode image (corrupt or not an image): {path}")
+    sources: list[Source] = [ImageSource(images, argument)] if images else []
+    try:
+        for path in paths:
+            if _kind(path) == "video":
+                sources.append(VideoSource(str(path), "video"))
+    except FacemaskError:
+        for source in sources:
+            source.close()
+        raise
+    return sources

@@ -1,0 +1,134 @@
+"""`facemask-sdk detect` end to end, in a subprocess: images, folders, globs, a video, errors, overwrite rules."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+LOW = ["--score-threshold", "0.05", "--max-detections", "5"]
+"""The tiny random model scores ~0.01-0.1: a low threshold gives boxes to draw."""
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _no_display_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+
+
+def test_images_folder(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
+    out = tmp_path / "out"
+    result = run_cli(["detect", sample_images[0].parent, "--model", tiny_onnx, "--out", out, *LOW])
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    for path in sample_images:
+        written = cv2.imread(str(out / path.name))
+        assert written is not None and written.shape == cv2.imread(str(path)).shape
+        assert not np.array_equal(written, cv2.imread(str(path)))  # boxes were drawn
+    records = _jsonl(out / "detections.jsonl")
+    assert len(records) == len(sample_images)
+    assert [Path(r["source"]).name for r in records] == [p.name for p in sample_images]
+    first = records[0]
+    assert first["frame"] == 0 and first["faces"] == len(first["detections"]) == 5
+    assert set(first["detections"][0]) == {"box", "score", "class_id", "label"}
+    assert set(first["timing_ms"]) == {"preprocess", "inference", "postprocess", "total"}
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 4 and summary["faces"] == 20 == sum(summary["per_class"].values())
+    assert summary["compliance_rate"] == pytest.approx(summary["per_class"]["with_mask"] / 20)
+    assert summary["fps"] > 0 and summary["outputs"]["annotated"] == [p.name for p in sample_images]
+    assert "frames: 4  faces: 20" in result.stdout and "compliance rate:" in result.stdout and "FPS" in result.stdout
+
+    again = run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--out", out])
+    assert again.returncode != 0
+    assert again.stderr.strip().count("\n") == 0 and "--force" in again.stderr and "Traceback" not in again.stderr
+    assert len(_jsonl(out / "detections.jsonl")) == 4  # untouched
+
+    forced = run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--out", out, "--force"])
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert len(_jsonl(out / "detections.jsonl")) == 1
+
+
+def test_video_round_trip(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
+    """10 frames written with OpenCV -> 10 JSONL lines and a 10-frame annotated mp4; --show without a
+    display only warns."""
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
+    assert writer.isOpened()
+    base = cv2.resize(cv2.imread(str(sample_images[0])), (320, 240))
+    for i in range(10):
+        writer.write(np.roll(base, 8 * i, axis=1))
+    writer.release()
+
+    out = tmp_path / "out"
+    result = run_cli(["detect", video, "--model", tiny_onnx, "--out", out, "--show", *LOW], env=_no_display_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: --show ignored" in result.stderr
+
+    records = _jsonl(out / "detections.jsonl")
+    assert [r["frame"] for r in records] == list(range(10))
+    assert all(r["source"] == str(video) and (r["width"], r["height"]) == (320, 240) for r in records)
+    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    assert frames == 10
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 10 and summary["outputs"]["annotated"] == ["clip.mp4"]
+
+
+def test_glob_and_default_out_folder(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
+    pattern = str(sample_images[0].parent / "*sss2*.png")  # maksssksksss29.png only
+    for expected in ("exp1", "exp2"):
+        result = run_cli(["detect", pattern, "--model", tiny_onnx], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        out = tmp_path / "runs" / "detect" / expected
+        assert (out / "maksssksksss29.png").is_file() and len(_jsonl(out / "detections.jsonl")) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "missing.png", "source not found"),
+        (lambda tmp: _text(tmp / "notes.png"), "cannot decode image"),
+        (lambda tmp: _text(tmp / "clip.mp4"), "cannot open video file"),
+        (lambda tmp: _text(tmp / "notes.txt"), "unsupported file type '.txt'"),
+        (lambda tmp: tmp / "*.jpeg", "no images or videos match"),
+        (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "has no images"),
+    ],
+    ids=["missing", "corrupt-image", "corrupt-video", "text-file", "empty-glob", "empty-folder"],
+)
+def test_unreadable_sources(run_cli, tiny_onnx, tmp_path, make, message) -> None:
+    out = tmp_path / "out"
+    result = run_cli(["detect", make(tmp_path), "--model", tiny_onnx, "--out", out])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not out.exists()
+
+
+def test_missing_model_and_input_protection(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
+    result = run_cli(["detect", sample_images[0], "--model", tmp_path / "nope.onnx", "--out", tmp_path / "a"])
+    assert result.returncode == 2 and "model file not found" in result.stderr and "Traceback" not in result.stderr
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = folder / "face.png"
+    image.write_bytes(sample_images[0].read_bytes())
+    result = run_cli(["detect", folder, "--model", tiny_onnx, "--out", folder, "--force"])
+    assert result.returncode == 2 and "would overwrite an input" in result.stderr
+    assert image.read_bytes() == sample_images[0].read_bytes()
+
+
+def _text(path: Path) -> Path:
+    path.write_text("not media\n")
+    return path
