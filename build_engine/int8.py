@@ -1,0 +1,210 @@
+"""FP32 ONNX -> INT8 Q/DQ ONNX by post-training calibration, in the form TensorRT's explicit
+quantization expects.
+
+- Weights: INT8 initialisers with a per-output-channel, symmetric `DequantizeLinear` (axis 0).
+- Activations: symmetric INT8 (zero point 0), one scale per tensor, from calibration on images
+  pre-processed exactly as the runtime does it (`facemask_sdk.preprocess.preprocess`).
+- Conv biases stay FP32 (TensorRT does not import INT32 `DequantizeLinear`); graph inputs and outputs
+  stay FP32.
+- Calibration (`build_engine.calibration`): `minmax`, `entropy` or `percentile` on the graph after
+  ONNX Runtime's `quant_pre_process`; the Q/DQ nodes are placed by ONNX Runtime's `QDQQuantizer`
+  (what `quantize_static(quant_format=QDQ)` runs; NVIDIA ModelOpt's ONNX PTQ builds on the same).
+- The calibration result (one FP32 range per tensor) is cached as JSON in `cache_dir` under a hash of
+  the model bytes, the calibration images' bytes, the method and its settings and the
+  pre-processing spec: a rebuild with the same inputs reads it and does not calibrate again.
+
+    >>> to_int8(Path("models/facemask.onnx"), Path("models/facemask.int8.onnx"), images, method="entropy")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from build_engine.calibration import CALIBRATOR_SETTINGS, METHODS, calibrate, calibration_key, read_cache, write_cache
+from build_engine.precision import (
+    PRECISION_KEY,
+    check_output_path,
+    load_model,
+    metadata,
+    model_precision,
+    model_spec,
+    set_metadata,
+    write_atomically,
+)
+from facemask_sdk.errors import DataError, FacemaskError, ModelFileError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OP_TYPES = ("Conv", "Add")
+"""Ops whose inputs get Q/DQ: TensorRT's recommendation (quantise the inputs of weighted ops and of
+residual adds; it fuses the Q into the producing convolution and moves Q/DQ across pooling/resizing)."""
+CALIBRATION_KEY = "int8.calibration"
+"""`metadata_props` key with the calibration summary (method, images, cache key; JSON)."""
+
+
+@dataclass
+class Int8Report:
+    """What `write_int8` did: where the model and the calibration cache are, and whether it was reused."""
+
+    path: Path | None = None
+    method: str = ""
+    images: int = 0
+    cache_path: Path | None = None
+    cache_hit: bool = False
+    calibration_seconds: float = 0.0
+    quantized_conv: int = 0
+    total_conv: int = 0
+    excluded: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        source = "reused cached calibration" if self.cache_hit else f"calibrated in {self.calibration_seconds:.1f} s"
+        return [
+            f"int8: {self.method} calibration on {self.images} images ({source}: {self.cache_path}); "
+            f"{self.quantized_conv}/{self.total_conv} Conv quantised"
+            + (f", {len(self.excluded)} node(s) kept in float" if self.excluded else "")
+        ]
+
+
+def to_int8(
+    onnx_in: Path,
+    onnx_out: Path,
+    calib_images: Sequence[Path],
+    method: str = "entropy",
+    cache_dir: Path | None = None,
+    exclude: list[str] | None = None,
+    op_types: Sequence[str] = DEFAULT_OP_TYPES,
+    overwrite: bool = False,
+) -> Path:
+    """Write the INT8 Q/DQ variant of `onnx_in` to `onnx_out` and return `onnx_out`.
+
+    `calib_images`: image files (training split) for calibration. `method`: minmax, entropy or
+    percentile. `cache_dir`: where calibration results are cached (default: a `.calib-cache` folder
+    beside `onnx_out`). `exclude`: node names or op types left unquantised (e.g. the first Conv).
+    """
+    return write_int8(onnx_in, onnx_out, calib_images, method, cache_dir, exclude, op_types, overwrite).path
+
+
+def write_int8(
+    onnx_in: Path,
+    onnx_out: Path,
+    calib_images: Sequence[Path],
+    method: str = "entropy",
+    cache_dir: Path | None = None,
+    exclude: list[str] | None = None,
+    op_types: Sequence[str] = DEFAULT_OP_TYPES,
+    overwrite: bool = False,
+) -> Int8Report:
+    """`to_int8`, returning the report (with `.path`)."""
+    from onnxruntime.quantization import quant_pre_process
+
+    onnx_in = Path(onnx_in)
+    onnx_out = check_output_path(onnx_out, overwrite, inputs=(onnx_in,))
+    if method not in METHODS:
+        raise FacemaskError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    images = _check_images(calib_images)
+    model = load_model(onnx_in)
+    if model_precision(model) != "fp32":
+        raise ModelFileError(f"{onnx_in} is already a {model_precision(model)} model; quantise the FP32 export")
+    spec = model_spec(model, onnx_in)
+    cache_dir = Path(cache_dir) if cache_dir is not None else onnx_out.parent / ".calib-cache"
+    key, key_data = calibration_key(onnx_in, images, method, tuple(op_types), spec)
+    cache_path = cache_dir / f"int8-{method}-{key[:16]}.json"
+    report = Int8Report(method=method, images=len(images), cache_path=cache_path)
+
+    with tempfile.TemporaryDirectory(prefix="facemask-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
+        ranges = read_cache(cache_path, key)
+        report.cache_hit = ranges is not None
+        if ranges is None:
+            started = time.perf_counter()
+            ranges = calibrate(prepared, images, spec, method, tuple(op_types), Path(tmp))
+            report.calibration_seconds = time.perf_counter() - started
+            write_cache(cache_path, key, key_data, ranges, report.calibration_seconds)
+        else:
+            log.info("calibration cache hit: %s", cache_path)
+        quantized, report.excluded = _quantize(prepared, ranges, method, tuple(op_types), exclude or [])
+
+    entries = metadata(model)
+    entries[PRECISION_KEY] = "int8"
+    entries[CALIBRATION_KEY] = json.dumps(
+        {"method": method, "images": len(images), "op_types": list(op_types), "excluded": report.excluded,
+         "cache_key": key, **CALIBRATOR_SETTINGS[method]},
+        sort_keys=True,
+    )
+    set_metadata(quantized, entries)
+    quantized.producer_name, quantized.producer_version = model.producer_name, model.producer_version
+    onnx.checker.check_model(quantized, full_check=True)
+    report.total_conv, report.quantized_conv = _conv_counts(quantized)
+    write_atomically(onnx_out, quantized.SerializeToString(), overwrite)
+    report.path = onnx_out
+    return report
+
+
+def _check_images(paths: Sequence[Path]) -> list[Path]:
+    if isinstance(paths, (str, Path)):
+        raise FacemaskError("calib_images must be a list of image files, not one path")
+    images = [Path(p) for p in paths]
+    if not images:
+        raise DataError("INT8 calibration needs at least one image; pass images of the training split")
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"calibration image(s) not found: {', '.join(missing[:3])}")
+    return images
+
+
+def _quantize(
+    prepared: Path, ranges: dict[str, tuple[float, float]], method: str, op_types: tuple[str, ...], exclude: list[str]
+) -> tuple[onnx.ModelProto, list[str]]:
+    from onnxruntime.quantization import CalibrationMethod, QDQQuantizer, QuantType, TensorData, TensorsData
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(prepared)))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise ModelFileError(f"per-channel INT8 needs ONNX opset 13 or newer; the model has opset {opset}")
+    excluded = _resolve_exclude(model, exclude)
+    tensors = TensorsData(
+        CalibrationMethod.MinMax,  # only the ranges are used from here on, whatever produced them
+        {name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in ranges.items()},
+    )
+    quantizer = QDQQuantizer(
+        model,
+        True,  # per_channel
+        False,  # reduce_range
+        QuantType.QInt8,  # weights
+        QuantType.QInt8,  # activations
+        tensors,
+        None,  # nodes_to_quantize: all of op_types
+        excluded,
+        list(op_types),
+        {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    )
+    quantizer.quantize_model()
+    quantizer.model.topological_sort()  # what ONNX Runtime's save_model_to_file does first
+    return quantizer.model.model, excluded
+
+
+def _resolve_exclude(model: onnx.ModelProto, exclude: list[str]) -> list[str]:
+    names: list[str] = []
+    for entry in exclude:
+        matches = [n.name for n in model.graph.node if entry in (n.name, n.op_type)]
+        if not matches:
+            raise FacemaskError(f"exclude entry {entry!r} matches no node name or op type of the model")
+        names.extend(m for m in matches if m not in names)
+    return names
+
+
+def _conv_counts(model: onnx.ModelProto) -> tuple[int, int]:
+    """(Conv nodes, Conv nodes whose weight comes from a DequantizeLinear)."""
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    return len(convs), sum(1 for n in convs if n.input[1] in dq_outputs)

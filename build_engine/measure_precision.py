@@ -1,0 +1,144 @@
+"""Val mAP of the FP32, FP16 and INT8 variants on CPU with ONNX Runtime: the figures behind the
+choice of converter and calibration method.
+
+    python -m build_engine.measure_precision --checkpoint runs/ref-lite0-384/best.pt \\
+        --data ../shared/datasets/face-mask-detection --workdir /tmp/facemask-precision
+
+Rows:
+- `fp32`: the exported ONNX.
+- `fp16 (ORT CPU)`: the FP16 file as ONNX Runtime's CPU provider runs it. It has no FP16 kernel for
+  Conv/Clip/Pad/MaxPool/Resize/ReduceSum/Add and runs them in FP32, removing the FP16 round trips
+  between consecutive such ops: FP16 weights, mostly FP32 activations (optimistic).
+- `fp16 (emulated)`: `build_engine.fp16.emulate_fp16`, every tensor that is FP16 in the file rounded
+  to FP16, FP32 arithmetic inside each op: how FP16 storage with FP32 accumulation behaves (TensorRT).
+- `int8 <method>`: the Q/DQ file; ONNX Runtime runs Q/DQ as quantise-dequantise around FP32 ops,
+  numerically what an INT8 kernel with INT32 accumulation computes.
+- `--sensitivity` adds INT8 rows with one group of layers (stem, backbone stages, BiFPN, heads) left
+  in float, to find the layers that cost accuracy.
+
+The detector is `facemask_sdk.Detector` (the SDK's own pre- and post-processing) with score
+threshold 0.001 and 100 detections per image, as `facemask-sdk eval`; the metric is
+`facemask_sdk.metrics` (pycocotools).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import onnx
+
+from build_engine.fp16 import emulate_fp16, write_fp16
+from build_engine.int8 import METHODS, write_int8
+from build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
+from facemask_sdk.detector import Detector
+from facemask_sdk.metrics import ImageBoxes, evaluate_detections
+from facemask_sdk.voc import VocDataset
+
+EVAL_SCORE_THRESHOLD = 0.001
+SENSITIVITY_GROUPS = {
+    "stem (first conv)": ["/network/backbone/conv_stem/Conv"],
+    "backbone": ["/network/backbone/"],
+    "BiFPN": ["/network/fpn/"],
+    "class head": ["/network/class_net/"],
+    "box head": ["/network/box_net/"],
+    "head outputs (last conv of each head)": ["/network/class_net/predict/", "/network/box_net/predict/"],
+}
+
+
+def evaluate_onnx(model: Path, records, threads: int | None = None) -> dict:
+    """COCO mAP of one ONNX model over `records` through the SDK's Detector."""
+    predictions = []
+    started = time.perf_counter()
+    with Detector(model, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=100, threads=threads) as detector:
+        for record in records:
+            detections = detector(record.load())
+            predictions.append(ImageBoxes(detections.xyxy, detections.class_ids, detections.scores))
+        classes = detector.spec.classes
+    ground_truth = [ImageBoxes(r.boxes, r.class_ids) for r in records]
+    result = evaluate_detections(ground_truth, predictions, classes)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def conv_groups(model_path: Path, prefixes: list[str]) -> list[str]:
+    """Conv node names starting with any of `prefixes` (node names of the exported graph)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and any(n.name.startswith(p) for p in prefixes)]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="training checkpoint to export first")
+    source.add_argument("--onnx", type=Path, help="an FP32 ONNX export")
+    parser.add_argument("--data", type=Path, default=DEFAULT_CALIB_DATA, help="VOC dataset (train: calibration, val: mAP)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/facemask-precision"))
+    parser.add_argument("--calib-images", type=int, default=256)
+    parser.add_argument("--methods", default=",".join(METHODS), help="INT8 calibration methods to compare")
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N val images only")
+    parser.add_argument("--sensitivity", default=None, metavar="METHOD", help="per-group INT8 sensitivity with METHOD")
+    parser.add_argument("--skip", default="", help="comma-separated rows to skip: fp16,fp16-emulated")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    args = parser.parse_args(argv)
+
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint is not None:
+        from build_engine.export import export_onnx
+
+        fp32 = work / "model.onnx"
+        export_onnx(args.checkpoint, fp32, overwrite=True)
+    else:
+        fp32 = args.onnx
+    records = VocDataset(args.data, "val").records[: args.max_images]
+    calib = calibration_images(args.data, args.calib_images)
+    skip = set(filter(None, args.skip.split(",")))
+    rows: dict[str, dict] = {}
+
+    def run(name: str, path: Path, note: str = "") -> None:
+        result = evaluate_onnx(path, records, args.threads)
+        result["note"] = note
+        rows[name] = result
+        print(f"{name:44s} mAP {100 * result['map']:6.2f}  mAP50 {100 * result['map50']:6.2f}  ({result['seconds']:.0f} s) {note}", flush=True)
+
+    run("fp32", fp32)
+    if "fp16" not in skip or "fp16-emulated" not in skip:
+        fp16 = write_fp16(fp32, work / "model.fp16.onnx", overwrite=True)
+        if "fp16" not in skip:
+            run("fp16 (ORT CPU)", fp16.path, fp16.lines()[0])
+        if "fp16-emulated" not in skip:
+            emulated = work / "model.fp16-emulated.onnx"
+            onnx.save(emulate_fp16(onnx.load(str(fp16.path))), str(emulated))
+            run("fp16 (emulated FP16 storage)", emulated)
+    for method in filter(None, args.methods.split(",")):
+        report = write_int8(fp32, work / f"model.int8.{method}.onnx", calib, method=method, cache_dir=work / "cache", overwrite=True)
+        run(f"int8 {method}", report.path, report.lines()[0])
+    if args.sensitivity:
+        for group, prefixes in SENSITIVITY_GROUPS.items():
+            excluded = conv_groups(fp32, prefixes)
+            report = write_int8(fp32, work / "model.int8.sensitivity.onnx", calib, method=args.sensitivity,
+                                cache_dir=work / "cache", exclude=excluded, overwrite=True)
+            run(f"int8 {args.sensitivity}, {group} in float", report.path, f"{len(excluded)} Conv excluded")
+
+    summary = {
+        "onnx": str(fp32),
+        "val_images": len(records),
+        "calibration_images": len(calib),
+        "rows": {name: {k: v for k, v in row.items() if k in ("map", "map50", "map75", "ap_per_class", "seconds", "note")}
+                 for name, row in rows.items()},
+    }
+    (work / "results.json").write_text(json.dumps(summary, indent=1))
+    print()
+    print("| variant | mAP@[.5:.95] | Δ vs FP32 | mAP@.5 |")
+    print("|---|---:|---:|---:|")
+    base = rows["fp32"]["map"]
+    for name, row in rows.items():
+        print(f"| {name} | {100 * row['map']:.2f} | {100 * (row['map'] - base):+.2f} | {100 * row['map50']:.2f} |")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

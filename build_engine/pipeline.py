@@ -1,0 +1,167 @@
+"""`facemask-sdk build-engine` as a library call: ONNX -> precision ONNX -> TensorRT engine + sidecar.
+
+    >>> result = build(precision="int8", onnx_only=True)     # models/facemask.int8.onnx, no engine
+    >>> result.precision_onnx, result.device_command
+
+Where TensorRT or a GPU is missing (a development PC, CI), the precision ONNX is still written and
+`TensorRTUnavailable` says which command builds the engine on the target device; with
+`onnx_only=True` stopping there is the intended outcome. Nothing is overwritten without `force`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from build_engine.precision import PRECISIONS, load_model, model_precision, variant_path
+from build_engine.tensorrt_build import (
+    ENGINE_SUFFIXES,
+    BatchProfile,
+    BuildOptions,
+    EngineReport,
+    TensorRTUnavailable,
+    build_engine,
+    check_batch,
+    device_command,
+)
+from facemask_sdk.errors import DataError, FacemaskError
+from facemask_sdk.image_io import IMAGE_SUFFIXES
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CALIB_DATA = ROOT.parent / "shared" / "datasets" / "face-mask-detection"
+"""The project's copy of the Kaggle dataset (its train split calibrates INT8 when present)."""
+SAMPLES_DIR = ROOT / "samples" / "images"
+"""Fallback calibration images (4 CC0 samples) for a clone without the dataset."""
+DEFAULT_CALIB_IMAGES = 256
+DEFAULT_CALIB_METHOD = "percentile"
+"""Chosen by measurement on the val split (see `build_engine.measure_precision` and the README)."""
+
+
+@dataclass
+class BuildResult:
+    precision: str
+    source_onnx: Path
+    precision_onnx: Path
+    engine: Path
+    device_command: str
+    lines: list[str] = field(default_factory=list)
+    engine_report: EngineReport | None = None
+
+
+def build(
+    onnx: Path | None = None,
+    precision: str = "fp16",
+    calib_data: Path | None = None,
+    calib_images: int = DEFAULT_CALIB_IMAGES,
+    calib_method: str = DEFAULT_CALIB_METHOD,
+    batch: BatchProfile | None = None,
+    workspace_gb: float = 2.0,
+    out: Path | None = None,
+    onnx_only: bool = False,
+    force: bool = False,
+    echo: Callable[[str], None] = print,
+) -> BuildResult:
+    """Write the precision ONNX (unless `onnx` already is one), then the engine; see the module docs."""
+    from facemask_sdk.models import default_model_path
+
+    if precision not in PRECISIONS:
+        raise FacemaskError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    source = Path(onnx) if onnx is not None else default_model_path()
+    recorded = model_precision(load_model(source))
+    if recorded not in ("fp32", precision):
+        raise FacemaskError(
+            f"{source} is already a {recorded} model; pass --{recorded} to build its engine, "
+            f"or start from the FP32 export for {precision}"
+        )
+    options = BuildOptions(precision=precision, batch=batch or BatchProfile(), workspace_gb=workspace_gb)
+    check_batch(source, options.batch)
+    precision_onnx, engine = output_paths(source, precision, out, convert=recorded == "fp32")
+    command = device_command(precision_onnx, options, None if out is None else engine)
+    result = BuildResult(precision, source, precision_onnx, engine, command)
+
+    def say(line: str) -> None:
+        result.lines.append(line)
+        echo(line)
+
+    converting = precision != "fp32" and recorded == "fp32"
+    if converting and precision_onnx.exists() and not force:
+        raise FacemaskError(
+            f"{precision_onnx} already exists; pass --force to rebuild it, or --onnx {precision_onnx} to build the engine from it"
+        )
+    if not onnx_only and engine.exists() and not force:
+        raise FacemaskError(f"{engine} already exists; pass --force to replace it")
+    if converting:
+        for line in _convert(source, precision_onnx, precision, calib_data, calib_images, calib_method, force):
+            say(line)
+    else:
+        say(f"{precision_onnx} is already {precision}; no conversion needed")
+    if onnx_only:
+        say(f"engine not built (--onnx-only); on the target device run: {command}")
+        return result
+    try:
+        result.engine_report = build_engine(precision_onnx, engine, options, overwrite=force)
+    except TensorRTUnavailable as exc:
+        raise TensorRTUnavailable(
+            f"{exc.reason}, so no engine was built; {precision_onnx} is written", f"{command} (or pass --onnx-only here)"
+        ) from None
+    for line in result.engine_report.lines():
+        say(line)
+    return result
+
+
+def output_paths(source: Path, precision: str, out: Path | None, convert: bool = True) -> tuple[Path, Path]:
+    """(precision ONNX, engine). `out` ending in .onnx names the precision ONNX (engine beside it);
+    ending in .engine/.plan/.trt it names the engine (precision ONNX beside it, same stem)."""
+    if out is None:
+        onnx_path = variant_path(source, precision) if convert else source
+        return onnx_path, onnx_path.with_suffix(".engine")
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix == ".onnx":
+        return (out if convert else source), out.with_suffix(".engine")
+    if suffix in ENGINE_SUFFIXES:
+        return (out.with_suffix(".onnx") if convert else source), out
+    raise FacemaskError(f"--out must end in .onnx (the precision model) or {', '.join(ENGINE_SUFFIXES)} (the engine), got {out}")
+
+
+def calibration_images(source: Path | None = None, count: int = DEFAULT_CALIB_IMAGES) -> list[Path]:
+    """`count` images spread evenly over a VOC dataset's train split or a folder of images (sorted).
+
+    `source=None`: the project dataset (`../shared/datasets/face-mask-detection`) if present, else
+    the repository's `samples/images`.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise FacemaskError(f"--calib-images must be a positive integer, got {count!r}")
+    if source is None:
+        source = DEFAULT_CALIB_DATA if (DEFAULT_CALIB_DATA / "images").is_dir() else SAMPLES_DIR
+    source = Path(source)
+    if not source.is_dir():
+        raise DataError(f"calibration data {source} is not a folder (a VOC dataset or a folder of images)")
+    if (source / "images").is_dir() and (source / "annotations").is_dir():
+        from facemask_sdk.voc import VocDataset
+
+        paths = [record.image_path for record in VocDataset(source, "train").records]
+    else:
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
+    if count >= len(paths):
+        return paths
+    step = len(paths) / count
+    return [paths[int(i * step)] for i in range(count)]
+
+
+def _convert(
+    source: Path, target: Path, precision: str, calib_data: Path | None, calib_images: int, calib_method: str, force: bool
+) -> list[str]:
+    if precision == "fp16":
+        from build_engine.fp16 import write_fp16
+
+        report = write_fp16(source, target, overwrite=force)
+        return [f"wrote {target}", *report.lines()]
+    from build_engine.int8 import write_int8
+
+    images = calibration_images(calib_data, calib_images)
+    report = write_int8(source, target, images, method=calib_method, overwrite=force)
+    return [f"wrote {target}", *report.lines()]
