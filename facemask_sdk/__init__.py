@@ -14,8 +14,6 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 import importlib
-import sys
-import types
 
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.spec import CLASSES, AnchorSpec, ModelSpec
@@ -24,7 +22,7 @@ from facemask_sdk.spec import CLASSES, AnchorSpec, ModelSpec
 _LAZY = {
     "Detector": "facemask_sdk.detector",
     "Detections": "facemask_sdk.detections",
-    "annotate": "facemask_sdk.annotate",
+    "annotate": "facemask_sdk.annotation",
 }
 
 __all__ = ["CLASSES", "AnchorSpec", "FacemaskError", "ModelFileError", "ModelSpec", "__version__", *_LAZY]
@@ -40,17 +38,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
-
-
-class _Package(types.ModuleType):
-    """`facemask_sdk.annotate` is both a submodule and its main function. Importing the submodule
-    makes Python set the package attribute to the module; keep the function there instead, so
-    `from facemask_sdk import annotate` gives the function whatever was imported first."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name == "annotate" and isinstance(value, types.ModuleType):
-            value = value.annotate
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

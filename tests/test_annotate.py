@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facemask_sdk.annotate import CLASS_COLOURS_BGR, annotate, draw_summary
+from facemask_sdk.annotation import CLASS_COLOURS_BGR, annotate, draw_summary
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError
 

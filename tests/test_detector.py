@@ -351,7 +351,7 @@ def test_runtime_never_imports_torch_onnx_or_effdet() -> None:
 
 def test_lazy_exports_are_the_functions_whatever_is_imported_first() -> None:
     code = (
-        "from facemask_sdk.annotate import annotate as direct\n"
+        "from facemask_sdk.annotation import annotate as direct\n"
         "import facemask_sdk\n"
         "from facemask_sdk import annotate, Detections\n"
         "assert annotate is direct and callable(annotate), annotate\n"

@@ -59,7 +59,7 @@ def save_prediction_grid(
     """A PNG grid of annotated images: predictions in class colours, ground truth in thin white."""
     import cv2
 
-    from facemask_sdk.annotate import annotate
+    from facemask_sdk.annotation import annotate
     from facemask_sdk.detections import Detections
 
     tiles = []

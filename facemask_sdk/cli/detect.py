@@ -151,7 +151,7 @@ class _Run:
             self._close_writer()
 
     def _handle(self, frame, write, banner: bool = False) -> None:
-        from facemask_sdk.annotate import annotate, draw_summary
+        from facemask_sdk.annotation import annotate, draw_summary
 
         detections = self.detector(frame.image)
         timing = self.detector.last_timing
