@@ -1,0 +1,573 @@
+"""GPU pre-processing, decoding, top-K and NMS (`kernels.cu`) on one CUDA stream, driven by pycuda.
+
+Two layers:
+
+- launch plans (`plan_letterbox`, `plan_decode`, `decode_buffer_specs`): pure Python, no pycuda. They
+  turn a frame, a `Letterbox` and a `PostprocessConfig` into kernel launches (name, grid, block,
+  arguments). The GPU path below runs them; the CPU tests run the very same plans on an emulator of
+  the kernels, so launch geometry and argument order are checked without a GPU.
+- `CudaPipeline`: compiles the kernels (cached on disk), allocates every buffer once, and enqueues
+  pre-processing and decoding + NMS on its stream. The TensorRT runner points the engine's input and
+  outputs at the pipeline's buffers, so a frame goes camera -> GPU -> detections with one
+  synchronisation at the end.
+
+Zero copy: frames and detections live in page-locked host memory mapped into the device address space
+(`pagelocked_empty(..., mem_flags=host_alloc_flags.DEVICEMAP)` and `.base.get_device_pointer()`). On
+Jetson (memory shared by CPU and GPU) that is no copy at all; on a discrete GPU the kernels read the
+frame over PCIe, and `mapped=False` uses explicit async copies to device buffers instead.
+
+    >>> with CudaPipeline(spec) as gpu:                      # doctest: +SKIP
+    ...     frame = gpu.frame_buffer(1080, 1920)              # cap.read(frame) fills it in place
+    ...     box = gpu.preprocess(frame)                       # -> gpu.input_ptr, [3, H, W]
+    ...     gpu.upload_head(logits, regressions)              # or let TensorRT write them
+    ...     gpu.decode_nms(box); gpu.synchronize()
+    ...     boxes, scores, class_ids = gpu.results()
+
+Threading: a pipeline belongs to the thread that created it (its CUDA stream and buffers are not
+shared); use from another thread, or after `close()`, raises `FacemaskError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from facemask_sdk.errors import FacemaskError
+from facemask_sdk.preprocess import Letterbox
+from facemask_sdk.spec import ModelSpec
+
+KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
+NVCC_OPTIONS = ("--fmad=false",)
+"""No a*b+c contraction: the kernels round like the NumPy reference."""
+
+MAX_TOP_K = 16384  # FM_MAX_TOPK in kernels.cu
+COARSE_BINS = 2048  # FM_COARSE_BINS
+NMS_BLOCK = 64  # FM_NMS_BLOCK
+SELECT_THREADS = 512  # FM_SELECT_THREADS
+RANK_THREADS = 256  # FM_RANK_THREADS
+DECODE_THREADS = 256
+REDUCE_THREADS = 256
+LETTERBOX_BLOCK = (32, 8, 1)
+
+KERNEL_ARGS: dict[str, str] = {
+    # struct/pycuda formats: P pointer, d double, f float, i int32, I uint32 (order = kernels.cu)
+    "fm_letterbox_f32": "PPdd" + "i" * 7 + "f" * 6,
+    "fm_letterbox_f16": "PPdd" + "i" * 7 + "f" * 6,
+    "fm_reset_counters": "PP",
+    "fm_decode_candidates_f32": "PPPPIf",
+    "fm_decode_candidates_f16": "PPPPIf",
+    "fm_topk_select": "PPPPI",
+    "fm_rank_decode_f32": "PPPPPPPPIfff",
+    "fm_rank_decode_f16": "PPPPPPPPIfff",
+    "fm_nms_mask": "PPPPf",
+    "fm_nms_reduce": "PPPPP" + "PPPP" + "I",
+}
+_DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch: `kernel<<<grid, block>>>(*args)` with `args` in `KERNEL_ARGS[kernel]` order."""
+
+    kernel: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    args: tuple
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """The decoding settings the kernels use; built from a `PostprocessConfig` (or anything alike)."""
+
+    logit_threshold: float
+    iou_threshold: float
+    max_detections: int
+    top_k: int
+
+    @classmethod
+    def from_config(cls, config: Any) -> "DecodeSettings":
+        top_k, max_det = int(config.top_k), int(config.max_detections)
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise FacemaskError(f"the CUDA decoder supports top_k in [1, {MAX_TOP_K}], got {top_k}")
+        if max_det < 1:
+            raise FacemaskError(f"max_detections must be a positive integer, got {max_det}")
+        return cls(float(config.logit_threshold), float(config.iou_threshold), max_det, top_k)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def io_dtype(dtype: Any) -> np.dtype:
+    """float32 or float16, the tensor dtypes the kernels read and write."""
+    dtype = np.dtype(dtype)
+    if dtype not in _DTYPE_SUFFIX:
+        raise FacemaskError(f"CUDA kernels take float32 or float16 tensors, got {dtype}")
+    return dtype
+
+
+def decode_buffer_specs(
+    num_anchors: int, num_classes: int, settings: DecodeSettings
+) -> dict[str, tuple[np.dtype, int]]:
+    """Name -> (dtype, element count) of every buffer decoding + NMS needs (sizes fixed per model)."""
+    k, words = settings.top_k, _cdiv(settings.top_k, NMS_BLOCK)
+    return {
+        "counters": (np.dtype(np.uint32), 4),
+        "coarse_hist": (np.dtype(np.uint32), COARSE_BINS),
+        "cand_keys": (np.dtype(np.uint64), num_anchors * num_classes),
+        "sel_keys": (np.dtype(np.uint64), k),
+        "boxes": (np.dtype(np.float32), 4 * k),
+        "scores": (np.dtype(np.float32), k),
+        "classes": (np.dtype(np.int32), k),
+        "flat_index": (np.dtype(np.uint32), k),
+        "mask": (np.dtype(np.uint64), k * words),
+    }
+
+
+def output_specs(max_detections: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Name -> (dtype, shape) of the fixed-size output: detections in rank order and their count."""
+    return {
+        "out_boxes": (np.dtype(np.float32), (max_detections, 4)),
+        "out_scores": (np.dtype(np.float32), (max_detections,)),
+        "out_classes": (np.dtype(np.int32), (max_detections,)),
+        "out_count": (np.dtype(np.uint32), (1,)),
+    }
+
+
+def plan_letterbox(
+    frame_ptr: int,
+    frame_hw: tuple[int, int],
+    pitch: int,
+    out_ptr: int,
+    out_dtype: Any,
+    spec: ModelSpec,
+) -> tuple[Launch, Letterbox]:
+    """The launch that letterboxes a BGR uint8 frame (rows `pitch` bytes apart) into a `[3, H, W]` tensor."""
+    box = Letterbox.fit(frame_hw, spec.image_size)
+    (src_h, src_w), (dst_h, dst_w), (rs_h, rs_w) = box.original_hw, box.input_hw, box.resized_hw
+    scale_x, scale_y = 1.0 / (rs_w / src_w), 1.0 / (rs_h / src_h)  # exactly OpenCV's double scales
+    bx, by, _ = LETTERBOX_BLOCK
+    launch = Launch(
+        f"fm_letterbox_{_DTYPE_SUFFIX[io_dtype(out_dtype)]}",
+        (_cdiv(dst_w, bx), _cdiv(dst_h, by), 1),
+        LETTERBOX_BLOCK,
+        (int(frame_ptr), int(out_ptr), scale_x, scale_y, src_h, src_w, int(pitch), dst_h, dst_w, rs_h, rs_w,
+         *(float(m) for m in spec.mean), *(float(s) for s in spec.std)),
+    )
+    return launch, box
+
+
+def plan_decode(
+    ptr: Mapping[str, int],
+    num_anchors: int,
+    num_classes: int,
+    box: Letterbox,
+    settings: DecodeSettings,
+    head_dtype: Any = np.float32,
+) -> list[Launch]:
+    """Launches of decoding, top-K and NMS. `ptr` maps every name of `decode_buffer_specs` and
+    `output_specs` plus "logits" `[A, C]`, "regressions" `[A, 4]` (head dtype) and "anchors" `[A, 4]`
+    (float32 xyxy) to device addresses."""
+    suffix = _DTYPE_SUFFIX[io_dtype(head_dtype)]
+    total = num_anchors * num_classes
+    words = _cdiv(settings.top_k, NMS_BLOCK)
+    height, width = box.original_hw
+    return [
+        Launch("fm_reset_counters", (1, 1, 1), (256, 1, 1), (ptr["counters"], ptr["coarse_hist"])),
+        Launch(f"fm_decode_candidates_{suffix}", (_cdiv(total, DECODE_THREADS), 1, 1), (DECODE_THREADS, 1, 1),
+               (ptr["logits"], ptr["cand_keys"], ptr["counters"], ptr["coarse_hist"], total, settings.logit_threshold)),
+        Launch("fm_topk_select", (1, 1, 1), (SELECT_THREADS, 1, 1),
+               (ptr["cand_keys"], ptr["counters"], ptr["coarse_hist"], ptr["sel_keys"], settings.top_k)),
+        Launch(f"fm_rank_decode_{suffix}", (_cdiv(settings.top_k, RANK_THREADS), 1, 1), (RANK_THREADS, 1, 1),
+               (ptr["sel_keys"], ptr["counters"], ptr["regressions"], ptr["anchors"], ptr["boxes"], ptr["scores"],
+                ptr["classes"], ptr["flat_index"], num_classes, float(np.float32(box.scale)), float(height),
+                float(width))),
+        Launch("fm_nms_mask", (words, words, 1), (NMS_BLOCK, 1, 1),
+               (ptr["boxes"], ptr["classes"], ptr["counters"], ptr["mask"], settings.iou_threshold)),
+        Launch("fm_nms_reduce", (1, 1, 1), (REDUCE_THREADS, 1, 1),
+               (ptr["mask"], ptr["boxes"], ptr["scores"], ptr["classes"], ptr["counters"], ptr["out_boxes"],
+                ptr["out_scores"], ptr["out_classes"], ptr["out_count"], settings.max_detections)),
+    ]
+
+
+def check_frame(frame: object) -> np.ndarray:
+    """A BGR uint8 `HxWx3` array with contiguous pixels (rows may be padded), else `FacemaskError`."""
+    if not isinstance(frame, np.ndarray):
+        raise FacemaskError(f"frame must be a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
+        raise FacemaskError(f"frame must be a BGR uint8 HxWx3 array, got {frame.dtype} with shape {frame.shape}")
+    return frame
+
+
+def find_nvcc() -> str:
+    """nvcc on PATH, else the CUDA toolkit's default place (JetPack does not put it on PATH)."""
+    toolkit = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    for candidate in (shutil.which("nvcc"), os.path.join(toolkit, "bin", "nvcc")):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    raise FacemaskError(
+        "the CUDA kernels are compiled at first use and need nvcc (CUDA toolkit): add /usr/local/cuda/bin "
+        "to PATH or set CUDA_HOME"
+    )
+
+
+def default_cache_dir() -> Path:
+    """Where compiled kernels are cached: $FACEMASK_SDK_CACHE/cuda or ~/.cache/facemask_sdk/cuda."""
+    root = os.environ.get("FACEMASK_SDK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "facemask_sdk")
+    return Path(root) / "cuda"
+
+
+# --------------------------------------------------------------------------------------------------
+# pycuda side
+# --------------------------------------------------------------------------------------------------
+
+_CONTEXTS: dict[int, Any] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def import_pycuda():
+    """`pycuda.driver`, initialised, or a `FacemaskError` that says how to get it."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        raise FacemaskError(
+            "the CUDA pipeline needs pycuda and an NVIDIA GPU with its driver: pip install 'facemask-sdk[trt]'"
+        ) from None
+    cuda.init()
+    return cuda
+
+
+def primary_context(cuda, ordinal: int):
+    """The device's primary context, retained once per process: the one TensorRT (CUDA runtime) uses."""
+    with _CONTEXTS_LOCK:
+        if ordinal not in _CONTEXTS:
+            if not 0 <= ordinal < cuda.Device.count():
+                raise FacemaskError(f"no CUDA device {ordinal}: this machine has {cuda.Device.count()}")
+            _CONTEXTS[ordinal] = cuda.Device(ordinal).retain_primary_context()
+        return _CONTEXTS[ordinal]
+
+
+class CudaPipeline:
+    """Pre-processing and decoding + NMS kernels for one model, one stream, buffers allocated once.
+
+    `config`: a `PostprocessConfig` (default thresholds if None); `input_dtype`: the network input
+    (float32 or float16); `head_dtype`: the dtype of the logits/regressions tensors; `mapped`: zero-copy
+    mapped host memory for frames and detections (False: pinned buffers and explicit async copies).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        config: Any = None,
+        *,
+        input_dtype: Any = np.float32,
+        head_dtype: Any = np.float32,
+        mapped: bool = True,
+        device: int = 0,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self._closed = True  # until fully built; close() is safe on a half-built pipeline
+        self._owner = threading.get_ident()
+        self._allocations: list[Any] = []
+        if config is None:
+            from facemask_sdk.postprocess import PostprocessConfig
+
+            config = PostprocessConfig()
+        from facemask_sdk.anchors import generate_anchors
+
+        self.spec, self.config, self.mapped = spec, config, bool(mapped)
+        self.settings = DecodeSettings.from_config(config)
+        self.input_dtype, self.head_dtype = io_dtype(input_dtype), io_dtype(head_dtype)
+        anchors = np.ascontiguousarray(generate_anchors(spec), dtype=np.float32)
+        self.num_anchors, self.num_classes = anchors.shape[0], spec.num_classes
+        self._cuda = cuda = import_pycuda()
+        self._context = primary_context(cuda, int(device))
+        self.device = cuda.Device(int(device))
+        if self.mapped and not self.device.get_attribute(cuda.device_attribute.CAN_MAP_HOST_MEMORY):
+            raise FacemaskError(f"{self.device.name()} cannot map host memory; use mapped=False")
+        self._closed = False
+        try:
+            with self.active():
+                self._build(anchors, Path(cache_dir) if cache_dir else default_cache_dir())
+        except BaseException:  # free what was allocated, then report the original error
+            self.close()
+            raise
+
+    # -- construction --------------------------------------------------------------------------------
+
+    def _build(self, anchors: np.ndarray, cache_dir: Path) -> None:
+        from pycuda.compiler import SourceModule
+
+        cuda = self._cuda
+        cache_dir.mkdir(parents=True, exist_ok=True)  # pycuda only creates its default cache directory
+        module = SourceModule(KERNEL_SOURCE.read_text(), nvcc=find_nvcc(), options=list(NVCC_OPTIONS),
+                              no_extern_c=True, cache_dir=str(cache_dir))
+        self._module = module
+        self._functions = {name: module.get_function(name).prepare(fmt) for name, fmt in KERNEL_ARGS.items()}
+        self.stream = cuda.Stream()
+        height, width = self.spec.image_size
+        self._ptr: dict[str, int] = {
+            "input": self._alloc(3 * height * width * self.input_dtype.itemsize),
+            "logits": self._alloc(self.num_anchors * self.num_classes * self.head_dtype.itemsize),
+            "regressions": self._alloc(self.num_anchors * 4 * self.head_dtype.itemsize),
+            "anchors": self._alloc(anchors.nbytes),
+        }
+        cuda.memcpy_htod(self._ptr["anchors"], anchors)
+        for name, (dtype, count) in decode_buffer_specs(self.num_anchors, self.num_classes, self.settings).items():
+            self._ptr[name] = self._alloc(count * dtype.itemsize)
+        self._out: dict[str, np.ndarray] = {}
+        for name, (dtype, shape) in output_specs(self.settings.max_detections).items():
+            host = self._pinned(shape, dtype)
+            self._out[name] = host
+            self._ptr[name] = host.base.get_device_pointer() if self.mapped else self._alloc(host.nbytes)
+        self._frames: dict[tuple[int, int], np.ndarray] = {}  # frame_buffer() memory, by (height, width)
+        self._staging: dict[tuple[int, int], np.ndarray] = {}  # copies of frames that are not ours
+        self._frame_dev: tuple[int, int] = (0, 0)  # (device pointer, bytes), mapped=False only
+        self._pending = False
+
+    def _alloc(self, nbytes: int) -> int:
+        allocation = self._cuda.mem_alloc(max(int(nbytes), 1))
+        self._allocations.append(allocation)
+        return int(allocation)
+
+    def _pinned(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        flags = self._cuda.host_alloc_flags.DEVICEMAP if self.mapped else 0
+        array = self._cuda.pagelocked_empty(shape, dtype, mem_flags=flags)
+        self._allocations.append(array.base)
+        return array
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def active(self):
+        """Check the caller, make the device's primary context current, pop it afterwards (nests)."""
+        self.check_usable()
+        self._context.push()
+        try:
+            yield
+        finally:
+            self._cuda.Context.pop()
+
+    def check_usable(self) -> None:
+        if self._closed:
+            raise FacemaskError("this CUDA pipeline is closed; create a new one")
+        if threading.get_ident() != self._owner:
+            raise FacemaskError(
+                "this CUDA pipeline belongs to the thread that created it; create one per thread"
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Wait for queued work, free every buffer (frame_buffer() views die too); idempotent."""
+        if self._closed:
+            return
+        with self.active():
+            if getattr(self, "stream", None) is not None:
+                self.stream.synchronize()
+            for allocation in reversed(self._allocations):
+                allocation.free()
+            self._allocations.clear()
+            self._functions, self._module, self.stream = {}, None, None
+        self._closed = True
+
+    def __enter__(self) -> "CudaPipeline":
+        self.check_usable()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- device addresses, for TensorRT ----------------------------------------------------------------
+
+    @property
+    def pointers(self) -> dict[str, int]:
+        """Device address of every buffer, by the names `plan_decode` uses (plus "input")."""
+        return dict(self._ptr)
+
+    @property
+    def input_ptr(self) -> int:
+        return self._ptr["input"]
+
+    @property
+    def logits_ptr(self) -> int:
+        return self._ptr["logits"]
+
+    @property
+    def regressions_ptr(self) -> int:
+        return self._ptr["regressions"]
+
+    def device_name(self) -> str:
+        return self.device.name()
+
+    def compute_capability(self) -> str:
+        major, minor = self.device.compute_capability()
+        return f"{major}.{minor}"
+
+    # -- frames ---------------------------------------------------------------------------------------
+
+    def frame_buffer(self, height: int, width: int) -> np.ndarray:
+        """A `[height, width, 3]` uint8 view of pinned (mapped) memory; frames in it reach the GPU with
+        no host copy. The same size gives the same buffer; views stay valid until `close()`. Do not
+        write into it while a `preprocess()` of it is still queued (call `synchronize()` first)."""
+        with self.active():
+            height, width = int(height), int(width)
+            if height <= 0 or width <= 0:
+                raise FacemaskError(f"frame size must be positive, got {height}x{width}")
+            if (height, width) not in self._frames:
+                self._frames[(height, width)] = self._pinned((height, width, 3), np.uint8)
+            return self._frames[(height, width)]
+
+    def _owning_buffer(self, frame: np.ndarray) -> np.ndarray | None:
+        start = frame.__array_interface__["data"][0]
+        end = start + frame.strides[0] * (frame.shape[0] - 1) + 3 * frame.shape[1]
+        if frame.strides[1:] != (3, 1) or frame.strides[0] < 3 * frame.shape[1]:
+            return None
+        for buffer in self._frames.values():
+            base = buffer.__array_interface__["data"][0]
+            if base <= start and end <= base + buffer.nbytes:
+                return buffer
+        return None
+
+    def preprocess(self, frame: np.ndarray) -> Letterbox:
+        """Enqueue letterbox + normalisation of a BGR uint8 frame into the input tensor (`input_ptr`).
+
+        A frame inside a `frame_buffer()` (or a crop of one) is read in place; any other array is first
+        copied into a pinned staging buffer. Returns the letterbox geometry; nothing is synchronised."""
+        frame = check_frame(frame)
+        with self.active():
+            buffer = self._owning_buffer(frame)
+            if buffer is None:
+                key = frame.shape[:2]
+                if self._pending:
+                    self.stream.synchronize()  # the staging buffer may still be read by queued work
+                if key not in self._staging:
+                    self._staging[key] = self._pinned((*key, 3), np.uint8)
+                buffer = self._staging[key]
+                np.copyto(buffer, frame)
+                frame = buffer
+            host_ptr = frame.__array_interface__["data"][0]
+            offset = host_ptr - buffer.__array_interface__["data"][0]
+            if self.mapped:
+                src = buffer.base.get_device_pointer() + offset
+            else:
+                nbytes = frame.strides[0] * (frame.shape[0] - 1) + 3 * frame.shape[1]
+                span = buffer.reshape(-1)[offset : offset + nbytes]
+                src = self._device_frame(span.nbytes)
+                self._cuda.memcpy_htod_async(src, span, self.stream)
+            launch, box = plan_letterbox(
+                src, frame.shape[:2], frame.strides[0], self.input_ptr, self.input_dtype, self.spec
+            )
+            self.launch(launch)
+            return box
+
+    def _device_frame(self, nbytes: int) -> int:
+        ptr, size = self._frame_dev
+        if nbytes > size:
+            if self._pending:
+                self.stream.synchronize()
+            ptr, size = self._alloc(nbytes), nbytes  # the smaller one stays allocated until close()
+            self._frame_dev = (ptr, size)
+        return ptr
+
+    # -- decoding ------------------------------------------------------------------------------------
+
+    def decode_nms(self, box: Letterbox) -> None:
+        """Enqueue decoding, top-K and NMS of the head outputs at `logits_ptr`/`regressions_ptr`."""
+        with self.active():
+            plan = plan_decode(self._ptr, self.num_anchors, self.num_classes, box, self.settings, self.head_dtype)
+            for launch in plan:
+                self.launch(launch)
+            if not self.mapped:
+                for name, host in self._out.items():
+                    self._cuda.memcpy_dtoh_async(host, self._ptr[name], self.stream)
+
+    def launch(self, launch: Launch) -> None:
+        """Enqueue one planned launch on the stream (call inside `active()`)."""
+        self._functions[launch.kernel].prepared_async_call(launch.grid, launch.block, self.stream, *launch.args)
+        self._pending = True
+
+    def synchronize(self) -> None:
+        with self.active():
+            self.stream.synchronize()
+            self._pending = False
+
+    def results(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes float32 [N, 4] original pixels, scores float32 [N], class ids int64 [N]), best first;
+        valid after `synchronize()`. Copies, so the next frame does not overwrite them."""
+        self.check_usable()
+        if self._pending:
+            raise FacemaskError("results() before synchronize(): the GPU may still be writing them")
+        n = int(self._out["out_count"][0])
+        return (self._out["out_boxes"][:n].copy(), self._out["out_scores"][:n].copy(),
+                self._out["out_classes"][:n].astype(np.int64))
+
+    # -- helpers for tests, benchmarks and the un-fused path ------------------------------------------
+
+    def upload_head(self, logits: np.ndarray, regressions: np.ndarray) -> None:
+        """Copy one image's head outputs (`[A, C]`, `[A, 4]`, any float dtype) into the device buffers."""
+        expected = {"logits": (self.num_anchors, self.num_classes), "regressions": (self.num_anchors, 4)}
+        with self.active():
+            for name, array in (("logits", logits), ("regressions", regressions)):
+                array = np.asarray(array)
+                if array.shape != expected[name]:
+                    raise FacemaskError(f"{name} must have shape {list(expected[name])}, got {list(array.shape)}")
+                self._cuda.memcpy_htod_async(self._ptr[name], np.ascontiguousarray(array, self.head_dtype), self.stream)
+            self.stream.synchronize()
+
+    def download_input(self) -> np.ndarray:
+        """The input tensor `[3, H, W]` (after `synchronize()`), as a new array."""
+        out = np.empty((3, *self.spec.image_size), self.input_dtype)
+        with self.active():
+            self.stream.synchronize()
+            self._cuda.memcpy_dtoh(out, self.input_ptr)
+        return out
+
+    def upload_input(self, tensor: np.ndarray) -> None:
+        """Enqueue a copy of a pre-processed `[3, H, W]` (or `[1, 3, H, W]`) tensor into the input buffer."""
+        expected = (3, *self.spec.image_size)
+        tensor = np.asarray(tensor)
+        if tensor.shape not in (expected, (1, *expected)):
+            raise FacemaskError(f"input must have shape {list(expected)}, got {list(tensor.shape)}")
+        with self.active():
+            self._host_input = np.ascontiguousarray(tensor.reshape(expected), self.input_dtype)  # alive until copied
+            self._cuda.memcpy_htod_async(self.input_ptr, self._host_input, self.stream)
+            self._pending = True
+
+    def download_head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The head outputs `[A, C]`, `[A, 4]` as float32 (synchronises first)."""
+        logits = np.empty((self.num_anchors, self.num_classes), self.head_dtype)
+        regressions = np.empty((self.num_anchors, 4), self.head_dtype)
+        with self.active():
+            self.stream.synchronize()
+            self._pending = False
+            self._cuda.memcpy_dtoh(logits, self.logits_ptr)
+            self._cuda.memcpy_dtoh(regressions, self.regressions_ptr)
+        return logits.astype(np.float32), regressions.astype(np.float32)
+
+    def candidates(self) -> dict[str, np.ndarray | int]:
+        """The state after top-K: `num_candidates` (passing the threshold), and the selected ones in rank
+        order: `boxes`, `scores`, `class_ids`, `flat_index` (anchor * C + class)."""
+        with self.active():
+            self.stream.synchronize()
+            self._pending = False
+            counters = np.empty(4, np.uint32)
+            self._cuda.memcpy_dtoh(counters, self._ptr["counters"])
+            m = int(counters[1])
+            out = {}
+            for name, dtype, per in (("boxes", np.float32, 4), ("scores", np.float32, 1), ("classes", np.int32, 1),
+                                     ("flat_index", np.uint32, 1)):
+                host = np.empty(max(m * per, 1), dtype)
+                self._cuda.memcpy_dtoh(host, self._ptr[name])
+                out[name] = host[: m * per].reshape((m, 4) if per == 4 else (m,))
+        return {"num_candidates": int(counters[0]), "boxes": out["boxes"], "scores": out["scores"],
+                "class_ids": out["classes"].astype(np.int64), "flat_index": out["flat_index"].astype(np.int64)}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# GPU checks of the CUDA kernels, for a machine with an NVIDIA GPU and possibly no network.
+#
+#   tests/gpu/run.sh [WHEEL_DIR]        (from anywhere; WHEEL_DIR defaults to .whl in the repo root)
+#
+# 1. If pycuda is not importable, installs it from WHEEL_DIR without an index
+#    (pip install --no-index --find-links WHEEL_DIR pycuda): put pycuda's wheel or sdist there, with
+#    its dependencies (pytools, platformdirs, mako, markupsafe, typing-extensions, siphash24). An sdist
+#    builds against the CUDA toolkit (nvcc on PATH or in /usr/local/cuda/bin) with this environment's
+#    setuptools and numpy (--no-build-isolation).
+# 2. Runs the GPU tests (tests/gpu, marked `gpu`) and the CPU kernel tests next to them.
+# 3. Times every kernel with CUDA events (tests/gpu/bench_kernels.py, $BENCH_ITERATIONS iterations,
+#    default 300) and prints the table.
+# With $OUT set, the pytest log and the timing table (kernel_timings.md / .json) are written there too.
+# Exit status: 0 when the tests pass, else the first failure's status.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+WHEELS="${1:-$ROOT/.whl}"
+PY="${PYTHON:-python3}"
+export PATH="$PATH:/usr/local/cuda/bin"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+LOG_DIR="${OUT:-}"
+[ -n "$LOG_DIR" ] && mkdir -p "$LOG_DIR"
+
+echo "== GPU"
+nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader 2>/dev/null \
+    || echo "(nvidia-smi not available)"
+command -v nvcc >/dev/null && nvcc --version | tail -n 1 || echo "warning: nvcc not found: pycuda compiles the kernels with it"
+
+if ! "$PY" -c "import pycuda.driver" 2>/dev/null; then
+    echo "== installing pycuda from $WHEELS"
+    if [ ! -d "$WHEELS" ]; then
+        echo "pycuda is not installed and $WHEELS does not exist; see the header of $0" >&2
+        exit 3
+    fi
+    "$PY" -m pip install --no-index --find-links "$WHEELS" --no-build-isolation pycuda || exit 3
+fi
+"$PY" -c "import numpy, cv2, pytest" || { echo "needs numpy, opencv-python-headless and pytest" >&2; exit 3; }
+
+echo "== tests"
+status=0
+"$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu tests/test_cuda_source.py tests/test_tensorrt_backend.py \
+    2>&1 | tee ${LOG_DIR:+"$LOG_DIR/pytest.log"}
+status=${PIPESTATUS[0]}
+
+echo "== kernel timings"
+"$PY" tests/gpu/bench_kernels.py --iterations "${BENCH_ITERATIONS:-300}" ${LOG_DIR:+--out "$LOG_DIR"}
+bench=$?
+[ "$status" -eq 0 ] && status=$bench
+exit "$status"
