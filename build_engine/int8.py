@@ -4,8 +4,9 @@ quantization expects.
 - Weights: INT8 initialisers with a per-output-channel, symmetric `DequantizeLinear` (axis 0).
 - Activations: symmetric INT8 (zero point 0), one scale per tensor, from calibration on images
   pre-processed exactly as the runtime does it (`facemask_sdk.preprocess.preprocess`).
-- Conv biases stay FP32 (TensorRT does not import INT32 `DequantizeLinear`); graph inputs and outputs
-  stay FP32.
+- Conv biases stay float (TensorRT does not import INT32 `DequantizeLinear`); everything that is not
+  INT8 is FP16 by default (`high_precision`, as ModelOpt does: TensorRT 11 runs the graph's own
+  types), with the graph inputs and outputs FP32.
 - Calibration (`build_engine.calibration`): `minmax`, `entropy` or `percentile` on the graph after
   ONNX Runtime's `quant_pre_process`; the Q/DQ nodes are placed by ONNX Runtime's `QDQQuantizer`
   (what `quantize_static(quant_format=QDQ)` runs; NVIDIA ModelOpt's ONNX PTQ builds on the same).
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OP_TYPES = ("Conv", "Add")
 """Ops whose inputs get Q/DQ: TensorRT's recommendation (quantise the inputs of weighted ops and of
 residual adds; it fuses the Q into the producing convolution and moves Q/DQ across pooling/resizing)."""
+HIGH_PRECISIONS = ("fp16", "fp32")
 CALIBRATION_KEY = "int8.calibration"
 """`metadata_props` key with the calibration summary (method, images, cache key; JSON)."""
 
@@ -64,12 +66,13 @@ class Int8Report:
     quantized_conv: int = 0
     total_conv: int = 0
     excluded: list[str] = field(default_factory=list)
+    high_precision: str = "fp16"
 
     def lines(self) -> list[str]:
         source = "reused cached calibration" if self.cache_hit else f"calibrated in {self.calibration_seconds:.1f} s"
         return [
             f"int8: {self.method} calibration on {self.images} images ({source}: {self.cache_path}); "
-            f"{self.quantized_conv}/{self.total_conv} Conv quantised"
+            f"{self.quantized_conv}/{self.total_conv} Conv quantised, the rest {self.high_precision.upper()}"
             + (f", {len(self.excluded)} node(s) kept in float" if self.excluded else "")
         ]
 
@@ -82,6 +85,7 @@ def to_int8(
     cache_dir: Path | None = None,
     exclude: list[str] | None = None,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
+    high_precision: str = "fp16",
     overwrite: bool = False,
 ) -> Path:
     """Write the INT8 Q/DQ variant of `onnx_in` to `onnx_out` and return `onnx_out`.
@@ -89,8 +93,11 @@ def to_int8(
     `calib_images`: image files (training split) for calibration. `method`: minmax, entropy or
     percentile. `cache_dir`: where calibration results are cached (default: a `.calib-cache` folder
     beside `onnx_out`). `exclude`: node names or op types left unquantised (e.g. the first Conv).
+    `high_precision`: the type of everything that is not INT8: `fp16` (default, as NVIDIA ModelOpt:
+    TensorRT 11 runs the graph's own types, so FP32 there would run FP32 kernels; needs opset 19,
+    the graph is upgraded) or `fp32`.
     """
-    return write_int8(onnx_in, onnx_out, calib_images, method, cache_dir, exclude, op_types, overwrite).path
+    return write_int8(onnx_in, onnx_out, calib_images, method, cache_dir, exclude, op_types, high_precision, overwrite).path
 
 
 def write_int8(
@@ -101,6 +108,7 @@ def write_int8(
     cache_dir: Path | None = None,
     exclude: list[str] | None = None,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
+    high_precision: str = "fp16",
     overwrite: bool = False,
 ) -> Int8Report:
     """`to_int8`, returning the report (with `.path`)."""
@@ -110,6 +118,8 @@ def write_int8(
     onnx_out = check_output_path(onnx_out, overwrite, inputs=(onnx_in,))
     if method not in METHODS:
         raise FacemaskError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    if high_precision not in HIGH_PRECISIONS:
+        raise FacemaskError(f"high_precision must be one of {', '.join(HIGH_PRECISIONS)}, got {high_precision!r}")
     images = _check_images(calib_images)
     model = load_model(onnx_in)
     if model_precision(model) != "fp32":
@@ -133,12 +143,15 @@ def write_int8(
         else:
             log.info("calibration cache hit: %s", cache_path)
         quantized, report.excluded = _quantize(prepared, ranges, method, tuple(op_types), exclude or [])
+    if high_precision == "fp16":
+        quantized = _to_fp16_high_precision(quantized)
+    report.high_precision = high_precision
 
     entries = metadata(model)
     entries[PRECISION_KEY] = "int8"
     entries[CALIBRATION_KEY] = json.dumps(
         {"method": method, "images": len(images), "op_types": list(op_types), "excluded": report.excluded,
-         "cache_key": key, **CALIBRATOR_SETTINGS[method]},
+         "high_precision": high_precision, "cache_key": key, **CALIBRATOR_SETTINGS[method]},
         sort_keys=True,
     )
     set_metadata(quantized, entries)
@@ -191,6 +204,19 @@ def _quantize(
     quantizer.quantize_model()
     quantizer.model.topological_sort()  # what ONNX Runtime's save_model_to_file does first
     return quantizer.model.model, excluded
+
+
+def _to_fp16_high_precision(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The non-INT8 part of a Q/DQ graph in FP16: opset 19+ (FP16 Q/DQ scales), then the FP16 converter."""
+    from onnx import version_converter
+
+    from build_engine.fp16 import FP16_QDQ_OPSET, convert_to_fp16
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < FP16_QDQ_OPSET:
+        model = version_converter.convert_version(model, FP16_QDQ_OPSET)
+    converted, _ = convert_to_fp16(model)
+    return converted
 
 
 def _resolve_exclude(model: onnx.ModelProto, exclude: list[str]) -> list[str]:

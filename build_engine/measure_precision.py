@@ -12,9 +12,15 @@ Rows:
 - `fp16 (emulated)`: `build_engine.fp16.emulate_fp16`, every tensor that is FP16 in the file rounded
   to FP16, FP32 arithmetic inside each op: how FP16 storage with FP32 accumulation behaves (TensorRT).
 - `int8 <method>`: the Q/DQ file; ONNX Runtime runs Q/DQ as quantise-dequantise around FP32 ops,
-  numerically what an INT8 kernel with INT32 accumulation computes.
+  numerically what an INT8 kernel with INT32 accumulation computes. With `--high-precision fp16`
+  (the default, as `build-engine --int8` writes it) the FP16 part is measured through
+  `emulate_fp16` like the FP16 row.
 - `--sensitivity` adds INT8 rows with one group of layers (stem, backbone stages, BiFPN, heads) left
   in float, to find the layers that cost accuracy.
+- `--modelopt-python PY` adds NVIDIA ModelOpt ONNX PTQ rows (`max`, `entropy`; same calibration
+  images, FP32 high precision, CPU calibration), run by the interpreter `PY` of an environment with
+  `nvidia-modelopt[onnx]` (it pins onnx/onnxruntime versions this project's environment does not
+  use, so it lives in its own virtual environment).
 
 The detector is `facemask_sdk.Detector` (the SDK's own pre- and post-processing) with score
 threshold 0.001 and 100 detections per image, as `facemask-sdk eval`; the metric is
@@ -25,16 +31,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from build_engine.fp16 import emulate_fp16, write_fp16
 from build_engine.int8 import METHODS, write_int8
 from build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
+from build_engine.precision import load_model, metadata, model_spec, set_metadata
 from facemask_sdk.detector import Detector
+from facemask_sdk.image_io import read_image
 from facemask_sdk.metrics import ImageBoxes, evaluate_detections
+from facemask_sdk.preprocess import preprocess
 from facemask_sdk.voc import VocDataset
 
 EVAL_SCORE_THRESHOLD = 0.001
@@ -63,6 +75,42 @@ def evaluate_onnx(model: Path, records, threads: int | None = None) -> dict:
     return result
 
 
+MODELOPT_SCRIPT = """
+import json, sys
+import numpy as np
+import modelopt.onnx.quantization as moq
+job = json.load(open(sys.argv[1]))
+moq.quantize(job["onnx"], quantize_mode="int8", calibration_data=np.load(job["data"]),
+             calibration_method=job["method"], calibration_eps=["cpu"], high_precision_dtype="fp32",
+             output_path=job["out"])
+"""
+
+
+def modelopt_int8(python: str, fp32: Path, out: Path, images: list[Path], method: str, workdir: Path) -> Path:
+    """INT8 Q/DQ by NVIDIA ModelOpt in another interpreter; our metadata copied in for the Detector."""
+    model = load_model(fp32)
+    spec = model_spec(model, fp32)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        data = Path(tmp) / "calibration.npy"
+        np.save(data, np.stack([preprocess(read_image(p), spec)[0] for p in images]))
+        job = Path(tmp) / "job.json"
+        job.write_text(json.dumps({"onnx": str(fp32), "data": str(data), "method": method, "out": str(out)}))
+        subprocess.run([python, "-c", MODELOPT_SCRIPT, str(job)], check=True, capture_output=True, text=True)
+    quantized = onnx.load(str(out))
+    set_metadata(quantized, {**metadata(model), "precision": "int8", "quantizer": f"modelopt {method}"})
+    onnx.save(quantized, str(out))
+    return out
+
+
+def emulated_if_fp16(report) -> Path:
+    """An INT8 model whose non-INT8 part is FP16 is measured through `emulate_fp16` (see module docs)."""
+    if report.high_precision != "fp16":
+        return report.path
+    emulated = report.path.with_name(report.path.stem + ".emulated.onnx")
+    onnx.save(emulate_fp16(onnx.load(str(report.path))), str(emulated))
+    return emulated
+
+
 def conv_groups(model_path: Path, prefixes: list[str]) -> list[str]:
     """Conv node names starting with any of `prefixes` (node names of the exported graph)."""
     model = onnx.load(str(model_path), load_external_data=False)
@@ -82,6 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sensitivity", default=None, metavar="METHOD", help="per-group INT8 sensitivity with METHOD")
     parser.add_argument("--skip", default="", help="comma-separated rows to skip: fp16,fp16-emulated")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--op-types", default="Conv,Add", help="op types whose inputs get Q/DQ (ours)")
+    parser.add_argument("--high-precision", choices=["fp16", "fp32"], default="fp16", help="type of the non-INT8 part")
+    parser.add_argument("--modelopt-python", default=None, help="python of a venv with nvidia-modelopt[onnx]")
     args = parser.parse_args(argv)
 
     work = args.workdir
@@ -113,15 +164,24 @@ def main(argv: list[str] | None = None) -> dict:
             emulated = work / "model.fp16-emulated.onnx"
             onnx.save(emulate_fp16(onnx.load(str(fp16.path))), str(emulated))
             run("fp16 (emulated FP16 storage)", emulated)
+    op_types = tuple(filter(None, args.op_types.split(",")))
+    suffix = "" if op_types == ("Conv", "Add") else f" [{args.op_types}]"
     for method in filter(None, args.methods.split(",")):
-        report = write_int8(fp32, work / f"model.int8.{method}.onnx", calib, method=method, cache_dir=work / "cache", overwrite=True)
-        run(f"int8 {method}", report.path, report.lines()[0])
+        report = write_int8(fp32, work / f"model.int8.{method}.onnx", calib, method=method, cache_dir=work / "cache",
+                            op_types=op_types, high_precision=args.high_precision, overwrite=True)
+        run(f"int8 {method}{suffix}", emulated_if_fp16(report), report.lines()[0])
+    if args.modelopt_python:
+        for method in ("max", "entropy"):
+            started = time.perf_counter()
+            path = modelopt_int8(args.modelopt_python, fp32, work / f"model.int8.modelopt-{method}.onnx", calib, method, work)
+            run(f"int8 ModelOpt {method}", path, f"quantised in {time.perf_counter() - started:.0f} s")
     if args.sensitivity:
         for group, prefixes in SENSITIVITY_GROUPS.items():
             excluded = conv_groups(fp32, prefixes)
             report = write_int8(fp32, work / "model.int8.sensitivity.onnx", calib, method=args.sensitivity,
-                                cache_dir=work / "cache", exclude=excluded, overwrite=True)
-            run(f"int8 {args.sensitivity}, {group} in float", report.path, f"{len(excluded)} Conv excluded")
+                                cache_dir=work / "cache", exclude=excluded, op_types=op_types,
+                                high_precision=args.high_precision, overwrite=True)
+            run(f"int8 {args.sensitivity}, {group} in float", emulated_if_fp16(report), f"{len(excluded)} Conv excluded")
 
     summary = {
         "onnx": str(fp32),
