@@ -12,7 +12,16 @@ from __future__ import annotations
 
 import importlib
 
-_LAZY = {"export_onnx": "build_engine.export", "ExportReport": "build_engine.export"}
+_LAZY = {
+    "export_onnx": "build_engine.export",
+    "ExportReport": "build_engine.export",
+    "to_fp16": "build_engine.fp16",
+    "to_int8": "build_engine.int8",
+    "build_engine": "build_engine.tensorrt_build",
+    "BuildOptions": "build_engine.tensorrt_build",
+    "BatchProfile": "build_engine.tensorrt_build",
+    "build": "build_engine.pipeline",
+}
 
 __all__ = sorted(_LAZY)
 

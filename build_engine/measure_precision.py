@@ -14,7 +14,9 @@ Rows:
 - `int8 <method>`: the Q/DQ file; ONNX Runtime runs Q/DQ as quantise-dequantise around FP32 ops,
   numerically what an INT8 kernel with INT32 accumulation computes. With `--high-precision fp16`
   (the default, as `build-engine --int8` writes it) the FP16 part is measured through
-  `emulate_fp16` like the FP16 row.
+  `emulate_fp16` like the FP16 row. The same file run as is by ONNX Runtime's CPU provider is shown
+  once: ORT's `WeightBiasQuantization` transformer re-quantises the float Conv biases to INT32 with
+  an FP16 scale (input scale x weight scale) and loses accuracy there; TensorRT keeps biases float.
 - `--sensitivity` adds INT8 rows with one group of layers (stem, backbone stages, BiFPN, heads) left
   in float, to find the layers that cost accuracy.
 - `--modelopt-python PY` adds NVIDIA ModelOpt ONNX PTQ rows (`max`, `entropy`; same calibration
@@ -170,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
         report = write_int8(fp32, work / f"model.int8.{method}.onnx", calib, method=method, cache_dir=work / "cache",
                             op_types=op_types, high_precision=args.high_precision, overwrite=True)
         run(f"int8 {method}{suffix}", emulated_if_fp16(report), report.lines()[0])
+        if report.high_precision == "fp16" and method == args.methods.split(",")[0]:
+            run(f"int8 {method}{suffix} (file on ORT CPU as is)", report.path, "ORT WeightBiasQuantization in FP16")
     if args.modelopt_python:
         for method in ("max", "entropy"):
             started = time.perf_counter()
