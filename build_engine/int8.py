@@ -14,7 +14,7 @@ quantization expects.
   the model bytes, the calibration images' bytes, the method and its settings and the
   pre-processing spec: a rebuild with the same inputs reads it and does not calibrate again.
 
-    >>> to_int8(Path("models/facemask.onnx"), Path("models/facemask.int8.onnx"), images, method="entropy")
+    >>> to_int8(Path("models/facemask.onnx"), Path("models/facemask.int8.onnx"), images, method="percentile")
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def to_int8(
     onnx_in: Path,
     onnx_out: Path,
     calib_images: Sequence[Path],
-    method: str = "entropy",
+    method: str = "percentile",
     cache_dir: Path | None = None,
     exclude: list[str] | None = None,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
@@ -91,7 +91,8 @@ def to_int8(
     """Write the INT8 Q/DQ variant of `onnx_in` to `onnx_out` and return `onnx_out`.
 
     `calib_images`: image files (training split) for calibration. `method`: minmax, entropy or
-    percentile. `cache_dir`: where calibration results are cached (default: a `.calib-cache` folder
+    percentile (the default: on the reference lite0 model it lost 0.77 / 0.19 mAP points on val /
+    train, minmax 0.51 / 1.05, entropy 1.28 / 0.84; see `build_engine.measure_precision`). `cache_dir`: where calibration results are cached (default: a `.calib-cache` folder
     beside `onnx_out`). `exclude`: node names or op types left unquantised (e.g. the first Conv).
     `high_precision`: the type of everything that is not INT8: `fp16` (default, as NVIDIA ModelOpt:
     TensorRT 11 runs the graph's own types, so FP32 there would run FP32 kernels; needs opset 19,
@@ -104,7 +105,7 @@ def write_int8(
     onnx_in: Path,
     onnx_out: Path,
     calib_images: Sequence[Path],
-    method: str = "entropy",
+    method: str = "percentile",
     cache_dir: Path | None = None,
     exclude: list[str] | None = None,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,

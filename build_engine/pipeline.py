@@ -35,7 +35,9 @@ SAMPLES_DIR = ROOT / "samples" / "images"
 """Fallback calibration images (4 CC0 samples) for a clone without the dataset."""
 DEFAULT_CALIB_IMAGES = 256
 DEFAULT_CALIB_METHOD = "percentile"
-"""Chosen by measurement on the val split (see `build_engine.measure_precision` and the README)."""
+"""Chosen by measurement (`build_engine.measure_precision`): within 1 mAP point of FP32 on both the val
+(-0.77) and train (-0.19) splits of the reference model, where max lost 1.05 on train and entropy 1.28
+on val; it also changes the outputs less than max calibration does."""
 
 
 @dataclass
