@@ -204,7 +204,12 @@ def _quantize(
     )
     quantizer.quantize_model()
     quantizer.model.topological_sort()  # what ONNX Runtime's save_model_to_file does first
-    return quantizer.model.model, excluded
+    model = quantizer.model.model
+    used = {node.domain or "" for node in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if (o.domain or "") in used or o.domain == "ai.onnx"]
+    del model.opset_import[:]  # quant_pre_process's ORT optimiser declares every ORT domain
+    model.opset_import.extend(kept)
+    return model, excluded
 
 
 def _to_fp16_high_precision(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -5,11 +5,14 @@
 
 Where TensorRT or a GPU is missing (a development PC, CI), the precision ONNX is still written and
 `TensorRTUnavailable` says which command builds the engine on the target device; with
-`onnx_only=True` stopping there is the intended outcome. Nothing is overwritten without `force`.
+`onnx_only=True` stopping there is the intended outcome. Nothing is overwritten without `force`:
+an existing precision ONNX that is byte-identical to a fresh conversion (conversions are
+deterministic, INT8 calibration is cached) is reported up to date, one that differs is refused.
 """
 
 from __future__ import annotations
 
+import filecmp
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -63,6 +66,7 @@ def build(
     onnx_only: bool = False,
     force: bool = False,
     echo: Callable[[str], None] = print,
+    int8_float: str = "fp16",
 ) -> BuildResult:
     """Write the precision ONNX (unless `onnx` already is one), then the engine; see the module docs."""
     from facemask_sdk.models import default_model_path
@@ -87,14 +91,24 @@ def build(
         echo(line)
 
     converting = precision != "fp32" and recorded == "fp32"
-    if converting and precision_onnx.exists() and not force:
-        raise FacemaskError(
-            f"{precision_onnx} already exists; pass --force to rebuild it, or --onnx {precision_onnx} to build the engine from it"
-        )
     if not onnx_only and engine.exists() and not force:
         raise FacemaskError(f"{engine} already exists; pass --force to replace it")
-    if converting:
-        for line in _convert(source, precision_onnx, precision, calib_data, calib_images, calib_method, force):
+    if converting and precision_onnx.exists() and not force:
+        # conversions are deterministic: an existing file identical to a fresh one is up to date
+        check = precision_onnx.with_name(f".{precision_onnx.stem}.check{precision_onnx.suffix}")
+        try:
+            _convert(source, check, precision, calib_data, calib_images, calib_method, True, int8_float)
+            identical = filecmp.cmp(check, precision_onnx, shallow=False)
+        finally:
+            check.unlink(missing_ok=True)
+        if not identical:
+            raise FacemaskError(
+                f"{precision_onnx} already exists and differs from what these options produce; pass --force to "
+                f"replace it, or --onnx {precision_onnx} to build the engine from it"
+            )
+        say(f"{precision_onnx} is up to date (identical to a fresh conversion); left as it is")
+    elif converting:
+        for line in _convert(source, precision_onnx, precision, calib_data, calib_images, calib_method, force, int8_float):
             say(line)
     else:
         say(f"{precision_onnx} is already {precision}; no conversion needed")
@@ -155,7 +169,8 @@ def calibration_images(source: Path | None = None, count: int = DEFAULT_CALIB_IM
 
 
 def _convert(
-    source: Path, target: Path, precision: str, calib_data: Path | None, calib_images: int, calib_method: str, force: bool
+    source: Path, target: Path, precision: str, calib_data: Path | None, calib_images: int, calib_method: str, force: bool,
+    int8_float: str = "fp16",
 ) -> list[str]:
     if precision == "fp16":
         from build_engine.fp16 import write_fp16
@@ -165,5 +180,5 @@ def _convert(
     from build_engine.int8 import write_int8
 
     images = calibration_images(calib_data, calib_images)
-    report = write_int8(source, target, images, method=calib_method, overwrite=force)
+    report = write_int8(source, target, images, method=calib_method, high_precision=int8_float, overwrite=force)
     return [f"wrote {target}", *report.lines()]

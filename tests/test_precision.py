@@ -349,12 +349,17 @@ def test_cli_onnx_only(run_cli, model_copy: Path, precision: str, sample_images)
     written = model_copy.with_name(f"model.{precision[2:]}.onnx")
     assert written.is_file()
     assert "on the target device run: facemask-sdk build-engine --onnx" in result.stdout
-    before = written.stat().st_mtime_ns
-    again = run_cli(args)  # never overwrite without --force
-    assert again.returncode != 0 and "already exists" in again.stderr and "--force" in again.stderr
-    assert written.stat().st_mtime_ns == before
+    again = run_cli(args)  # the same conversion again: identical result, file left alone
+    assert again.returncode == 0 and "is up to date" in again.stdout, again.stderr
+    written.write_bytes(written.read_bytes() + b"\0")  # now it differs: never overwrite without --force
+    changed = written.read_bytes()
+    refused = run_cli(args)
+    assert refused.returncode != 0 and "already exists and differs" in refused.stderr and "--force" in refused.stderr
+    assert written.read_bytes() == changed
     forced = run_cli([*args, "--force"])
     assert forced.returncode == 0, forced.stderr
+    assert written.read_bytes() != changed
+    assert not list(written.parent.glob(".*.check.onnx"))
 
 
 @pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed here")
