@@ -165,13 +165,22 @@ def tensorrt_version() -> str | None:
 
 def device_command(onnx_path: Path, options: BuildOptions, engine_path: Path | None = None) -> str:
     """The `facemask-sdk build-engine` command that builds this engine from a precision ONNX."""
-    parts = ["facemask-sdk", "build-engine", "--onnx", str(onnx_path), f"--{options.precision}"]
+    parts = ["facemask-sdk", "build-engine", "--onnx", _shown(onnx_path), f"--{options.precision}"]
     parts += ["--batch", str(options.batch.min)] if options.batch.is_static else ["--dynamic-batch", str(options.batch)]
     if options.workspace_gb != BuildOptions.workspace_gb:
         parts += ["--workspace-gb", f"{options.workspace_gb:g}"]
     if engine_path is not None:
-        parts += ["--out", str(engine_path)]
+        parts += ["--out", _shown(engine_path)]
     return " ".join(parts)
+
+
+def _shown(path: Path) -> str:
+    """A path as a command line should show it: relative to the current folder when inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) if path.is_absolute() else str(path)
+    except ValueError:
+        return str(path)
 
 
 def make_sidecar(
