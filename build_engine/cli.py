@@ -66,6 +66,9 @@ def export(
               help="How many calibration images (spread evenly over the split).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
               show_default=True, help="INT8 calibration method (results are cached).")
+@click.option("--int8-float", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
+              help="Type of the layers INT8 leaves in float: fp16 for TensorRT (ModelOpt's choice), fp32 for "
+              "ONNX Runtime on CPU (its CPU provider re-quantises float biases of an FP16 graph and loses accuracy).")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Static batch size (default 1).")
 @click.option("--dynamic-batch", default=None, metavar="MIN,OPT,MAX",
               help="Optimisation profile for a dynamic-batch ONNX (export --dynamic-batch).")
@@ -80,6 +83,7 @@ def build_engine(
     calib_data: Path | None,
     calib_images: int,
     calib_method: str,
+    int8_float: str,
     batch: int | None,
     dynamic_batch: str | None,
     workspace_gb: float,
@@ -107,4 +111,5 @@ def build_engine(
         onnx_only=onnx_only,
         force=force,
         echo=click.echo,
+        int8_float=int8_float,
     )

@@ -117,6 +117,19 @@ class Detector:
         if self._runner is None:
             raise FacemaskError(f"this Detector ({self.model_path}) is closed; create a new one")
 
+    def frame_buffer(self, height: int, width: int) -> np.ndarray:
+        """A BGR uint8 `height x width x 3` array to capture frames into (`cap.read(frame)`).
+
+        On TensorRT it is a view of page-locked memory mapped into the GPU, so the frame reaches the
+        kernels without a host copy; on other backends it is an ordinary array (nothing to gain there).
+        """
+        self._check_open()
+        if height <= 0 or width <= 0:
+            raise FacemaskError(f"frame_buffer needs a positive height and width, got {height}x{width}")
+        if hasattr(self._runner, "frame_buffer"):
+            return self._runner.frame_buffer(height, width)
+        return np.zeros((height, width, 3), np.uint8)
+
     # -- detection ---------------------------------------------------------------------------------
 
     def __call__(self, image: ImageInput) -> Detections:

@@ -56,3 +56,14 @@ def test_shipped_onnx_reproduces_the_checkpoint_val_map():
     metrics = evaluate_detections(ground_truth, predictions, detector.spec.classes)
     assert metrics["map"] == pytest.approx(stated["map"], abs=0.002)
     assert metrics["map50"] == pytest.approx(stated["map50"], abs=0.002)
+
+
+def test_frame_buffer_on_onnx_runtime_is_a_plain_capture_array():
+    from facemask_sdk import Detector, FacemaskError
+
+    with Detector() as detector:
+        frame = detector.frame_buffer(120, 160)
+        assert frame.shape == (120, 160, 3) and frame.dtype.name == "uint8"
+        assert detector(frame).xyxy.shape[1:] == (4,)  # a black frame runs through the whole pipeline
+        with pytest.raises(FacemaskError, match="positive height and width"):
+            detector.frame_buffer(0, 10)
