@@ -69,7 +69,9 @@ class OnnxRuntimeRunner:
             state.Fail,
         )
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=chosen, disabled_optimizers=DISABLED_OPTIMIZERS
+            )
         except load_errors as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"{self.path} is not a loadable ONNX model: {reason}") from None
@@ -141,6 +143,12 @@ class OnnxRuntimeRunner:
         if batch.dtype.kind != "f":
             raise FacemaskError(f"batch must be a float array (pre-processed images), got dtype {batch.dtype}")
         return np.ascontiguousarray(batch, dtype=self.input_dtype)
+
+
+DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+"""ORT's CPU provider would re-quantise the float Conv biases of a Q/DQ graph (FP16 elsewhere, as
+`build-engine --int8` writes it for TensorRT) to INT32 with an FP16 scale, losing most of the accuracy;
+TensorRT keeps those biases in float, and so do we."""
 
 
 def _choose_providers(available: Sequence[str], requested: Sequence[str] | None) -> list[str]:
