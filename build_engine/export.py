@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ import facemask_sdk
 from facemask_sdk.errors import FacemaskError, InternalError
 from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
 from facemask_sdk.preprocess import preprocess
+from build_engine.precision import write_atomically
 from facemask_sdk.spec import METADATA_KEY, ModelSpec
 from training.checkpoint import load_network
 from training.model import FlatHeads
@@ -133,7 +132,7 @@ def export_onnx(
             f"ONNX Runtime differs from PyTorch by {diff_logits:.3g} (logits) / {diff_boxes:.3g} (boxes), "
             f"more than the tolerance {tolerance:g}; nothing was written"
         )
-    _write_atomically(out, data, overwrite)
+    write_atomically(out, data, overwrite)
     return ExportReport(
         path=out,
         checkpoint=checkpoint,
@@ -245,17 +244,3 @@ def _set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
     model.producer_name = "facemask-sdk"
     model.producer_version = facemask_sdk.__version__
     model.doc_string = f"facemask-sdk {metadata['architecture']} face-mask detector; classes {metadata['classes']}"
-
-
-def _write_atomically(path: Path, data: bytes, overwrite: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        if path.exists() and not overwrite:  # appeared while we were exporting
-            raise FacemaskError(f"{path} already exists; pass overwrite=True (--force) or choose another path")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
