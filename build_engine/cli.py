@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from build_engine.calibration import DEFAULT_METHOD, METHODS
+from build_engine.pipeline import DEFAULT_CALIB_IMAGES
 from facemask_sdk.errors import FacemaskError
 
 
@@ -62,9 +64,9 @@ def export(
 @click.option("--calib-data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="VOC dataset (its train split) or folder of images for INT8 calibration. "
               "Default: ../shared/datasets/face-mask-detection if present, else samples/images.")
-@click.option("--calib-images", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--calib-images", type=click.IntRange(min=1), default=DEFAULT_CALIB_IMAGES, show_default=True,
               help="How many calibration images (spread evenly over the split).")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
+@click.option("--calib-method", type=click.Choice(METHODS), default=DEFAULT_METHOD,
               show_default=True, help="INT8 calibration method (results are cached).")
 @click.option("--int8-float", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
               help="Type of the layers INT8 leaves in float: fp16 for TensorRT (ModelOpt's choice), fp32 for "

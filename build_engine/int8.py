@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from build_engine.calibration import CALIBRATOR_SETTINGS, METHODS, calibrate, calibration_key, read_cache, write_cache
+from build_engine.calibration import CALIBRATOR_SETTINGS, DEFAULT_METHOD, METHODS, calibrate, calibration_key, read_cache, write_cache
 from build_engine.precision import (
     PRECISION_KEY,
     check_output_path,
@@ -81,7 +81,7 @@ def to_int8(
     onnx_in: Path,
     onnx_out: Path,
     calib_images: Sequence[Path],
-    method: str = "percentile",
+    method: str = DEFAULT_METHOD,
     cache_dir: Path | None = None,
     exclude: list[str] | None = None,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
@@ -91,9 +91,8 @@ def to_int8(
     """Write the INT8 Q/DQ variant of `onnx_in` to `onnx_out` and return `onnx_out`.
 
     `calib_images`: image files (training split) for calibration. `method`: minmax, entropy or
-    percentile (the default: on the reference lite0 model it lost 0.77 / 0.19 mAP points on val /
-    train, minmax 0.51 / 1.05, entropy 1.28 / 0.84; see `build_engine.measure_precision`). `cache_dir`: where calibration results are cached (default: a `.calib-cache` folder
-    beside `onnx_out`). `exclude`: node names or op types left unquantised (e.g. the first Conv).
+    percentile (`DEFAULT_METHOD`, chosen by measurement). `cache_dir`: where calibration results are
+    cached (default: a `.calib-cache` folder beside `onnx_out`). `exclude`: node names or op types left unquantised (e.g. the first Conv).
     `high_precision`: the type of everything that is not INT8: `fp16` (default, as NVIDIA ModelOpt:
     TensorRT 11 runs the graph's own types, so FP32 there would run FP32 kernels; needs opset 19,
     the graph is upgraded) or `fp32`.
@@ -105,7 +104,7 @@ def write_int8(
     onnx_in: Path,
     onnx_out: Path,
     calib_images: Sequence[Path],
-    method: str = "percentile",
+    method: str = DEFAULT_METHOD,
     cache_dir: Path | None = None,
     exclude: list[str] | None = None,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,

@@ -49,6 +49,7 @@ from build_engine.fp16 import emulate_fp16, write_fp16
 from build_engine.int8 import METHODS, write_int8
 from build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
 from build_engine.precision import load_model, metadata, model_spec, set_metadata
+from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
 from facemask_sdk.detector import Detector
 from facemask_sdk.image_io import read_image
 from facemask_sdk.metrics import ImageBoxes, evaluate_detections
@@ -67,15 +68,10 @@ SENSITIVITY_GROUPS = {
 
 
 def raw_outputs(model: Path, inputs: list[np.ndarray], threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The network's logits and boxes for pre-processed inputs (ONNX Runtime CPU, default session)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    outputs = [session.run(["logits", "boxes"], {session.get_inputs()[0].name: x}) for x in inputs]
+    """The network's logits and boxes for pre-processed inputs, through the SDK's ONNX Runtime runner
+    (so with the session settings every runtime figure uses)."""
+    with OnnxRuntimeRunner(model, providers=["CPUExecutionProvider"], threads=threads) as runner:
+        outputs = [runner.run(x) for x in inputs]
     return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from build_engine.calibration import DEFAULT_METHOD
 from build_engine.precision import PRECISIONS, load_model, model_precision, variant_path
 from build_engine.tensorrt_build import (
     ENGINE_SUFFIXES,
@@ -37,10 +38,7 @@ DEFAULT_CALIB_DATA = ROOT.parent / "shared" / "datasets" / "face-mask-detection"
 SAMPLES_DIR = ROOT / "samples" / "images"
 """Fallback calibration images (4 CC0 samples) for a clone without the dataset."""
 DEFAULT_CALIB_IMAGES = 256
-DEFAULT_CALIB_METHOD = "percentile"
-"""Chosen by measurement (`build_engine.measure_precision`): within 1 mAP point of FP32 on both the val
-(-0.77) and train (-0.19) splits of the reference model, where max lost 1.05 on train and entropy 1.28
-on val; it also changes the outputs less than max calibration does."""
+DEFAULT_CALIB_METHOD = DEFAULT_METHOD
 
 
 @dataclass
