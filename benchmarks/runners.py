@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.metrics import EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD  # noqa: F401 (re-exported)
 
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
 """float32 `[N, 4]` xyxy boxes (original-image pixels), float32 `[N]` scores, int64 `[N]` class ids."""
@@ -36,14 +37,8 @@ STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms")
 BASELINE = "pytorch-cpu-fp32"
 """The runner every speed-up and accuracy difference is computed against."""
 
-EVAL_SCORE_THRESHOLD = 0.001
-"""Score threshold of every runner's accuracy pass, baseline included (COCO practice for mAP)."""
 SPEED_SCORE_THRESHOLD = 0.4
 """Default score threshold of the timed passes: the SDK's own default, i.e. what a deployment runs."""
-EVAL_IOU_THRESHOLD = 0.5
-"""NMS IoU of every runner; effdet's own post-processing (the baseline) hard-codes 0.5."""
-EVAL_MAX_DETECTIONS = 100
-"""Detections kept per image (COCO's maxDets)."""
 
 FP16_CPU_NOTE = (
     "ONNX Runtime's CPU provider has few FP16 kernels: it runs most nodes in FP32 behind inserted "

@@ -52,11 +52,10 @@ from build_engine.precision import load_model, metadata, model_spec, set_metadat
 from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
 from facemask_sdk.detector import Detector
 from facemask_sdk.image_io import read_image
-from facemask_sdk.metrics import ImageBoxes, evaluate_detections
+from facemask_sdk.metrics import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, ImageBoxes, evaluate_detections
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.voc import VocDataset
 
-EVAL_SCORE_THRESHOLD = 0.001
 SENSITIVITY_GROUPS = {
     "stem (first conv)": ["/network/backbone/conv_stem/Conv"],
     "backbone": ["/network/backbone/"],
@@ -94,7 +93,7 @@ def evaluate_onnx(model: Path, records, threads: int | None = None) -> dict:
     """COCO mAP of one ONNX model over `records` through the SDK's Detector."""
     predictions = []
     started = time.perf_counter()
-    with Detector(model, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=100, threads=threads) as detector:
+    with Detector(model, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS, threads=threads) as detector:
         for record in records:
             detections = detector(record.load())
             predictions.append(ImageBoxes(detections.xyxy, detections.class_ids, detections.scores))

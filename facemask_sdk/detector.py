@@ -6,7 +6,7 @@
     ...     detections.summary(), detector.last_timing
 
 Pipeline for `.onnx` models: letterbox + normalise (`facemask_sdk.preprocess`), the network on ONNX
-Runtime, then anchors, decoding, class-aware NMS and top-k in NumPy (`facemask_sdk.postprocess`).
+Runtime, then anchors, decoding, NMS (one box per face) and top-k in NumPy (`facemask_sdk.postprocess`).
 `.engine` files run on TensorRT (`facemask_sdk.backends.tensorrt`, imported only then).
 """
 
@@ -46,6 +46,8 @@ class Detector:
     `model`: `.onnx` (ONNX Runtime) or `.engine` (TensorRT) file; `None` is the shipped model
     (`facemask_sdk.models.default_model_path`). `backend`: `"auto"` (by file type), `"onnxruntime"`
     or `"tensorrt"`. Thresholds are in [0, 1]; `providers`/`threads` go to ONNX Runtime.
+    `class_agnostic` (default True): one box per face, with its best class; False keeps overlapping
+    boxes of different classes (effdet's class-aware NMS).
 
     After each call `last_timing` holds `preprocess_ms`, `inference_ms`, `postprocess_ms` and
     `total_ms` of that call (summed over the images of `detect_batch`) and `images`.
@@ -60,9 +62,11 @@ class Detector:
         max_detections: int = 100,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        class_agnostic: bool = True,
     ) -> None:
         self.config = PostprocessConfig(
-            score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections
+            score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
+            class_agnostic=class_agnostic,
         )
         self.model_path = default_model_path() if model is None else Path(model)
         self.backend = _resolve_backend(backend, self.model_path)

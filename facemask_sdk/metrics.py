@@ -15,6 +15,22 @@ import numpy as np
 from facemask_sdk.errors import FacemaskError
 
 
+EVAL_SCORE_THRESHOLD = 0.001
+"""Detections below this score are dropped before the metric (COCO practice)."""
+EVAL_IOU_THRESHOLD = 0.5
+EVAL_MAX_DETECTIONS = 100
+"""At most this many detections per image reach the metric (COCO's maxDets)."""
+
+
+def evaluation_config():
+    """The post-processing every accuracy figure uses: the product's own NMS, COCO's low threshold."""
+    from facemask_sdk.postprocess import PostprocessConfig
+
+    return PostprocessConfig(
+        score_threshold=EVAL_SCORE_THRESHOLD, iou_threshold=EVAL_IOU_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS
+    )
+
+
 @dataclass(frozen=True)
 class ImageBoxes:
     """Boxes of one image: ground truth (scores None) or predictions."""

@@ -1,7 +1,7 @@
 """Post-processing reference in NumPy: head outputs of one image -> boxes, scores, class ids.
 
-This module is the specification the CUDA kernels are tested against. With `score_threshold=0` it
-reproduces effdet's `DetBenchPredict` (`effdet.bench._post_process` + `effdet.anchors.generate_detections`):
+This module is the specification the CUDA kernels are tested against. With `score_threshold=0` and
+`class_agnostic=False` it reproduces effdet's `DetBenchPredict` (`effdet.bench._post_process` + `effdet.anchors.generate_detections`):
 
 1. candidates: every (anchor, class) pair of the flattened `[A * C]` logits whose float32 logit is
    `> logit(score_threshold)` (so one anchor can yield several classes); threshold 0 keeps all;
@@ -10,8 +10,12 @@ reproduces effdet's `DetBenchPredict` (`effdet.bench._post_process` + `effdet.an
 4. boxes: effdet's box decoding of the `(ty, tx, th, tw)` codes against the anchors (xyxy, input pixels),
    mapped to original-image pixels with `Letterbox.to_original` (divide by the scale, clip to the image;
    effdet clips before NMS too);
-5. class-aware greedy NMS at `iou_threshold` (torchvision's `batched_nms`), highest score first;
-6. the first `max_detections` survivors, in descending score order.
+5. non-finite scores, boxes whose decoded (unclipped) coordinates are not all finite, and empty boxes
+   (zero width or height after clipping) are dropped;
+6. greedy NMS at `iou_threshold`, highest score first: class-agnostic by default (one box per face,
+   carrying its best-scored class), or class-aware (torchvision's `batched_nms`, effdet's rule) with
+   `class_agnostic=False`;
+7. the first `max_detections` survivors, in descending score order.
 
 Thresholding on logits is the same as `sigmoid(logit) > score_threshold` up to float rounding right at the
 threshold, and it is exactly the same as thresholding effdet's output afterwards: neither top-k nor NMS
@@ -31,12 +35,17 @@ from facemask_sdk.preprocess import Letterbox
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Detection settings: score and NMS IoU thresholds in [0, 1], output and top-k counts > 0."""
+    """Detection settings: score and NMS IoU thresholds in [0, 1], output and top-k counts > 0.
+
+    `class_agnostic` (default): a box suppresses overlapping boxes of every class, so each face is
+    counted once, with its best class; False is effdet's class-aware NMS.
+    """
 
     score_threshold: float = 0.4
     iou_threshold: float = 0.5
     max_detections: int = 100
     top_k: int = 5000
+    class_agnostic: bool = True
 
     def __post_init__(self) -> None:
         for name in ("score_threshold", "iou_threshold"):
@@ -47,6 +56,8 @@ class PostprocessConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise FacemaskError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.class_agnostic, (bool, np.bool_)):
+            raise FacemaskError(f"class_agnostic must be True or False, got {self.class_agnostic!r}")
 
     @property
     def logit_threshold(self) -> np.float32:
@@ -175,8 +186,11 @@ def postprocess(
 
     flat = logits.reshape(-1)
     threshold = config.logit_threshold
-    if np.isneginf(threshold):
+    if np.isneginf(threshold) and not np.isnan(flat).any():
         candidates = top_k_indices(flat, config.top_k)
+    elif np.isneginf(threshold):  # NaN logits are never candidates (as in the CUDA kernels)
+        passing = np.flatnonzero(~np.isnan(flat))
+        candidates = passing[top_k_indices(flat[passing], config.top_k)]
     else:
         passing = np.flatnonzero(flat > threshold)
         candidates = passing[top_k_indices(flat[passing], config.top_k)]
@@ -184,11 +198,25 @@ def postprocess(
     anchor_ids = candidates // num_classes
     class_ids = (candidates % num_classes).astype(np.int64)
     scores = _sigmoid(flat[candidates])
-    boxes = decode_boxes(regressions[anchor_ids], anchors_xyxy[anchor_ids])
-    boxes = letterbox.to_original(boxes)
+    decoded = decode_boxes(regressions[anchor_ids], anchors_xyxy[anchor_ids])
+    boxes = letterbox.to_original(decoded)
+    boxes[~np.isfinite(decoded).all(axis=1)] = np.nan  # clipping would turn inf into a plausible box
+    valid = valid_detections(boxes, scores)
+    boxes, scores, class_ids = boxes[valid], scores[valid], class_ids[valid]
 
-    keep = batched_nms(boxes, scores, class_ids, config.iou_threshold, max_keep=config.max_detections)
+    groups = np.zeros_like(class_ids) if config.class_agnostic else class_ids
+    keep = batched_nms(boxes, scores, groups, config.iou_threshold, max_keep=config.max_detections)
     return boxes[keep], scores[keep], class_ids[keep]
+
+
+def valid_detections(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Mask of detections with a finite score and a finite, non-empty box (NaN/inf outputs never
+    become faces, and a box clipped to nothing at the image border is no face either)."""
+    with np.errstate(invalid="ignore"):
+        return (
+            np.isfinite(scores) & np.isfinite(boxes).all(axis=1)
+            & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

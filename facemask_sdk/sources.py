@@ -15,6 +15,7 @@ import contextlib
 import glob
 import math
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -29,15 +30,22 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 DEFAULT_FPS = 30.0
 """Frame rate assumed for writing when a camera or stream does not report a usable one."""
+DEFAULT_TIMEOUT_S = 10.0
+"""How long a stream may take to open or to deliver a frame before it counts as timed out."""
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One image or video frame: BGR uint8 pixels, where it came from and its index in that source."""
+    """One image or video frame: BGR uint8 pixels, where it came from and its index in that source.
 
-    image: np.ndarray
+    An image file that cannot be read is still a frame, with `image` None and `error` saying why, so a
+    run over many files reports it and goes on with the others.
+    """
+
+    image: np.ndarray | None
     source: str
     index: int
+    error: str | None = None
 
 
 class ImageSource:
@@ -54,7 +62,10 @@ class ImageSource:
 
     def __iter__(self) -> Iterator[Frame]:
         for path in self.paths:
-            yield Frame(read_image(path), str(path), 0)
+            try:
+                yield Frame(read_image(path), str(path), 0)
+            except (FacemaskError, OSError) as exc:
+                yield Frame(None, str(path), 0, error=str(exc))
 
     def close(self) -> None:
         """Nothing to release (files are read and closed one by one)."""
@@ -66,14 +77,24 @@ class ImageSource:
 class VideoSource:
     """A video file, camera or network stream opened with OpenCV; `kind` is "video", "camera" or "stream"."""
 
-    def __init__(self, target: str | int, kind: str) -> None:
+    def __init__(self, target: str | int, kind: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.target = target
         self.kind = kind
+        self.frames_read = 0
+        started = time.monotonic()
         with _quiet_opencv():  # failed opens are reported below in one line, not as OpenCV warnings
-            self._capture = cv2.VideoCapture(target)
+            if kind == "stream":  # a server that accepts and never answers must not block for ever
+                ms = max(1, int(timeout_s * 1000))
+                params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+                self._capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+            else:
+                self._capture = cv2.VideoCapture(target)
         if not self._capture.isOpened():
             self._capture.release()
             what = {"video": "video file", "camera": "camera", "stream": "stream"}[kind]
+            waited = time.monotonic() - started
+            if kind == "stream" and waited >= 0.9 * timeout_s:
+                raise FacemaskError(f"cannot open stream {target!r}: timed out after {waited:.0f} s with no video (--timeout)")
             raise FacemaskError(f"cannot open {what} {target!r} (unreadable, unsupported codec or unreachable)")
         fps = float(self._capture.get(cv2.CAP_PROP_FPS))
         self.fps = fps if math.isfinite(fps) and 0.0 < fps <= 240.0 else DEFAULT_FPS
@@ -98,6 +119,7 @@ class VideoSource:
             ok, image = self._capture.read()
             if not ok or image is None:
                 return
+            self.frames_read += 1
             yield Frame(image, str(self.target), index)
             index += 1
 
@@ -113,7 +135,7 @@ class VideoSource:
 Source = ImageSource | VideoSource
 
 
-def resolve_sources(arguments: Sequence[str]) -> list[Source]:
+def resolve_sources(arguments: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Source]:
     """Sources for the command-line arguments, in order; `FacemaskError`/`FileNotFoundError` on the first bad one.
 
     Video captures opened so far are released if a later argument fails.
@@ -123,7 +145,7 @@ def resolve_sources(arguments: Sequence[str]) -> list[Source]:
     sources: list[Source] = []
     try:
         for argument in arguments:
-            sources.extend(_resolve(str(argument)))
+            sources.extend(_resolve(str(argument), timeout_s))
     except (FacemaskError, FileNotFoundError):
         for source in sources:
             source.close()
@@ -131,9 +153,9 @@ def resolve_sources(arguments: Sequence[str]) -> list[Source]:
     return sources
 
 
-def _resolve(argument: str) -> list[Source]:
+def _resolve(argument: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Source]:
     if argument.lower().startswith(STREAM_PREFIXES):
-        return [VideoSource(argument, "stream")]
+        return [VideoSource(argument, "stream", timeout_s)]
     path = Path(argument).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
@@ -183,12 +205,10 @@ def _kind(path: Path) -> str | None:
 def _from_files(paths: list[Path], argument: str) -> list[Source]:
     """Images of one argument become one ImageSource (first, in order); each video its own source.
 
-    Images whose header OpenCV does not recognise are refused here, before any work starts.
+    An image that cannot be decoded fails when it is read (a `Frame` with its `error`), not here: one
+    bad file among many must not stop the others.
     """
     images = [p for p in paths if _kind(p) == "image"]
-    for path in images:  # a header check only; an image that is corrupt further in fails when read
-        if not cv2.haveImageReader(str(path)):
-            raise FacemaskError(f"cannot decode image (corrupt or not an image): {path}")
     sources: list[Source] = [ImageSource(images, argument)] if images else []
     try:
         for path in paths:

@@ -99,13 +99,12 @@ def test_glob_and_default_out_folder(run_cli, tiny_onnx, sample_images, tmp_path
     ("make", "message"),
     [
         (lambda tmp: tmp / "missing.png", "source not found"),
-        (lambda tmp: _text(tmp / "notes.png"), "cannot decode image"),
         (lambda tmp: _text(tmp / "clip.mp4"), "cannot open video file"),
         (lambda tmp: _text(tmp / "notes.txt"), "unsupported file type '.txt'"),
         (lambda tmp: tmp / "*.jpeg", "no images or videos match"),
         (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "has no images"),
     ],
-    ids=["missing", "corrupt-image", "corrupt-video", "text-file", "empty-glob", "empty-folder"],
+    ids=["missing", "corrupt-video", "text-file", "empty-glob", "empty-folder"],
 )
 def test_unreadable_sources(run_cli, tiny_onnx, tmp_path, make, message) -> None:
     out = tmp_path / "out"
@@ -132,3 +131,88 @@ def test_missing_model_and_input_protection(run_cli, tiny_onnx, sample_images, t
 def _text(path: Path) -> Path:
     path.write_text("not media\n")
     return path
+
+
+def test_bad_files_among_many_are_skipped_named_and_fail_the_run(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for path in sample_images[:2]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    data = sample_images[2].read_bytes()
+    (folder / "b_truncated.png").write_bytes(data[: len(data) // 3])
+    _text(folder / "c_notes.jpg")
+    out = tmp_path / "out"
+    result = run_cli(["detect", folder, "--model", tiny_onnx, "--out", out, *LOW])
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert any("b_truncated.png" in line for line in errors) and any("c_notes.jpg" in line for line in errors)
+    assert "Traceback" not in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 2 and len(_jsonl(out / "detections.jsonl")) == 2
+    assert sorted(Path(f["source"]).name for f in summary["failures"]) == ["b_truncated.png", "c_notes.jpg"]
+    assert all("cannot decode image" in f["reason"] for f in summary["failures"])
+
+
+def test_force_replaces_only_detect_outputs(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "summary.json"
+    mine.write_text('{"my": "own notes"}')
+    result = run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--out", out, "--force"])
+    assert result.returncode == 2 and "no earlier detect run wrote (summary.json)" in result.stderr
+    assert mine.read_text() == '{"my": "own notes"}'
+    other = tmp_path / "out2"
+    assert run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--out", other]).returncode == 0
+    (other / "keep.txt").write_text("mine")
+    again = run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--out", other, "--force"])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_truncated_video_warns_with_both_counts(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
+    base = cv2.resize(cv2.imread(str(sample_images[0])), (160, 120))
+    for i in range(20):
+        writer.write(np.roll(base, 4 * i, axis=1))
+    writer.release()
+    data = bytearray(video.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + len(data) // 4] = bytes(len(data) // 4)  # zero a quarter of the file mid-way
+    video.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    result = run_cli(["detect", video, "--model", tiny_onnx, "--out", out])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] < 20
+    assert f"read {summary['frames']} of the 20 frames" in result.stderr
+    assert summary["warnings"] and "of the 20 frames" in summary["warnings"][0]
+
+
+def test_silent_stream_times_out(run_cli, tiny_onnx, tmp_path) -> None:
+    """A server on 127.0.0.1 that accepts the connection and never answers: one "timed out" line."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/camera"
+        result = run_cli(["detect", url, "--model", tiny_onnx, "--out", tmp_path / "out", "--timeout", "1"])
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "timed out after" in lines[0], result.stderr

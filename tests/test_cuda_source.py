@@ -454,19 +454,42 @@ def test_half_head_outputs(emulator: Emulator) -> None:
     assert_same_detections(got, expected)
 
 
-def test_nms_keep_sets_on_crowded_boxes(emulator: Emulator) -> None:
+@pytest.mark.parametrize("class_agnostic", [True, False], ids=["one-box-per-face", "class-aware"])
+def test_nms_keep_sets_on_crowded_boxes(emulator: Emulator, class_agnostic: bool) -> None:
     """Many near-duplicate boxes of all classes: the kept set equals batched_nms exactly."""
-    config = PostprocessConfig(score_threshold=0.2, iou_threshold=0.5, max_detections=1000, top_k=2000)
+    config = PostprocessConfig(score_threshold=0.2, iou_threshold=0.5, max_detections=1000, top_k=2000,
+                               class_agnostic=class_agnostic)
     decoder = EmulatedDecoder(emulator, SPEC_128, config)
     rng = np.random.default_rng(5)
     logits, regressions = head_outputs(rng, decoder.num_anchors, decoder.num_classes, 1800, spread=1.0)
     box = Letterbox.fit((128, 128), SPEC_128.image_size)
     boxes, scores, classes = decoder.run(logits, regressions, box)
     state = decoder.candidates()
-    keep = batched_nms(state["boxes"], state["scores"], state["class_ids"], config.iou_threshold)
+    groups = np.zeros_like(state["class_ids"]) if class_agnostic else state["class_ids"]
+    keep = batched_nms(state["boxes"], state["scores"], groups, config.iou_threshold)
     np.testing.assert_array_equal(classes, state["class_ids"][keep])
     np.testing.assert_array_equal(boxes, state["boxes"][keep])
     assert 100 < len(keep) < len(state["scores"])  # NMS did real work
+
+
+def test_non_finite_and_empty_detections_are_dropped_like_numpy(emulator: Emulator) -> None:
+    """NaN/inf head outputs and boxes clipped to nothing never become detections, in both paths."""
+    config = PostprocessConfig(score_threshold=0.3)
+    decoder = EmulatedDecoder(emulator, SPEC_128, config)
+    rng = np.random.default_rng(21)
+    logits, regressions = head_outputs(rng, decoder.num_anchors, decoder.num_classes, 300)
+    hot = np.flatnonzero((logits > 0).any(1))
+    regressions[hot[:20]] = np.nan
+    regressions[hot[20:40], 2:] = np.float32(np.inf)
+    regressions[hot[40:60], 0] = np.float32(1e4)  # centre far outside the image: clipped to an empty box
+    logits[hot[60:65]] = np.float32(np.inf)  # score 1.0 with a finite box: a valid detection
+    box = Letterbox.fit((100, 140), SPEC_128.image_size)
+    got = decoder.run(logits, regressions, box)
+    expected = postprocess(logits, regressions, decoder.anchors, box, config)
+    assert_same_detections(got, expected)
+    boxes, scores, _ = expected
+    assert len(boxes) and np.isfinite(boxes).all() and np.isfinite(scores).all()
+    assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
 
 
 # --- 3. CudaPipeline and TensorRTRunner on the emulator ----------------------------------------------

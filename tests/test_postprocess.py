@@ -188,11 +188,46 @@ def test_postprocess_output_types_limits_and_clipping() -> None:
     assert boxes.dtype == np.float32 and scores.dtype == np.float32 and class_ids.dtype == np.int64
     assert boxes.shape == (25, 4) and scores.shape == (25,) and class_ids.shape == (25,)
     assert np.all(np.diff(scores) <= 0)
-    top = np.sort(1 / (1 + np.exp(-logits.astype(np.float64).ravel())))[::-1]
+    # the best score among candidates whose box is not clipped to nothing (rows below the content)
+    decoded = letterbox.to_original(decode_boxes(regressions, anchors))
+    non_empty = (decoded[:, 2] > decoded[:, 0]) & (decoded[:, 3] > decoded[:, 1])
+    top = np.sort(1 / (1 + np.exp(-logits[non_empty].astype(np.float64).ravel())))[::-1]
     assert scores[0] == pytest.approx(top[0], rel=1e-6)
+    assert not non_empty.all(), "the case needs boxes clipped to nothing, which must be dropped"
     assert np.all(boxes[:, 0::2] >= 0) and np.all(boxes[:, 0::2] <= 400)
     assert np.all(boxes[:, 1::2] >= 0) and np.all(boxes[:, 1::2] <= 100)
     assert set(class_ids.tolist()) <= {0, 1, 2}
+
+
+def test_one_box_per_face_by_default() -> None:
+    """Two classes firing on the same anchor: class-agnostic NMS keeps one box, of the better class."""
+    spec = ModelSpec("tf_efficientdet_d0", (128, 128))
+    anchors = generate_anchors(spec)
+    logits = np.full((len(anchors), 3), -20.0, np.float32)
+    face = 1000
+    logits[face] = [2.0, 1.0, -20.0]  # with_mask 0.88, without_mask 0.73 on the same box
+    regressions = np.zeros_like(anchors)
+    letterbox = Letterbox.fit((128, 128), (128, 128))
+    boxes, scores, classes = postprocess(logits, regressions, anchors, letterbox, PostprocessConfig(0.5))
+    assert classes.tolist() == [0] and len(boxes) == 1
+    aware = postprocess(logits, regressions, anchors, letterbox, PostprocessConfig(0.5, class_agnostic=False))
+    assert aware[2].tolist() == [0, 1]
+    with pytest.raises(FacemaskError, match="class_agnostic"):
+        PostprocessConfig(class_agnostic="yes")
+
+
+def test_non_finite_outputs_never_become_detections() -> None:
+    spec = ModelSpec("tf_efficientdet_d0", (128, 128))
+    anchors = generate_anchors(spec)
+    logits = np.full((len(anchors), 3), -20.0, np.float32)
+    regressions = np.zeros_like(anchors)
+    logits[10:20, 0] = 5.0
+    logits[30, 1] = np.nan
+    regressions[10:13] = np.nan
+    regressions[13:15, 2] = np.inf
+    letterbox = Letterbox.fit((128, 128), (128, 128))
+    boxes, scores, _ = postprocess(logits, regressions, anchors, letterbox, PostprocessConfig(0.1, iou_threshold=1.0))
+    assert len(boxes) == 5 and np.isfinite(boxes).all() and np.isfinite(scores).all()
 
 
 def test_postprocess_nothing_above_threshold() -> None:
@@ -297,8 +332,12 @@ def test_postprocess_matches_effdet_predict_bench(effdet_run, score_threshold: f
         regressions,
         generate_anchors(spec),
         letterbox,
-        PostprocessConfig(score_threshold, iou_threshold=0.5, max_detections=100, top_k=5000),
+        PostprocessConfig(score_threshold, iou_threshold=0.5, max_detections=100, top_k=5000, class_agnostic=False),
     )
+    # effdet keeps boxes clipped to nothing; ours drops them (no face has zero width), and since an
+    # empty box suppresses nothing, ours are effdet's non-empty ones followed by lower-scored others
+    detections = detections[(detections[:, 2] > detections[:, 0]) & (detections[:, 3] > detections[:, 1])]
+    boxes, scores, class_ids = boxes[: len(detections)], scores[: len(detections)], class_ids[: len(detections)]
 
     ours = sort_rows(boxes, scores, class_ids + 1)  # effdet's class ids are 1-based
     theirs = sort_rows(detections[:, :4], detections[:, 4], detections[:, 5])

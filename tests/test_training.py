@@ -54,10 +54,10 @@ def test_training_writes_loadable_checkpoint_metrics_and_curves(tiny_run):
 def test_resume_continues_and_refuses_to_clobber(tiny_run):
     again = run(["train", "--data", str(SAMPLES), "--out", str(tiny_run), "--epochs", "1", *TINY])
     assert again.returncode != 0 and "already holds a training run" in again.stderr and "Traceback" not in again.stderr
-    resumed = run(["train", "--out", str(tiny_run), "--resume", str(tiny_run), "--epochs", "2"])
+    resumed = run(["train", "--out", str(tiny_run), "--resume", str(tiny_run)])  # a finished run stays finished
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert [h["epoch"] for h in metrics["history"]] == [1] and metrics["step"] == metrics["total_steps"] == 1
 
 
 @pytest.mark.slow
@@ -103,3 +103,68 @@ def test_augmentation_is_seeded_and_keeps_boxes_inside():
     assert (a[1] >= 0).all() and (a[1] <= 256).all()
     plain = augment(image, boxes, classes, spec, AugmentConfig.strength("none"), np.random.default_rng(5))
     np.testing.assert_allclose(plain[1], boxes * 256 / 400, atol=1e-3)  # no jitter: pure letterbox scale
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_resume_is_exact(tmp_path):
+    """Stopping after 3 steps and resuming gives bit-identical weights, EMA and optimiser to one straight run."""
+    args = ["--data", str(SAMPLES), "--model", "tf_efficientdet_lite0", "--image-size", "256", "--crop-size", "128",
+            "--batch-size", "2", "--max-steps", "2", "--epochs", "3", "--pretrained", "none", "--val-fraction", "0.25",
+            "--threads", "1", "--mosaic", "0.5", "--copy-paste", "0.5", "--checkpoint-every", "1"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run(["train", "--out", str(straight), *args]).returncode == 0
+    first = run(["train", "--out", str(split), *args, "--stop-after-steps", "3"])
+    assert first.returncode == 0 and "stopped at step 3 of 6" in first.stdout, first.stderr[-2000:]
+    longer = run(["train", "--out", str(split), "--resume", str(split), "--epochs", "9"])
+    assert longer.returncode != 0 and "schedule was fixed at 3 epochs" in longer.stderr
+    resumed = run(["train", "--out", str(split), "--resume", str(split)])
+    assert resumed.returncode == 0 and "resuming" in resumed.stdout, resumed.stderr[-2000:]
+    a, b = _weights(straight / "last.pt"), _weights(split / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+        assert torch.equal(a["ema"]["weights"][key], b["ema"]["weights"][key]), key
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 6
+    assert [h["val"]["map"] for h in a["history"]] == [h["val"]["map"] for h in b["history"]]
+    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(group_a["exp_avg"], group_b["exp_avg"])
+
+
+def test_crop_training_keeps_the_evaluation_face_scale():
+    import numpy as np
+
+    spec = make_spec("tf_efficientdet_lite0", 256)
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 80], [300, 200, 390, 290]], np.float32)
+    none = AugmentConfig.strength("none")
+    tensor, out_boxes, _ = augment(image, boxes, np.array([0, 2]), spec, none, np.random.default_rng(1), (128, 128))
+    assert tensor.shape == (3, 128, 128)
+    widths = out_boxes[:, 2] - out_boxes[:, 0]
+    full_width = (boxes[:, 2] - boxes[:, 0]) * 256 / 400
+    # every box kept whole inside the crop has the width it has at the 256 px input
+    whole = (out_boxes[:, 0] > 0) & (out_boxes[:, 2] < 128) & (out_boxes[:, 1] > 0) & (out_boxes[:, 3] < 128)
+    assert np.isin(np.round(widths[whole], 3), np.round(full_width, 3)).all()
+
+
+def test_mosaic_and_copy_paste_keep_boxes_valid():
+    import numpy as np
+
+    from training.augment import mosaic, paste_patches
+
+    spec = make_spec("tf_efficientdet_lite0", 256)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 80], [300, 200, 390, 290]], np.float32)
+    patch = np.full((30, 20, 3), 7, np.uint8)
+    pasted, new_boxes, new_classes = paste_patches(image, boxes, np.array([0, 1]), [(patch, 2)], rng)
+    assert len(new_boxes) == 3 and new_classes.tolist() == [0, 1, 2] and not np.shares_memory(pasted, image)
+    x0, y0, x1, y1 = new_boxes[2].astype(int)
+    assert (pasted[y0:y1, x0:x1] == 7).all() and (image != pasted).any()
+    canvas, m_boxes, m_classes = mosaic([(pasted, new_boxes, new_classes)] * 4, spec, AugmentConfig(), rng, (256, 256))
+    assert canvas.shape == (3, 256, 256) and len(m_boxes) == len(m_classes) > 0
+    assert (m_boxes >= 0).all() and (m_boxes <= 256).all()
+    assert (m_boxes[:, 2] > m_boxes[:, 0]).all() and (m_boxes[:, 3] > m_boxes[:, 1]).all()

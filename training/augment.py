@@ -41,10 +41,14 @@ class AugmentConfig:
 
 def augment(
     image_bgr: np.ndarray, boxes_xyxy: np.ndarray, class_ids: np.ndarray, spec: ModelSpec,
-    config: AugmentConfig, rng: np.random.Generator,
+    config: AugmentConfig, rng: np.random.Generator, out_hw: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(normalised float32 [3,H,W], boxes in input pixels, class ids) for one training sample."""
-    in_h, in_w = spec.image_size
+    """(normalised float32 [3,H,W], boxes in output pixels, class ids) for one training sample.
+
+    Faces keep the scale they have at the model's input size (`spec.image_size`, the size evaluation
+    and export use); `out_hw` smaller than that is a random crop of that canvas (crop training).
+    """
+    in_h, in_w = out_hw or spec.image_size
     base = Letterbox.fit(image_bgr.shape[:2], spec.image_size).scale
     scale = base * float(np.exp(rng.uniform(np.log(config.scale_min), np.log(config.scale_max))))
     new_h = max(1, round(image_bgr.shape[0] * scale))
@@ -90,3 +94,64 @@ def _hsv_jitter(image_bgr: np.ndarray, strength: float, rng: np.random.Generator
     hsv[..., 0] = (hsv[..., 0] * gains[0]) % 180
     hsv[..., 1:] = np.clip(hsv[..., 1:] * gains[1:], 0, 255)
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
+
+
+def mosaic(
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], spec: ModelSpec, config: AugmentConfig,
+    rng: np.random.Generator, out_hw: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Four (image, boxes, classes) samples in the four quadrants around a random centre.
+
+    Each quadrant is an `augment` crop of its own image at the model's face scale, so a mosaic shows
+    more faces and more context per step without changing the size faces have at evaluation.
+    """
+    if len(samples) != 4:
+        raise ValueError(f"mosaic takes 4 samples, got {len(samples)}")
+    out_h, out_w = out_hw or spec.image_size
+    cx = int(round(rng.uniform(0.3, 0.7) * out_w))
+    cy = int(round(rng.uniform(0.3, 0.7) * out_h))
+    canvas = np.zeros((3, out_h, out_w), np.float32)
+    all_boxes, all_classes = [], []
+    for (x0, y0, x1, y1), (image, boxes, classes) in zip(
+        ((0, 0, cx, cy), (cx, 0, out_w, cy), (0, cy, cx, out_h), (cx, cy, out_w, out_h)), samples
+    ):
+        tile, tile_boxes, tile_classes = augment(image, boxes, classes, spec, config, rng, (y1 - y0, x1 - x0))
+        canvas[:, y0:y1, x0:x1] = tile
+        all_boxes.append(tile_boxes + np.array([x0, y0, x0, y0], np.float32))
+        all_classes.append(np.asarray(tile_classes))
+    return canvas, np.concatenate(all_boxes).reshape(-1, 4), np.concatenate(all_classes)
+
+
+def paste_patches(
+    image_bgr: np.ndarray, boxes_xyxy: np.ndarray, class_ids: np.ndarray,
+    patches: list[tuple[np.ndarray, int]], rng: np.random.Generator, tries: int = 10,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copy-paste: put each (face patch, class) where it overlaps no box already there.
+
+    Used for the rare class: every pasted face is one more positive of it per step. Patches that find
+    no free place in `tries` draws are skipped; the input image is never modified.
+    """
+    out = image_bgr.copy()
+    boxes = [np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)]
+    classes = [np.asarray(class_ids, np.int64).reshape(-1)]
+    height, width = out.shape[:2]
+    for patch, class_id in patches:
+        ph, pw = patch.shape[:2]
+        if ph >= height or pw >= width:
+            continue
+        for _ in range(tries):
+            x0, y0 = int(rng.integers(0, width - pw)), int(rng.integers(0, height - ph))
+            new = np.array([x0, y0, x0 + pw, y0 + ph], np.float32)
+            taken = np.concatenate(boxes)
+            if not len(taken) or not _overlaps(new, taken).any():
+                out[y0 : y0 + ph, x0 : x0 + pw] = patch
+                boxes.append(new[None])
+                classes.append(np.array([class_id], np.int64))
+                break
+    return out, np.concatenate(boxes), np.concatenate(classes)
+
+
+def _overlaps(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    width = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
+    height = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
+    return (width > 0) & (height > 0)

@@ -2,12 +2,15 @@
 
 A checkpoint is a dict with `state_dict`, `spec` (ModelSpec as a dict), `train_config`, `metrics`,
 `epoch`, `history`, `init` (how the weights were initialised) and `code_version`; `last.pt` also
-carries optimizer/scheduler state for `--resume`. Written atomically: a crash never leaves half a file.
+carries optimiser, EMA, RNG and step for `--resume`. Everything is tensors and plain Python values, so
+every load is `weights_only=True` (a file that would run code is refused). Written atomically: a
+crash never leaves half a file.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -40,13 +43,24 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a bad file (pickle, zip, EOF, ...)
-        raise ModelFileError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    payload = load_weights_file(path)
     if not isinstance(payload, dict) or any(k not in payload for k in CHECKPOINT_KEYS):
         raise ModelFileError(f"{path} is not a facemask-sdk checkpoint (expected keys {CHECKPOINT_KEYS})")
     return payload
+
+
+def load_weights_file(path: str | Path) -> object:
+    """`torch.load` with `weights_only=True`: tensors and plain Python values only, so a pickle that
+    would run code is refused before anything of it runs. `ModelFileError` (one line) otherwise."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(
+            f"{path} was refused: it holds objects other than tensors and plain values, and loading it could run code ({reason[:160]})"
+        ) from None
+    except Exception as exc:  # torch raises many types for a bad file (zip, EOF, ...)
+        raise ModelFileError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def load_network(path: str | Path):

@@ -15,8 +15,17 @@ DEFAULT_DATA = "../shared/datasets/face-mask-detection"
 @click.command("train")
 @click.option("--data", default=DEFAULT_DATA, show_default=True, help="VOC folder (images/, annotations/, splits/).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics, curves).")
-@click.option("--model", type=click.Choice(["tf_efficientdet_d0", "tf_efficientdet_lite0"]), default="tf_efficientdet_d0", show_default=True)
-@click.option("--image-size", type=int, default=None, help="Input size (multiple of 128); default: the model's own.")
+@click.option("--model", type=click.Choice(["tf_efficientdet_lite0", "tf_efficientdet_d0"]), default="tf_efficientdet_lite0", show_default=True, help="The shipped model is Lite0.")
+@click.option("--image-size", type=int, default=None, help="Input size for evaluation and export (multiple of 128); default: the model's own (512).")
+@click.option("--crop-size", type=int, default=384, show_default=True, help="Train on random crops of this size of the input canvas (faces keep their scale); 0: the full canvas.")
+@click.option("--mosaic", type=float, default=0.5, show_default=True, help="Chance of a four-image mosaic per sample.")
+@click.option("--copy-paste", type=float, default=0.3, show_default=True, help="Chance of pasting 1-3 mask_weared_incorrect faces into a sample.")
+@click.option("--anchor-scale", type=float, default=None, help="Smallest anchor = 8 px x this (default: effdet's, 3 for Lite0).")
+@click.option("--ema-decay", type=float, default=0.999, show_default=True, help="Weight-average decay; the EMA weights are evaluated and shipped. 0 disables.")
+@click.option("--ema-ramp-steps", type=int, default=200, show_default=True)
+@click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True, help="Autocast for the network: auto = bf16 where the CPU has AVX-512-BF16/AMX, AMP on CUDA, else fp32.")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between last.pt checkpoints.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
@@ -35,17 +44,32 @@ DEFAULT_DATA = "../shared/datasets/face-mask-detection"
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--max-steps", type=int, default=None, help="Cap steps per epoch (smoke runs).")
 @click.option("--max-val-images", type=int, default=None, help="Validate on the first N val images only.")
-@click.option("--resume", type=click.Path(), default=None, help="A run folder or its last.pt to continue.")
+@click.option("--resume", type=click.Path(), default=None, help="A run folder or its last.pt to continue at the exact step it stopped.")
+@click.option("--stop-after-minutes", type=float, default=None, help="End this stint cleanly (checkpoint written) after this long; --resume continues.")
+@click.option("--stop-after-steps", type=int, default=None, help="End this stint cleanly after this many optimiser steps.")
 @click.pass_context
-def train(ctx: click.Context, resume: str | None, **options) -> None:
-    """Train an EfficientDet face-mask detector; validation mAP after every epoch."""
+def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | None, stop_after_steps: int | None, **options) -> None:
+    """Train an EfficientDet face-mask detector; EMA weights evaluated on val after every epoch.
+
+    The schedule's length (--epochs) is fixed when a run starts; --resume continues it unchanged.
+    """
     from training.trainer import TrainConfig, train as run_training
 
-    if options["epochs"] < 1 or options["batch_size"] < 1:
-        raise FacemaskError("--epochs and --batch-size must be at least 1")
+    if options["epochs"] < 1 or options["batch_size"] < 1 or options["checkpoint_every"] < 1:
+        raise FacemaskError("--epochs, --batch-size and --checkpoint-every must be at least 1")
+    if not 0.0 <= options["mosaic"] <= 1.0 or not 0.0 <= options["copy_paste"] <= 1.0:
+        raise FacemaskError("--mosaic and --copy-paste are probabilities between 0 and 1")
+    if not 0.0 <= options["ema_decay"] < 1.0:
+        raise FacemaskError("--ema-decay must lie in [0, 1)")
+    options["crop_size"] = options["crop_size"] or None
     config = TrainConfig(**options)
     explicit_epochs = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
-    summary = run_training(config, resume=resume, log=click.echo, epochs=options["epochs"] if explicit_epochs else None)
+    summary = run_training(
+        config, resume=resume, log=click.echo, epochs=options["epochs"] if explicit_epochs and resume else None,
+        stop_after_minutes=stop_after_minutes, stop_after_steps=stop_after_steps,
+    )
+    if not summary:
+        return
     best = summary["best"]
     click.echo(
         f"best epoch {summary['best_epoch']}: mAP {best['map']:.4f}  mAP@.5 {best['map50']:.4f}  "
@@ -57,7 +81,7 @@ def train(ctx: click.Context, resume: str | None, **options) -> None:
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A .pt checkpoint from train.")
 @click.option("--data", default=DEFAULT_DATA, show_default=True)
 @click.option("--split", type=click.Choice(["train", "val", "all"]), default="val", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for eval.json and predictions.png (default: beside the checkpoint).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for eval.json and predictions.png (default: runs/eval/CHECKPOINT-SPLIT).")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
@@ -69,7 +93,7 @@ def evaluate(checkpoint: str, data: str, split: str, out: str | None, batch_size
     from training.trainer import resolve_device
 
     network, spec, payload = load_network(checkpoint)
-    out_dir = Path(out) if out else Path(checkpoint).parent / f"eval-{Path(checkpoint).stem}-{split}"
+    out_dir = Path(out) if out else Path("runs") / "eval" / f"{Path(checkpoint).stem}-{split}"
     report_path, grid_path = out_dir / "eval.json", out_dir / "predictions.png"
     if report_path.exists() and not force:
         raise FacemaskError(f"{report_path} exists; pass --force to overwrite or choose another --out")

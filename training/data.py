@@ -11,23 +11,39 @@ from torch.utils.data import Dataset
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.voc import ImageRecord
-from training.augment import AugmentConfig, augment
+from training.augment import AugmentConfig, augment, mosaic, paste_patches
+
+MIN_PASTE_SIZE = 8.0
+"""Faces smaller than this (pixels, either side) are not used as copy-paste patches."""
 
 
 class DetectionDataset(Dataset):
     """Training samples: (image [3,H,W], boxes yxyx in input pixels, classes 1-based) for effdet.
 
     Each sample's augmentation draws from its own generator seeded by (seed, epoch, index), so a run is
-    reproducible whatever the number of loader workers.
+    reproducible (and resumable at any step) whatever the number of loader workers. With `crop_hw`
+    the samples are crops of the model-size canvas (faces at their evaluation scale); `mosaic` is the
+    chance of a four-image mosaic, `copy_paste` the chance of pasting 1-3 faces of `paste_class`.
     """
 
-    def __init__(self, records: list[ImageRecord], spec: ModelSpec, augment_config: AugmentConfig | None, seed: int = 0):
+    def __init__(
+        self, records: list[ImageRecord], spec: ModelSpec, augment_config: AugmentConfig | None, seed: int = 0,
+        crop_hw: tuple[int, int] | None = None, mosaic: float = 0.0, copy_paste: float = 0.0, paste_class: int = 2,
+    ):
         self.records = records
         self.spec = spec
         self.augment_config = augment_config
         self.seed = seed
+        self.crop_hw = tuple(crop_hw) if crop_hw else tuple(spec.image_size)
+        self.mosaic = mosaic
+        self.copy_paste = copy_paste
         self.epoch = 0
         self._cache: dict[int, np.ndarray] = {}
+        self._paste_sources = [
+            (i, box) for i, r in enumerate(records) for box, c in zip(r.boxes, r.class_ids)
+            if c == paste_class and min(box[2] - box[0], box[3] - box[1]) >= MIN_PASTE_SIZE
+        ]
+        self.paste_class = paste_class
 
     def __len__(self) -> int:
         return len(self.records)
@@ -37,15 +53,35 @@ class DetectionDataset(Dataset):
             self._cache[index] = self.records[index].load()
         return self._cache[index]
 
-    def __getitem__(self, index: int):
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One image with its boxes, after copy-paste when drawn."""
         record = self.records[index]
-        image = self._image(index)
+        image, boxes, classes = self._image(index), record.boxes, record.class_ids
+        if self._paste_sources and rng.random() < self.copy_paste:
+            picks = rng.integers(0, len(self._paste_sources), int(rng.integers(1, 4)))
+            patches = []
+            for pick in picks:
+                source, box = self._paste_sources[int(pick)]
+                x0, y0, x1, y1 = (int(round(v)) for v in box)
+                patch = self._image(source)[y0:y1, x0:x1]
+                if patch.size:
+                    patches.append((patch, self.paste_class))
+            image, boxes, classes = paste_patches(image, boxes, classes, patches, rng)
+        return image, boxes, classes
+
+    def __getitem__(self, index: int):
         if self.augment_config is None:
-            tensor, box = preprocess(image, self.spec)
+            record = self.records[index]
+            tensor, box = preprocess(self._image(index), self.spec)
             boxes, classes = box.to_input(record.boxes), record.class_ids
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            tensor, boxes, classes = augment(image, record.boxes, record.class_ids, self.spec, self.augment_config, rng)
+            if rng.random() < self.mosaic:
+                partners = [index] + [int(i) for i in rng.integers(0, len(self.records), 3)]
+                samples = [self._sample(i, rng) for i in partners]
+                tensor, boxes, classes = mosaic(samples, self.spec, self.augment_config, rng, self.crop_hw)
+            else:
+                tensor, boxes, classes = augment(*self._sample(index, rng), self.spec, self.augment_config, rng, self.crop_hw)
         yxyx = boxes[:, [1, 0, 3, 2]] if len(boxes) else np.zeros((0, 4), np.float32)
         return torch.from_numpy(np.ascontiguousarray(tensor)), torch.from_numpy(yxyx.astype(np.float32)), torch.from_numpy(
             np.asarray(classes, np.int64) + 1

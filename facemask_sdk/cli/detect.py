@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facemask_sdk.errors import FacemaskError
-from facemask_sdk.sources import ImageSource, Source, VideoSource, resolve_sources
+from facemask_sdk.sources import DEFAULT_TIMEOUT_S, ImageSource, Source, VideoSource, resolve_sources
 
 # FFmpeg's own log lines ("moov atom not found", ...) would bury our one-line errors; read before
 # OpenCV first opens a video. Set OPENCV_FFMPEG_LOGLEVEL yourself to see them.
@@ -53,13 +53,29 @@ WINDOW = "facemask-sdk"
 @click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
 @click.option("--max-detections", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option(
+    "--class-aware",
+    is_flag=True,
+    help="Keep overlapping boxes of different classes (effdet's NMS). Default: one box per face, its best class.",
+)
+@click.option(
     "--max-frames",
     type=click.IntRange(min=1),
     default=None,
     help="Stop each video, camera or stream after this many frames.",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a stream may take to open or deliver a frame before it counts as timed out.",
+)
 @click.option("--show", is_flag=True, help="Show annotated frames in a window (needs a display; q or Esc stops).")
-@click.option("--force", is_flag=True, help="Write into an --out folder that already has files, overwriting ours.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into an --out folder that already has files, replacing only the outputs of an earlier detect run.",
+)
 def detect(
     sources: tuple[str, ...],
     model: str | None,
@@ -67,21 +83,29 @@ def detect(
     score_threshold: float,
     iou_threshold: float,
     max_detections: int,
+    class_aware: bool,
     max_frames: int | None,
+    timeout: float,
     show: bool,
     force: bool,
 ) -> None:
     """Detect face masks in SOURCE: image files, folders, globs, video files, a camera index (0) or an
-    rtsp/http(s) URL. Example: facemask-sdk detect samples/"""
+    rtsp/http(s) URL. Example: facemask-sdk detect samples/
+
+    An image that cannot be read is skipped and named on stderr and in summary.json; the others are
+    processed. Exit status: 0 when every input was processed, 1 when some input failed, 2 for bad
+    arguments or when nothing could run."""
     from facemask_sdk.detector import Detector
 
-    resolved = resolve_sources(sources)
+    resolved = resolve_sources(sources, timeout_s=timeout)
     window = False
     try:
         out_dir = _choose_out_dir(out, force)
         plan = _plan_outputs(resolved, out_dir)
+        _check_replaceable(out_dir, plan)
         with Detector(
-            model, score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections
+            model, score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
+            class_agnostic=not class_aware,
         ) as detector:
             out_dir.mkdir(parents=True, exist_ok=True)
             window = show and _display_available()
@@ -103,6 +127,9 @@ def detect(
     _write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     for line in _summary_lines(summary, out_dir):
         click.echo(line)
+    if summary["failures"]:
+        click.echo(f"error: {len(summary['failures'])} input(s) failed (listed in {out_dir / SUMMARY_NAME})", err=True)
+        sys.exit(1)
 
 
 class _Run:
@@ -119,6 +146,8 @@ class _Run:
         self.written: list[str] = []
         self.interrupted = False
         self.stopped = False
+        self.failures: list[dict] = []
+        self.warnings: list[str] = []
         self.started = time.perf_counter()
         self.jsonl = _open_for_writing(out_dir / JSONL_NAME)
         self.writer: cv2.VideoWriter | None = None
@@ -130,6 +159,10 @@ class _Run:
         if isinstance(source, ImageSource):
             bar = tqdm(source, total=len(source), desc=source.argument, unit="img", disable=len(source) < 2 or None)
             for frame, path in zip(bar, target):
+                if frame.error is not None:
+                    self.failures.append({"source": frame.source, "reason": frame.error})
+                    tqdm.write(f"error: skipped: {frame.error}", file=sys.stderr)
+                    continue
                 self._handle(frame, lambda image, path=path: self._write_image(path, image))
                 if self.stopped:
                     break
@@ -149,6 +182,12 @@ class _Run:
         finally:
             bar.close()
             self._close_writer()
+        limited = self.max_frames is not None and source.frames_read >= self.max_frames
+        if source.frame_count and source.frames_read < source.frame_count and not (limited or self.stopped):
+            message = (f"{source.target}: read {source.frames_read} of the {source.frame_count} frames its container "
+                       "reports (truncated or corrupt video?)")
+            self.warnings.append(message)
+            tqdm.write(f"warning: {message}", file=sys.stderr)
 
     def _handle(self, frame, write, banner: bool = False) -> None:
         from facemask_sdk.annotation import annotate, draw_summary
@@ -224,8 +263,10 @@ class _Run:
             "score_threshold": detector.config.score_threshold,
             "iou_threshold": detector.config.iou_threshold,
             "max_detections": detector.config.max_detections,
+            "class_agnostic_nms": detector.config.class_agnostic,
             "frames": self.frames,
             "faces": faces,
+            "faces_per_frame": round(faces / self.frames, 3) if self.frames else None,
             "per_class": dict(self.per_class),
             "compliance_rate": rate,
             "seconds": round(self.seconds, 3),
@@ -234,6 +275,8 @@ class _Run:
             "mean_ms": {key[:-3]: round(value / frames, 3) for key, value in self.stage_ms.items()},
             "outputs": {"annotated": self.written, "jsonl": JSONL_NAME},
             "interrupted": self.interrupted or self.stopped,
+            "failures": self.failures,
+            "warnings": self.warnings,
         }
 
 
@@ -248,6 +291,34 @@ def _choose_out_dir(out: Path | None, force: bool) -> Path:
             f"--out {out} already has files (an earlier run?); pass --force to overwrite them or choose another --out"
         )
     return out
+
+
+def _check_replaceable(out_dir: Path, plan: list[Path | list[Path]]) -> None:
+    """`--force` replaces only what an earlier detect run wrote there (its summary.json lists it)."""
+    if not out_dir.is_dir():
+        return
+    ours = _earlier_outputs(out_dir)
+    targets = [SUMMARY_NAME, JSONL_NAME] + [p.name for item in plan for p in (item if isinstance(item, list) else [item])]
+    foreign = sorted(name for name in set(targets) if (out_dir / name).exists() and name not in ours)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FacemaskError(
+            f"--out {out_dir} holds files that no earlier detect run wrote ({shown}); --force replaces only "
+            "detect's own outputs: choose another --out"
+        )
+
+
+def _earlier_outputs(out_dir: Path) -> set[str]:
+    """Names an earlier detect run wrote in `out_dir`, from its summary.json (empty if there is none of ours)."""
+    try:
+        summary = json.loads((out_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
+        outputs = summary["outputs"]
+        names = {str(n) for n in outputs["annotated"]} | {str(outputs["jsonl"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    if not isinstance(summary.get("frames"), int) or "model" not in summary:
+        return set()
+    return names | {SUMMARY_NAME}
 
 
 def _next_run_dir(root: Path) -> Path:
@@ -316,7 +387,8 @@ def _summary_lines(summary: dict, out_dir: Path) -> list[str]:
     rate = summary["compliance_rate"]
     mean = summary["mean_ms"]
     lines = [
-        f"frames: {summary['frames']}  faces: {summary['faces']} ({per_class})",
+        f"frames: {summary['frames']}  faces: {summary['faces']} ({per_class})"
+        + (f", a sum over frames: {summary['faces_per_frame']:.2f} per frame" if summary["frames"] > 1 else ""),
         f"compliance rate: {'n/a (no faces)' if rate is None else f'{100 * rate:.1f}%'}",
     ]
     if summary["frames"]:

@@ -49,6 +49,13 @@ class LazyGroup(click.Group):
         except (FacemaskError, FileNotFoundError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except PermissionError as exc:  # e.g. an --out folder in a read-only place
+            click.echo(f"error: permission denied: {exc.filename or exc}; choose a folder you can write to", err=True)
+            sys.exit(2)
+        except OSError as exc:  # disk full, read-only file system, ...
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            sys.exit(2)
 
 
 def _unavailable(name: str, short_help: str, missing: str) -> click.Command:

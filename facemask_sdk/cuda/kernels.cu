@@ -418,10 +418,14 @@ __device__ __forceinline__ void fm_rank_decode(
     const float ycenter = ty * ha + ycenter_a;
     const float xcenter = tx * wa + xcenter_a;
     float* out = boxes + 4ul * rank;
-    out[0] = fminf(fmaxf((xcenter - w / 2.f) / scale, 0.f), image_w);
-    out[1] = fminf(fmaxf((ycenter - h / 2.f) / scale, 0.f), image_h);
-    out[2] = fminf(fmaxf((xcenter + w / 2.f) / scale, 0.f), image_w);
-    out[3] = fminf(fmaxf((ycenter + h / 2.f) / scale, 0.f), image_h);
+    const float x1 = (xcenter - w / 2.f) / scale, y1 = (ycenter - h / 2.f) / scale;
+    const float x2 = (xcenter + w / 2.f) / scale, y2 = (ycenter + h / 2.f) / scale;
+    // fmaxf/fminf would turn NaN and inf into plausible clipped boxes: mark them NaN for fm_nms_reduce
+    const bool finite = isfinite(x1) && isfinite(y1) && isfinite(x2) && isfinite(y2);
+    out[0] = finite ? fminf(fmaxf(x1, 0.f), image_w) : NAN;
+    out[1] = finite ? fminf(fmaxf(y1, 0.f), image_h) : NAN;
+    out[2] = finite ? fminf(fmaxf(x2, 0.f), image_w) : NAN;
+    out[3] = finite ? fminf(fmaxf(y2, 0.f), image_h) : NAN;
     scores[rank] = score;
     classes[rank] = (int)(idx - anchor * num_classes);
     flat_index[rank] = idx;
@@ -454,8 +458,8 @@ extern "C" __global__ void fm_rank_decode_f16(
 // ---------------------------------------------------------------------------------------------------
 //
 // mask[i * col_blocks + cb] bit k is set when box j = cb * 64 + k comes after box i (j > i: ranked
-// lower), has the same class and IoU(i, j) > iou_threshold (torchvision's rule: suppress on "greater
-// than"). Only the upper triangle (cb >= i / 64) is written, and only that part is read.
+// lower), has the same class (any class when class_agnostic) and IoU(i, j) > iou_threshold
+// (torchvision's rule: suppress on "greater than"). Only the upper triangle (cb >= i / 64) is written, and only that part is read.
 // Grid: (max_col_blocks, max_col_blocks) blocks of 64 threads; blocks outside the live m x m triangle
 // return at once.
 
@@ -469,9 +473,16 @@ __device__ __forceinline__ float fm_iou(float ax1, float ay1, float ax2, float a
     return inter / (area_a + area_b - inter);  // 0/0 = NaN for two empty boxes: never suppresses
 }
 
+// A detection the reference keeps at all (postprocess.valid_detections): finite score, finite
+// non-empty box. NaN compares false, so `x2 > x1` also rejects NaN coordinates.
+__device__ __forceinline__ bool fm_valid_detection(const float* b, float score) {
+    return isfinite(score) && isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3])
+        && b[2] > b[0] && b[3] > b[1];
+}
+
 extern "C" __global__ void fm_nms_mask(
     const float* __restrict__ boxes, const int* __restrict__ classes, const unsigned int* counters,
-    unsigned long long* __restrict__ mask, float iou_threshold)
+    unsigned long long* __restrict__ mask, float iou_threshold, int class_agnostic)
 {
     __shared__ float col_box[FM_NMS_BLOCK * 4];
     __shared__ int col_class[FM_NMS_BLOCK];
@@ -496,7 +507,7 @@ extern "C" __global__ void fm_nms_mask(
         unsigned long long bits = 0ull;
         const unsigned int start = (row_block == col_block) ? tid + 1u : 0u;
         for (unsigned int k = start; k < cols; ++k) {
-            if (col_class[k] != cls) continue;
+            if (!class_agnostic && col_class[k] != cls) continue;
             const float* c = col_box + 4 * k;
             if (fm_iou(x1, y1, x2, y2, c[0], c[1], c[2], c[3]) > iou_threshold) bits |= 1ull << k;
         }
@@ -536,6 +547,7 @@ extern "C" __global__ void fm_nms_reduce(
             unsigned int fresh = 0u;
             for (unsigned int k = 0u; k < in_block && kept + fresh < max_detections; ++k) {
                 if (cur & (1ull << k)) continue;
+                if (!fm_valid_detection(boxes + 4ul * (start + k), scores[start + k])) continue;  // never kept, never suppresses
                 kept_list[fresh++] = k;
                 cur |= diag[k];
             }

@@ -66,7 +66,7 @@ KERNEL_ARGS: dict[str, str] = {
     "fm_topk_select": "PPPPI",
     "fm_rank_decode_f32": "PPPPPPPPIfff",
     "fm_rank_decode_f16": "PPPPPPPPIfff",
-    "fm_nms_mask": "PPPPf",
+    "fm_nms_mask": "PPPPfi",
     "fm_nms_reduce": "PPPPP" + "PPPP" + "I",
 }
 _DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
@@ -90,6 +90,7 @@ class DecodeSettings:
     iou_threshold: float
     max_detections: int
     top_k: int
+    class_agnostic: bool = True
 
     @classmethod
     def from_config(cls, config: Any) -> "DecodeSettings":
@@ -98,7 +99,8 @@ class DecodeSettings:
             raise FacemaskError(f"the CUDA decoder supports top_k in [1, {MAX_TOP_K}], got {top_k}")
         if max_det < 1:
             raise FacemaskError(f"max_detections must be a positive integer, got {max_det}")
-        return cls(float(config.logit_threshold), float(config.iou_threshold), max_det, top_k)
+        return cls(float(config.logit_threshold), float(config.iou_threshold), max_det, top_k,
+                   bool(getattr(config, "class_agnostic", True)))
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -190,7 +192,8 @@ def plan_decode(
                 ptr["classes"], ptr["flat_index"], num_classes, float(np.float32(box.scale)), float(height),
                 float(width))),
         Launch("fm_nms_mask", (words, words, 1), (NMS_BLOCK, 1, 1),
-               (ptr["boxes"], ptr["classes"], ptr["counters"], ptr["mask"], settings.iou_threshold)),
+               (ptr["boxes"], ptr["classes"], ptr["counters"], ptr["mask"], settings.iou_threshold,
+                int(settings.class_agnostic))),
         Launch("fm_nms_reduce", (1, 1, 1), (REDUCE_THREADS, 1, 1),
                (ptr["mask"], ptr["boxes"], ptr["scores"], ptr["classes"], ptr["counters"], ptr["out_boxes"],
                 ptr["out_scores"], ptr["out_classes"], ptr["out_count"], settings.max_detections)),

@@ -1,0 +1,61 @@
+"""Anchor coverage: the share of faces whose best anchor has IoU >= 0.5 (effdet's match threshold).
+
+A face no anchor covers still gets its single best anchor (effdet forces one match per box), but it
+then trains from a poor prior; the table tells which anchor scale suits the faces at the input size.
+
+    python -m benchmarks.anchor_coverage --split val --scales 2,3,4
+"""
+
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from facemask_sdk.anchors import generate_anchors
+from facemask_sdk.postprocess import box_iou_one_to_many
+from facemask_sdk.preprocess import Letterbox
+from facemask_sdk.spec import AnchorSpec, ModelSpec
+from facemask_sdk.voc import VocDataset
+
+MATCH_IOU = 0.5
+
+
+def coverage(records, image_size: int, anchor_scale: float, thresholds=(MATCH_IOU,)) -> dict:
+    """Share of faces (per size band and overall) whose best anchor IoU reaches each threshold."""
+    spec = ModelSpec("tf_efficientdet_lite0", (image_size, image_size), anchors=AnchorSpec(anchor_scale=anchor_scale))
+    anchors = generate_anchors(spec)
+    best, sizes = [], []
+    for record in records:
+        if not len(record.boxes):
+            continue
+        faces = Letterbox.fit((record.height, record.width), spec.image_size).to_input(record.boxes)
+        best.append(np.array([np.nanmax(box_iou_one_to_many(face, anchors)) for face in faces]))
+        sizes.append(np.sqrt((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])))
+    best, sizes = np.concatenate(best), np.concatenate(sizes)
+    bands = {"< 16 px": sizes < 16, "16-32 px": (sizes >= 16) & (sizes < 32), ">= 32 px": sizes >= 32, "all": sizes >= 0}
+    return {name: float((best[mask] >= MATCH_IOU).mean()) if mask.any() else float("nan") for name, mask in bands.items()} | {
+        "faces": int(len(best)), "smallest_anchor_px": 8 * anchor_scale,
+        "share_by_band": {name: float(mask.mean()) for name, mask in bands.items()},
+    }
+
+
+@click.command()
+@click.option("--data", default="../shared/datasets/face-mask-detection", show_default=True)
+@click.option("--split", default="val", show_default=True)
+@click.option("--image-size", type=int, default=512, show_default=True)
+@click.option("--scales", default="2,3,4", show_default=True)
+def main(data: str, split: str, image_size: int, scales: str) -> None:
+    """A Markdown table of anchor coverage per anchor scale."""
+    records = VocDataset(data, split).records
+    rows = [(float(s), coverage(records, image_size, float(s))) for s in scales.split(",")]
+    shares = rows[0][1]["share_by_band"]
+    header = " | ".join(f"{band} ({shares[band]:.0%} of faces)" for band in ("< 16 px", "16-32 px", ">= 32 px"))
+    click.echo(f"{split}, {rows[0][1]['faces']} faces at {image_size} px; share of faces with best-anchor IoU >= {MATCH_IOU}:\n")
+    click.echo(f"| anchor scale | smallest anchor | {header} | all |")
+    click.echo("|---:|---:|---:|---:|---:|---:|")
+    for scale, row in rows:
+        click.echo(f"| {scale:g} | {row['smallest_anchor_px']:g} px | {row['< 16 px']:.1%} | {row['16-32 px']:.1%} | {row['>= 32 px']:.1%} | {row['all']:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
