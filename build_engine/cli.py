@@ -58,9 +58,9 @@ def export(
 @click.command("build-engine")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="FP32 ONNX export (or an already converted FP16/INT8 one). Default: the shipped model.")
-@click.option("--fp16", "precision", flag_value="fp16", default=True, help="FP16 graph, FP32 I/O (default).")
-@click.option("--int8", "precision", flag_value="int8", help="INT8 Q/DQ graph from calibration.")
-@click.option("--fp32", "precision", flag_value="fp32", help="No conversion: an FP32 engine.")
+@click.option("--fp16", is_flag=True, help="FP16 graph, FP32 I/O (the default when no precision is given).")
+@click.option("--int8", is_flag=True, help="INT8 Q/DQ graph from calibration.")
+@click.option("--fp32", is_flag=True, help="No conversion: an FP32 engine.")
 @click.option("--calib-data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="VOC dataset (its train split) or folder of images for INT8 calibration. "
               "Default: ../shared/datasets/face-mask-detection if present, else samples/images.")
@@ -81,7 +81,9 @@ def export(
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def build_engine(
     onnx_path: Path | None,
-    precision: str,
+    fp16: bool,
+    int8: bool,
+    fp32: bool,
     calib_data: Path | None,
     calib_images: int,
     calib_method: str,
@@ -96,8 +98,10 @@ def build_engine(
     """Write the FP16/INT8 ONNX variant, then build a TensorRT engine and its JSON sidecar."""
     from build_engine.pipeline import build
     from build_engine.tensorrt_build import BatchProfile
-    from facemask_sdk.errors import FacemaskError
-
+    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
+    if len(chosen) > 1:
+        raise FacemaskError(f"choose one precision: {' and '.join('--' + c for c in chosen)} conflict")
+    precision = chosen[0] if chosen else "fp16"
     if batch is not None and dynamic_batch is not None:
         raise FacemaskError("use either --batch N or --dynamic-batch MIN,OPT,MAX, not both")
     profile = BatchProfile.parse(dynamic_batch) if dynamic_batch else BatchProfile.static(batch or 1)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from build_engine.calibration import DEFAULT_METHOD
-from build_engine.precision import PRECISIONS, load_model, model_precision, variant_path
+from build_engine.precision import PRECISIONS, load_model, model_precision, model_spec, variant_path
 from build_engine.tensorrt_build import (
     ENGINE_SUFFIXES,
     BatchProfile,
@@ -72,7 +72,9 @@ def build(
     if precision not in PRECISIONS:
         raise FacemaskError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     source = Path(onnx) if onnx is not None else default_model_path()
-    recorded = model_precision(load_model(source))
+    source_model = load_model(source)
+    model_spec(source_model, source)  # refuses an ONNX without facemask-sdk metadata, before any work
+    recorded = model_precision(source_model)
     if recorded not in ("fp32", precision):
         raise FacemaskError(
             f"{source} is already a {recorded} model; pass --{recorded} to build its engine, "
@@ -116,8 +118,9 @@ def build(
     try:
         result.engine_report = build_engine(precision_onnx, engine, options, overwrite=force)
     except TensorRTUnavailable as exc:
+        kept = "is ready" if precision_onnx.exists() else "was not written"
         raise TensorRTUnavailable(
-            f"{exc.reason}, so no engine was built; {precision_onnx} is written", f"{command} (or pass --onnx-only here)"
+            f"{exc.reason}, so no engine was built; {precision_onnx} {kept}", f"{command} (or pass --onnx-only here)"
         ) from None
     for line in result.engine_report.lines():
         say(line)

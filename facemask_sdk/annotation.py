@@ -21,6 +21,8 @@ CLASS_COLOURS_BGR: dict[str, tuple[int, int, int]] = {
 FALLBACK_COLOURS_BGR = ((255, 128, 0), (200, 0, 200), (0, 200, 200), (128, 128, 128))
 GROUND_TRUTH_COLOUR_BGR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+MIN_LABEL_SCALE = 0.3
+"""Labels shrink with their box down to this font scale, and no further (still legible)."""
 
 
 def class_colour(label: str, class_id: int = 0) -> tuple[int, int, int]:
@@ -44,12 +46,53 @@ def annotate(
             _dashed_rectangle(canvas, *corners, GROUND_TRUTH_COLOUR_BGR, thickness=1)
             _label(canvas, f"gt {label}", corners[1], GROUND_TRUTH_COLOUR_BGR, scale, below=True)
     thickness = max(2, round(min(canvas.shape[:2]) / 300))
-    for box, score, class_id, label in detections:
-        colour = class_colour(label, class_id)
-        corners = _corners(box, canvas)
-        cv2.rectangle(canvas, corners[0], corners[1], colour, thickness)
-        _label(canvas, f"{label} {score:.2f}", corners[0], colour, scale)
+    items = [(score, class_id, label, _corners(box, canvas)) for box, score, class_id, label in detections]
+    placed = _place_labels(canvas, items, scale)
+    order = sorted(range(len(items)), key=lambda i: items[i][0])  # ascending: the best-scored on top
+    for i in order:
+        score, class_id, label, corners = items[i]
+        cv2.rectangle(canvas, corners[0], corners[1], class_colour(label, class_id), thickness)
+    for i in order:
+        score, class_id, label, _ = items[i]
+        text, (x, top, text_scale) = f"{label} {score:.2f}", placed[i]
+        _draw_label(canvas, text, x, top, class_colour(label, class_id), text_scale)
     return canvas
+
+
+def _place_labels(image: np.ndarray, items: list, scale: float) -> list[tuple[int, int, float]]:
+    """(x, top, font scale) of each label. Labels are sized to their box (small faces in a crowd get
+    small labels) and placed best score first above, below or inside the top of their box (or one row
+    further out), at the first spot no earlier label covers, so crowded labels stay readable."""
+    taken: list[tuple[int, int, int, int]] = []
+    placed: list[tuple[int, int, float] | None] = [None] * len(items)
+    for i in sorted(range(len(items)), key=lambda i: -items[i][0]):
+        score, _, label, ((x1, y1), (x2, y2)) = items[i]
+        text = f"{label} {score:.2f}"
+        (full_w, _), _ = cv2.getTextSize(text, FONT, scale, 1)
+        fit = max(x2 - x1, 1) * 1.6 / max(full_w, 1)
+        text_scale = float(np.clip(scale * min(1.0, fit), min(MIN_LABEL_SCALE, scale), scale))
+        (width, height), baseline = cv2.getTextSize(text, FONT, text_scale, 1)
+        box_h = height + baseline + 2
+        x = min(max(x1, 0), max(image.shape[1] - width - 2, 0))
+        candidates = [y1 - box_h, y2 + 1, y1 + 1, y1 - 2 * box_h, y2 + 1 + box_h]  # nearest first
+        spots = [min(max(top, 0), max(image.shape[0] - box_h, 0)) for top in candidates]
+        rects = [(x, top, x + width + 2, top + box_h) for top in spots]
+        overlaps = [sum(_overlap_area(r, t) for t in taken) for r in rects]
+        best = int(np.argmin(overlaps))
+        taken.append(rects[best])
+        placed[i] = (x, spots[best], text_scale)
+    return placed  # type: ignore[return-value]
+
+
+def _overlap_area(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _draw_label(image: np.ndarray, text: str, x: int, top: int, colour: tuple, scale: float) -> None:
+    (width, height), baseline = cv2.getTextSize(text, FONT, scale, 1)
+    cv2.rectangle(image, (x, top), (x + width + 2, top + height + baseline + 2), colour, -1)
+    text_colour = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+    cv2.putText(image, text, (x + 1, top + height + 1), FONT, scale, text_colour, 1, cv2.LINE_AA)
 
 
 def draw_summary(image_bgr: np.ndarray, summary: dict) -> np.ndarray:
@@ -62,6 +105,9 @@ def draw_summary(image_bgr: np.ndarray, summary: dict) -> np.ndarray:
     text = "  ".join(parts)
     scale = _font_scale(canvas)
     (width, height), baseline = cv2.getTextSize(text, FONT, scale, 1)
+    if width > canvas.shape[1] - 8:  # shrink to the frame's width rather than cut the banner off
+        scale *= (canvas.shape[1] - 8) / width
+        (width, height), baseline = cv2.getTextSize(text, FONT, scale, 1)
     banner_h = height + baseline + 8
     overlay = canvas.copy()
     cv2.rectangle(overlay, (0, 0), (canvas.shape[1], banner_h), (0, 0, 0), -1)

@@ -13,6 +13,7 @@ Runtime, then anchors, decoding, NMS (one box per face) and top-k in NumPy (`fac
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, Sequence, Union
@@ -51,6 +52,11 @@ class Detector:
 
     After each call `last_timing` holds `preprocess_ms`, `inference_ms`, `postprocess_ms` and
     `total_ms` of that call (summed over the images of `detect_batch`) and `images`.
+
+    Threads: an ONNX Runtime `Detector` may be shared by several threads (its session runs concurrent
+    calls); `last_timing` is per thread, the timing of that thread's own last call. A TensorRT
+    `Detector` belongs to the thread that created it (one CUDA stream and buffer set): create one
+    per thread; they share the deserialized engine.
     """
 
     def __init__(
@@ -64,6 +70,9 @@ class Detector:
         threads: int | None = None,
         class_agnostic: bool = True,
     ) -> None:
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise FacemaskError(f"model must be a path to an .onnx or .engine file (or None), got {type(model).__name__}")
+        self._timings = threading.local()
         self.config = PostprocessConfig(
             score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
             class_agnostic=class_agnostic,
@@ -72,7 +81,6 @@ class Detector:
         self.backend = _resolve_backend(backend, self.model_path)
         if not self.model_path.exists():
             raise FileNotFoundError(f"model file not found: {self.model_path}")
-        self.last_timing: dict[str, float] = {}
         self._runner = None
         if self.backend == "onnxruntime":
             from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
@@ -83,6 +91,15 @@ class Detector:
         else:
             self._runner = _tensorrt_runner(self.model_path, self.config)
             self.spec = self._runner.spec
+
+    @property
+    def last_timing(self) -> dict[str, float]:
+        """Stage timings of the calling thread's last call (empty before its first)."""
+        return dict(getattr(self._timings, "value", {}))
+
+    @last_timing.setter
+    def last_timing(self, value: dict[str, float]) -> None:
+        self._timings.value = value
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -128,6 +145,9 @@ class Detector:
         kernels without a host copy; on other backends it is an ordinary array (nothing to gain there).
         """
         self._check_open()
+        for name, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise FacemaskError(f"frame_buffer {name} must be a whole number of pixels, got {value!r}")
         if height <= 0 or width <= 0:
             raise FacemaskError(f"frame_buffer needs a positive height and width, got {height}x{width}")
         if hasattr(self._runner, "frame_buffer"):

@@ -8,6 +8,8 @@ wrong dataset or class list) whose message lists the known classes.
 
 from __future__ import annotations
 
+import math
+
 import random
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -167,10 +169,20 @@ class VocDataset:
                 self.report.problems.append(f"{xml_path}: object '{name}' has a missing or non-numeric bndbox; dropped")
                 self.report.dropped_boxes += 1
                 continue
+            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+                self.report.problems.append(
+                    f"{xml_path}: object '{name}' has a non-finite bndbox {x1:g},{y1:g},{x2:g},{y2:g}; dropped"
+                )
+                self.report.dropped_boxes += 1
+                continue
             cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
             cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
             if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
                 self.report.clipped_boxes += 1
+                self.report.problems.append(
+                    f"{xml_path}: box {x1:g},{y1:g},{x2:g},{y2:g} ('{name}') extends outside the "
+                    f"{width}x{height} image; clipped"
+                )
             if cx2 - cx1 < MIN_BOX_SIZE or cy2 - cy1 < MIN_BOX_SIZE:
                 self.report.problems.append(
                     f"{xml_path}: degenerate box {x1:g},{y1:g},{x2:g},{y2:g} ('{name}'); dropped"

@@ -38,6 +38,44 @@ def test_draw_summary_banner() -> None:
     assert out[:10].any() and not out[60:].any() and not image.any()
 
 
+def test_higher_scores_are_drawn_on_top() -> None:
+    image = np.zeros((200, 300, 3), dtype=np.uint8)
+    box = [50, 60, 150, 180]
+    for scores in ([0.9, 0.5], [0.5, 0.9]):  # the same box, two classes, in both orders
+        out = annotate(image, Detections([box, box], scores, [0, 1]))
+        winner = "with_mask" if scores[0] > scores[1] else "without_mask"
+        assert tuple(out[120, 50]) == CLASS_COLOURS_BGR[winner]
+
+
+def test_crowded_labels_do_not_cover_each_other() -> None:
+    """A row of small adjacent faces: every label is placed where no other label lies."""
+    from facemask_sdk.annotation import _place_labels, _overlap_area, _corners, _font_scale
+
+    image = np.zeros((400, 640, 3), dtype=np.uint8)
+    boxes = [[20 + 30 * i, 200, 46 + 30 * i, 228] for i in range(12)]
+    dets = Detections(boxes, np.linspace(0.9, 0.5, 12), [i % 3 for i in range(12)])
+    items = [(s, c, l, _corners(b, image)) for b, s, c, l in dets]
+    placed = _place_labels(image, items, _font_scale(image))
+    import cv2
+
+    rects = []
+    for (score, _, label, _), (x, top, scale) in zip(items, placed):
+        (w, h), base = cv2.getTextSize(f"{label} {score:.2f}", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        rects.append((x, top, x + w + 2, top + h + base + 2))
+    overlapping = sum(_overlap_area(a, b) > 0 for i, a in enumerate(rects) for b in rects[i + 1 :])
+    assert overlapping == 0, f"{overlapping} label pairs overlap"
+    assert annotate(image, dets).any()
+
+
+def test_summary_banner_fits_a_narrow_frame() -> None:
+    image = np.zeros((360, 640, 3), dtype=np.uint8)
+    summary = {"faces": 10, "per_class": {"with_mask": 5, "without_mask": 3, "mask_weared_incorrect": 2},
+               "compliance_rate": 0.5}
+    out = draw_summary(image, summary)
+    lit_columns = np.flatnonzero((out[:40] > 200).any(axis=(0, 2)))
+    assert lit_columns.max() < 640 - 2
+
+
 @pytest.mark.parametrize("image", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), None])
 def test_annotate_rejects_non_bgr_images(image) -> None:
     with pytest.raises(FacemaskError, match="BGR uint8 HxWx3"):

@@ -52,8 +52,11 @@ def test_reads_boxes_and_classes(tmp_path):
 @pytest.mark.parametrize(
     "objects, clipped, dropped, problem",
     [
-        ([("with_mask", (-5, 10, 30, 30))], 1, 0, None),
-        ([("with_mask", (10, 10, 95, 70))], 1, 0, None),
+        ([("with_mask", (-5, 10, 30, 30))], 1, 0, "outside the 80x60 image; clipped"),
+        ([("with_mask", (10, 10, 95, 70))], 1, 0, "outside the 80x60 image; clipped"),
+        ([("with_mask", ("nan", 10, 20, 30))], 0, 1, "non-finite bndbox"),
+        ([("with_mask", (10, 10, "inf", 30))], 0, 1, "non-finite bndbox"),
+        ([("with_mask", (10, "-inf", 20, 30))], 0, 1, "non-finite bndbox"),
         ([("with_mask", (10, 10, 10, 30))], 0, 1, "degenerate box"),
         ([("with_mask", (90, 10, 120, 30))], 1, 1, "degenerate box"),
         ([("with_mask", ("a", 10, 20, 30))], 0, 1, "non-numeric bndbox"),
