@@ -167,6 +167,8 @@ def chart(result: dict, path: Path) -> Path:
         left.annotate(row["name"], (row["fps"], row["accuracy"]["map"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     left.set_xlabel("FPS at batch 1 (end-to-end, decoding excluded)")
     left.set_ylabel("mAP@0.5:0.95")
+    left.set_ylim(0, 1)  # the full scale: a zoomed axis makes a 1-point difference look dramatic
+    left.set_xlim(left=0)
     left.set_title("Accuracy vs speed (* = baseline)")
     left.grid(True, alpha=0.3)
 
@@ -179,7 +181,7 @@ def chart(result: dict, path: Path) -> Path:
     right.invert_yaxis()
     right.set_xlabel("mean latency per image (ms)")
     right.set_title("Where the time goes")
-    right.legend(loc="lower right", fontsize=8)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)  # below the bars
     cpu = result["machine"]["cpu_model"]
     fig.suptitle(f"facemask-sdk bench: {result['dataset']['images']} images of split {result['dataset']['split']}, {cpu}", fontsize=10)
     fig.tight_layout()

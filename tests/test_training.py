@@ -168,3 +168,26 @@ def test_mosaic_and_copy_paste_keep_boxes_valid():
     assert canvas.shape == (3, 256, 256) and len(m_boxes) == len(m_classes) > 0
     assert (m_boxes >= 0).all() and (m_boxes <= 256).all()
     assert (m_boxes[:, 2] > m_boxes[:, 0]).all() and (m_boxes[:, 3] > m_boxes[:, 1]).all()
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_a_tiny_stint_on_cpu(tmp_path):
+    """training/gpu_run.sh, the one script for a GPU machine, end to end on CPU with a tiny configuration:
+    a compact JPEG copy of the data, a time-boxed stint, weights and metrics in one folder, then a resume."""
+    from training.compact_data import compact
+
+    data = tmp_path / "compact"
+    assert compact(SAMPLES, data) > 0 and len(list((data / "images").glob("*.jpg"))) == 4
+    env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "PRETRAINED": "none", "PYTHON": sys.executable}
+    args = ["bash", str(ROOT / "training" / "gpu_run.sh"), str(data), "5", "--image-size", "128", "--batch-size", "2",
+            "--max-steps", "1", "--epochs", "2", "--val-fraction", "0.25", "--threads", "1"]
+    first = subprocess.run(args + ["--stop-after-steps", "1"], capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:] + first.stdout[-2000:]
+    out = tmp_path / "out"
+    assert "available False" in (out / "device.txt").read_text()
+    assert (out / "best-weights.pt").is_file() and json.loads((out / "metrics.json").read_text())["step"] == 1
+    resumed = subprocess.run(args, capture_output=True, text=True, env={**env, "RESUME": "1"}, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2
+    weights = torch.load(out / "best-weights.pt", weights_only=True)
+    assert "optimizer" not in weights and tuple(weights["spec"]["image_size"]) == (128, 128)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -55,10 +56,13 @@ def load_weights_file(path: str | Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelFileError(
-            f"{path} was refused: it holds objects other than tensors and plain values, and loading it could run code ({reason[:160]})"
-        ) from None
+        found = re.search(r"Unsupported global[^\n]*", str(exc))
+        if found:  # the weights-only unpickler met an object it would have to construct by running code
+            raise ModelFileError(
+                f"{path} was refused: it holds objects other than tensors and plain values, and loading it could "
+                f"run code ({found.group(0).strip()[:160]})"
+            ) from None
+        raise ModelFileError(f"{path} is not a readable PyTorch checkpoint (not a torch.save file)") from None
     except Exception as exc:  # torch raises many types for a bad file (zip, EOF, ...)
         raise ModelFileError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
 

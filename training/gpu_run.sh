@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One time-boxed training stint on a machine with an NVIDIA GPU: the same `facemask-sdk train` recipe,
+# on CUDA with AMP (--device auto --amp auto), writing weights, metrics and the log to one folder.
+#
+#   OUT=/some/folder training/gpu_run.sh DATA [MINUTES] [more `facemask-sdk train` options...]
+#
+# DATA: a VOC folder (the full dataset, or a compact copy from `python -m training.compact_data`,
+# which fits the 64 MiB a device call carries). MINUTES (default 8) bounds the training loop; the stint
+# ends with a checkpoint, so a later stint continues it with RESUME=1. Without OUT the folder is
+# runs/gpu. Starts from models/facemask.pt unless PRETRAINED says otherwise (auto, none, a file).
+# Exit status: train's (0 when the stint ran).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA="${1:?usage: training/gpu_run.sh DATA [MINUTES] [train options...]}"
+MINUTES="${2:-8}"
+shift $(( $# >= 2 ? 2 : 1 ))
+FOLDER="${OUT:-$ROOT/runs/gpu}"
+RUN="$FOLDER/run"
+mkdir -p "$FOLDER"
+PY="${PYTHON:-python3}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+"$PY" - <<'PY' | tee "$FOLDER/device.txt"
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("gpu", torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
+PY
+if [ "${RESUME:-0}" = 1 ] && [ -f "$RUN/last.pt" ]; then
+    set -- --resume "$RUN" "$@"
+else
+    set -- --data "$DATA" --pretrained "${PRETRAINED:-$ROOT/models/facemask.pt}" "$@"
+fi
+"$PY" -m facemask_sdk.cli.main train --out "$RUN" --device auto --amp auto \
+    --stop-after-minutes "$MINUTES" "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v "it/s\]$" | tee "$FOLDER/train.log"
+cp "$RUN/metrics.json" "$FOLDER/metrics.json" 2>/dev/null || true
+"$PY" - "$RUN" "$FOLDER" <<'PY'
+import sys, torch
+from pathlib import Path
+run, folder = Path(sys.argv[1]), Path(sys.argv[2])
+if (run / "best.pt").exists():  # weights-only copy of the best EMA weights: small enough to bring back
+    payload = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+    keep = {k: payload[k] for k in ("state_dict", "spec", "train_config", "init", "epoch", "step", "metrics", "history") if k in payload}
+    torch.save(keep, folder / "best-weights.pt")
+    print("best", payload.get("epoch"), payload.get("metrics", {}).get("map"), "->", folder / "best-weights.pt")
+PY
