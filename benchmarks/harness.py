@@ -22,7 +22,6 @@ How it measures (also written into the result under `protocol`):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import subprocess
@@ -43,6 +42,7 @@ from benchmarks.runners import (
 )
 from benchmarks.worker import load_predictions
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.files import file_sha256
 from facemask_sdk.image_io import read_image
 from facemask_sdk.metrics import ImageBoxes, evaluate_detections
 from facemask_sdk.spec import CLASSES
@@ -368,8 +368,4 @@ def _stats(values: list[float]) -> dict:
 
 
 def _file_facts(path: Path) -> dict:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"size_mb": path.stat().st_size / 1e6, "sha256": digest.hexdigest()[:16]}
+    return {"size_mb": path.stat().st_size / 1e6, "sha256": file_sha256(path)[:16]}

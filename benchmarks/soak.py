@@ -36,11 +36,11 @@ def frames(count: int, size: tuple[int, int] = (360, 640)):
         yield np.roll(base, (3 * i) % size[1], axis=1)
 
 
-def soak_detector(count: int, every: int, model: str | None) -> list[tuple[int, float]]:
+def soak_detector(count: int, every: int, model: str | None, threads: int | None = None) -> list[tuple[int, float]]:
     from facemask_sdk import Detector
 
     readings = []
-    with Detector(model) as detector:
+    with Detector(model, threads=threads) as detector:
         for i, frame in enumerate(frames(count), 1):
             detector(frame)
             if i % every == 0:
@@ -85,14 +85,15 @@ def verdict(readings: list[tuple[int, float]], tolerance: float) -> dict:
 @click.option("--every", type=int, default=500, show_default=True)
 @click.option("--tolerance", type=float, default=0.05, show_default=True)
 @click.option("--model", default=None, help="Model file (default: the shipped one).")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads of the in-process pass.")
 @click.option("--out", type=click.Path(dir_okay=False), default="runs/soak.json", show_default=True)
-def main(count: int, every: int, tolerance: float, model: str | None, out: str) -> None:
+def main(count: int, every: int, tolerance: float, model: str | None, threads: int | None, out: str) -> None:
     """RSS every EVERY frames through Detector (in process) and detect (a subprocess reading a video)."""
     import tempfile
 
-    report = {"frames": count, "every": every, "tolerance": tolerance}
+    report = {"frames": count, "every": every, "tolerance": tolerance, "threads": threads}
     started = time.time()
-    report["detector"] = soak_detector(count, every, model)
+    report["detector"] = soak_detector(count, every, model, threads)
     report["detector_verdict"] = verdict(report["detector"], tolerance)
     with tempfile.TemporaryDirectory() as tmp:
         report["detect"] = soak_detect(count, every, Path(tmp), model)

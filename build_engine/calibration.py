@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from build_engine.precision import file_sha256, write_atomically
+from facemask_sdk.files import file_sha256, write_atomically
 from facemask_sdk.errors import InternalError
 from facemask_sdk.image_io import read_image
 from facemask_sdk.preprocess import preprocess

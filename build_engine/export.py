@@ -32,7 +32,7 @@ import facemask_sdk
 from facemask_sdk.errors import FacemaskError, InternalError
 from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
 from facemask_sdk.preprocess import preprocess
-from build_engine.precision import write_atomically
+from facemask_sdk.files import write_atomically
 from facemask_sdk.spec import METADATA_KEY, ModelSpec
 from training.checkpoint import load_network
 from training.model import FlatHeads

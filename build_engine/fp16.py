@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from facemask_sdk.files import write_atomically
 from build_engine.precision import (
     PRECISION_KEY,
     check_output_path,
@@ -36,7 +37,6 @@ from build_engine.precision import (
     metadata,
     model_precision,
     set_metadata,
-    write_atomically,
 )
 from facemask_sdk.errors import FacemaskError, InternalError, ModelFileError
 

@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from build_engine.calibration import CALIBRATOR_SETTINGS, DEFAULT_METHOD, METHODS, calibrate, calibration_key, read_cache, write_cache
+from facemask_sdk.files import write_atomically
 from build_engine.precision import (
     PRECISION_KEY,
     check_output_path,
@@ -39,7 +40,6 @@ from build_engine.precision import (
     model_precision,
     model_spec,
     set_metadata,
-    write_atomically,
 )
 from facemask_sdk.errors import DataError, FacemaskError, ModelFileError
 

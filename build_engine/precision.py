@@ -17,9 +17,6 @@ and reads them exactly as the FP32 model, and both copy the model's `metadata_pr
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,14 +99,6 @@ def set_metadata(model: "onnx.ModelProto", entries: dict[str, str]) -> None:
         entry.key, entry.value = key, str(value)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_output_path(out: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
     """`FacemaskError` if `out` exists (without `overwrite`), is not an .onnx path or is an input."""
     out = Path(out)
@@ -122,20 +111,3 @@ def check_output_path(out: Path, overwrite: bool, inputs: tuple[Path, ...] = ())
     if out.exists() and not overwrite:
         raise FacemaskError(f"{out} already exists; pass --force (overwrite=True) to replace it")
     return out
-
-
-def write_atomically(path: Path, data: bytes, overwrite: bool) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        if path.exists() and not overwrite:  # appeared while we were converting
-            raise FacemaskError(f"{path} already exists; pass --force (overwrite=True) to replace it")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from facemask_sdk.files import write_atomically
 from facemask_sdk.errors import ModelFileError
 from facemask_sdk.spec import ModelSpec
 
@@ -78,11 +79,7 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict:
 def write_sidecar(engine_path: str | os.PathLike, sidecar: Mapping[str, Any]) -> Path:
     """Validate and write `<engine>.json` atomically (temporary file, then rename); returns its path."""
     data = validate_sidecar(dict(sidecar), source="engine sidecar")
-    path = sidecar_path(engine_path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    return write_atomically(sidecar_path(engine_path), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def rebuild_command(sidecar: Mapping[str, Any], engine_path: str | os.PathLike | None = None) -> str:

@@ -94,7 +94,7 @@ def test_eval_writes_under_runs_by_default(tmp_path, tiny_checkpoint):
     [
         (lambda Detector: Detector(123), "model must be a path"),
         (lambda Detector: Detector().frame_buffer(1.5, 2), "whole number of pixels"),
-        (lambda Detector: Detector(thresholds := None, score_threshold=float("nan")), "score_threshold"),
+        (lambda Detector: Detector(None, score_threshold=float("nan")), "score_threshold"),
     ],
     ids=["model-int", "frame-buffer-float", "nan-threshold"],
 )

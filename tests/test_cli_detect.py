@@ -84,6 +84,8 @@ def test_video_round_trip(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
     assert frames == 10
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 10 and summary["outputs"]["annotated"] == ["clip.mp4"]
+    assert summary["faces_per_frame"] == pytest.approx(summary["faces"] / 10)
+    assert summary["frames_with_faces"] <= 10 and "per frame" in result.stdout
 
 
 def test_glob_and_default_out_folder(run_cli, tiny_onnx, sample_images, tmp_path) -> None:

@@ -7,7 +7,6 @@ product's promises: nothing non-finite, empty or outside the image ever comes ou
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays

@@ -9,15 +9,14 @@ crash never leaves half a file.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
 from facemask_sdk.errors import ModelFileError
+from facemask_sdk.files import write_atomically
 from facemask_sdk.spec import ModelSpec
 from training.model import create_network
 
@@ -26,17 +25,7 @@ CHECKPOINT_KEYS = ("state_dict", "spec")
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     """Write `payload` to `path` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomically(path, lambda handle: torch.save(payload, handle))
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 import facemask_sdk
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.files import write_atomically
 from facemask_sdk.voc import VocDataset
 from training.augment import AugmentConfig
 from training.checkpoint import read_checkpoint, save_checkpoint
@@ -25,6 +26,7 @@ from training.ema import WeightAverage
 from training.data import DetectionDataset, collate, epoch_indices, repeat_factors, steps_per_epoch
 from training.evaluate import evaluate_network
 from training.model import count_parameters, create_network, make_spec, train_bench
+from training.plots import plot_curves
 from training.pretrained import initialise
 
 
@@ -352,29 +354,4 @@ def _summary(config: TrainConfig, spec, init: str, history: list[dict], network,
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-
-
-def plot_curves(history: list[dict], path: Path) -> Path:
-    """Training loss and val mAP per epoch, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train_loss", "total"), ("train_class_loss", "class"), ("train_box_loss", "box")):
-        ax_loss.plot(epochs, [h[key] for h in history], marker="o", label=label)
-    ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
-    ax_loss.legend()
-    ax_map.plot(epochs, [h["val"]["map"] for h in history], marker="o", label="mAP@[.5:.95]")
-    ax_map.plot(epochs, [h["val"]["map50"] for h in history], marker="o", label="mAP@.5")
-    ax_map.set(title="validation", xlabel="epoch", ylabel="mAP", ylim=(0, 1))
-    ax_map.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    write_atomically(path, json.dumps(data, indent=2))

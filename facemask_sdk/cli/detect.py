@@ -147,6 +147,7 @@ class _Run:
         self.interrupted = False
         self.stopped = False
         self.failures: list[dict] = []
+        self.frame_compliance: list[float] = []  # per frame with faces: its own compliance rate
         self.warnings: list[str] = []
         self.started = time.perf_counter()
         self.jsonl = _open_for_writing(out_dir / JSONL_NAME)
@@ -197,6 +198,8 @@ class _Run:
         summary = detections.summary()
         self.frames += 1
         self.per_class.update(summary["per_class"])
+        if summary["compliance_rate"] is not None:
+            self.frame_compliance.append(float(summary["compliance_rate"]))
         for key in STAGES:
             self.stage_ms[key] += timing[key]
         record = {
@@ -267,6 +270,10 @@ class _Run:
             "frames": self.frames,
             "faces": faces,
             "faces_per_frame": round(faces / self.frames, 3) if self.frames else None,
+            "frames_with_faces": len(self.frame_compliance),
+            "compliance_over_frames": (
+                round(sum(self.frame_compliance) / len(self.frame_compliance), 4) if self.frame_compliance else None
+            ),
             "per_class": dict(self.per_class),
             "compliance_rate": rate,
             "seconds": round(self.seconds, 3),
@@ -389,7 +396,9 @@ def _summary_lines(summary: dict, out_dir: Path) -> list[str]:
     lines = [
         f"frames: {summary['frames']}  faces: {summary['faces']} ({per_class})"
         + (f", a sum over frames: {summary['faces_per_frame']:.2f} per frame" if summary["frames"] > 1 else ""),
-        f"compliance rate: {'n/a (no faces)' if rate is None else f'{100 * rate:.1f}%'}",
+        f"compliance rate: {'n/a (no faces)' if rate is None else f'{100 * rate:.1f}%'}"
+        + (f" of all faces; {100 * summary['compliance_over_frames']:.1f}% mean over {summary['frames_with_faces']} "
+           "frames with faces" if summary["frames"] > 1 and summary["compliance_over_frames"] is not None else ""),
     ]
     if summary["frames"]:
         lines.append(

@@ -1,0 +1,29 @@
+"""Ship a run's best EMA weights: a weights-only checkpoint (no optimiser, no RNG) for `models/`.
+
+    python -m training.ship runs/RUN/best.pt models/facemask.pt
+
+The result loads with `training.checkpoint.load_network` like any checkpoint and keeps what the model
+card quotes: spec, training config, init, epoch and step reached, val metrics and history.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from training.checkpoint import read_checkpoint, save_checkpoint
+
+KEPT = ("state_dict", "spec", "train_config", "init", "epoch", "step", "total_steps", "train_seconds",
+        "metrics", "history", "best_map", "code_version")
+
+
+def ship(source: Path, target: Path) -> Path:
+    payload = read_checkpoint(source)
+    return save_checkpoint(target, {key: payload[key] for key in KEPT if key in payload})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m training.ship RUN/best.pt models/facemask.pt")
+    written = ship(Path(sys.argv[1]), Path(sys.argv[2]))
+    print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
