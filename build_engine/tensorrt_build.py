@@ -37,11 +37,10 @@ from pathlib import Path
 import facemask_sdk
 from build_engine.precision import PRECISION_KEY, PRECISIONS
 from facemask_sdk.files import file_sha256, write_atomically
-from facemask_sdk.engine_meta import sidecar_path, write_sidecar
+from facemask_sdk.engine_meta import SIDECAR_FORMAT, sidecar_path, write_sidecar
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.spec import METADATA_KEY, ModelSpec
 
-SIDECAR_FORMAT = 1
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 

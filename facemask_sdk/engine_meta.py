@@ -20,11 +20,13 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from facemask_sdk.files import write_atomically
 from facemask_sdk.errors import ModelFileError
+from facemask_sdk.files import write_atomically
 from facemask_sdk.spec import ModelSpec
 
 SIDECAR_SUFFIX = ".json"
+SIDECAR_FORMAT = 1
+"""Version of the sidecar's layout; a sidecar of another version is refused with the rebuild command."""
 PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED_KEYS: dict[str, type] = {
     "spec": dict,
@@ -49,6 +51,12 @@ def validate_sidecar(sidecar: object, source: str = "engine sidecar") -> dict:
     if missing:
         raise ModelFileError(
             f"{source} lacks {', '.join(missing)}; rebuild the engine with `facemask-sdk build-engine`"
+        )
+    version = sidecar.get("format_version", SIDECAR_FORMAT)  # sidecars before the key existed are version 1
+    if version != SIDECAR_FORMAT:
+        raise ModelFileError(
+            f"{source} has sidecar format {version!r}, this facemask-sdk reads format {SIDECAR_FORMAT}; "
+            "rebuild the engine with `facemask-sdk build-engine`"
         )
     for key, kind in REQUIRED_KEYS.items():
         if not isinstance(sidecar[key], kind):

@@ -59,6 +59,8 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
         (json.dumps(sidecar(tensorrt_version=10)), ModelFileError, ["tensorrt_version", "str", "int"]),
         (json.dumps(sidecar(spec={"format_version": 99})), ModelFileError, ["format_version 99"]),
         (json.dumps(sidecar(spec={**SPEC.to_dict(), "image_size": [500, 512]})), ModelFileError, ["multiples of 128"]),
+        (json.dumps(sidecar(format_version=2)), ModelFileError, ["sidecar format 2", "reads format 1", "build-engine"]),
+        (json.dumps(sidecar(format_version=1)), None, []),
         (json.dumps(sidecar()), None, []),
     ],
 )

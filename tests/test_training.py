@@ -191,3 +191,16 @@ def test_gpu_script_runs_a_tiny_stint_on_cpu(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["step"] == 2
     weights = torch.load(out / "best-weights.pt", weights_only=True)
     assert "optimizer" not in weights and tuple(weights["spec"]["image_size"]) == (128, 128)
+
+
+def test_map_vs_time_plot_from_metrics(tmp_path):
+    from training.plots import plot_map_vs_time, run_from_metrics
+
+    metrics = tmp_path / "metrics.json"
+    history = [{"train_seconds": 60.0, "val": {"map50": 0.1, "map": 0.05}},
+               {"train_minutes_total": 2.5, "val": {"map50": 0.2, "map": 0.1}}]
+    metrics.write_text(json.dumps({"history": history}))
+    run = run_from_metrics("r", metrics, start_minutes=10)
+    assert run["minutes"] == [1.0, 2.5] and run["start_minutes"] == 10 and run["map50"] == [0.1, 0.2]
+    path = plot_map_vs_time([run], tmp_path / "plot.png")
+    assert path.stat().st_size > 5000

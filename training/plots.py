@@ -66,3 +66,38 @@ def plot_map_vs_time(runs: list[dict], path: Path, peer: dict | None = PEER_YOLO
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def run_from_metrics(label: str, metrics_path: Path, start_minutes: float = 0.0) -> dict:
+    """A `plot_map_vs_time` run from a run's metrics.json (cumulative minutes from `train_seconds`
+    where a history predates `train_minutes_total`)."""
+    import json
+
+    history = json.loads(Path(metrics_path).read_text())["history"]
+    minutes, total = [], 0.0
+    for entry in history:
+        total = entry.get("train_minutes_total", total + entry.get("train_seconds", 0.0) / 60)
+        minutes.append(total)
+    return {"label": label, "minutes": minutes, "start_minutes": start_minutes,
+            "map50": [h["val"]["map50"] for h in history], "map": [h["val"]["map"] for h in history]}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="val mAP against cumulative training minutes, next to the peer")
+    parser.add_argument("--run", action="append", default=[], metavar="LABEL=METRICS_JSON[@START_MINUTES]")
+    parser.add_argument("--points", action="append", default=[], metavar="LABEL=MIN:MAP50:MAP,MIN:MAP50:MAP,...",
+                        help="a run known only by a few (minutes, mAP@.5, mAP) points")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    runs = []
+    for spec in args.points:
+        label, points = spec.split("=", 1)
+        rows = [tuple(float(v) for v in p.split(":")) for p in points.split(",")]
+        runs.append({"label": label, "minutes": [r[0] for r in rows], "map50": [r[1] for r in rows], "map": [r[2] for r in rows]})
+    for spec in args.run:
+        label, rest = spec.split("=", 1)
+        path, _, start = rest.partition("@")
+        runs.append(run_from_metrics(label, Path(path), float(start or 0)))
+    print(plot_map_vs_time(runs, args.out))
