@@ -364,3 +364,26 @@ def test_lazy_exports_are_the_functions_whatever_is_imported_first() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_last_timing_is_per_thread(tiny_onnx, sample_images):
+    """One Detector shared by threads: each thread's last_timing is its own call's (1 image vs 3)."""
+    import threading
+
+    seen: dict[str, dict] = {}
+    with Detector(tiny_onnx, score_threshold=LOW_THRESHOLD) as detector:
+        detector(sample_images[0])
+        assert detector.last_timing["images"] == 1
+
+        def work(name: str, count: int) -> None:
+            for _ in range(3):
+                detector.detect_batch(sample_images[:count])
+            seen[name] = detector.last_timing
+
+        threads = [threading.Thread(target=work, args=(f"t{n}", n)) for n in (1, 3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert seen["t1"]["images"] == 1 and seen["t3"]["images"] == 3
+        assert detector.last_timing["images"] == 1  # the main thread's own last call
