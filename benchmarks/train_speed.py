@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -39,7 +39,7 @@ def measure(case: SpeedCase, data: str, model: str, image_size: int, batch_size:
     from training.trainer import TrainConfig, _train_step, resolve_amp
 
     spec = make_spec(model, image_size)
-    train_spec = type(spec)(**{**spec.__dict__, "image_size": (case.crop, case.crop)})
+    train_spec = replace(spec, image_size=(case.crop, case.crop))
     records = VocDataset(data, "train", spec.classes).records
     dataset = DetectionDataset(records, spec, AugmentConfig(), 0, (case.crop, case.crop), mosaic=0.5, copy_paste=0.3)
     network = create_network(train_spec)

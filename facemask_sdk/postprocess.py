@@ -186,14 +186,9 @@ def postprocess(
 
     flat = logits.reshape(-1)
     threshold = config.logit_threshold
-    if np.isneginf(threshold) and not np.isnan(flat).any():
-        candidates = top_k_indices(flat, config.top_k)
-    elif np.isneginf(threshold):  # NaN logits are never candidates (as in the CUDA kernels)
-        passing = np.flatnonzero(~np.isnan(flat))
-        candidates = passing[top_k_indices(flat[passing], config.top_k)]
-    else:
-        passing = np.flatnonzero(flat > threshold)
-        candidates = passing[top_k_indices(flat[passing], config.top_k)]
+    # NaN logits are never candidates (NaN > -inf is False; the CUDA kernels agree)
+    passing = np.flatnonzero(~np.isnan(flat) if np.isneginf(threshold) else flat > threshold)
+    candidates = passing[top_k_indices(flat[passing], config.top_k)]
 
     anchor_ids = candidates // num_classes
     class_ids = (candidates % num_classes).astype(np.int64)

@@ -33,13 +33,6 @@ fi
 "$PY" -m facemask_sdk.cli.main train --out "$RUN" --device auto --amp auto \
     --stop-after-minutes "$MINUTES" "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v "it/s\]$" | tee "$FOLDER/train.log"
 cp "$RUN/metrics.json" "$FOLDER/metrics.json" 2>/dev/null || true
-"$PY" - "$RUN" "$FOLDER" <<'PY'
-import sys, torch
-from pathlib import Path
-run, folder = Path(sys.argv[1]), Path(sys.argv[2])
-if (run / "best.pt").exists():  # weights-only copy of the best EMA weights: small enough to bring back
-    payload = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
-    keep = {k: payload[k] for k in ("state_dict", "spec", "train_config", "init", "epoch", "step", "metrics", "history") if k in payload}
-    torch.save(keep, folder / "best-weights.pt")
-    print("best", payload.get("epoch"), payload.get("metrics", {}).get("map"), "->", folder / "best-weights.pt")
-PY
+if [ -f "$RUN/best.pt" ]; then  # weights-only copy of the best EMA weights: small enough to bring back
+    "$PY" -m training.ship "$RUN/best.pt" "$FOLDER/best-weights.pt"
+fi
