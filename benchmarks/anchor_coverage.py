@@ -3,7 +3,7 @@
 A face no anchor covers still gets its single best anchor (effdet forces one match per box), but it
 then trains from a poor prior; the table tells which anchor scale suits the faces at the input size.
 
-    python -m benchmarks.anchor_coverage --split val --scales 2,3,4
+    python -m facemask_tools.benchmarks.anchor_coverage --split val --scales 2,3,4
 """
 
 from __future__ import annotations

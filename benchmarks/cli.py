@@ -1,7 +1,7 @@
 """`facemask-sdk bench`: FPS and mAP of every backend and precision against the PyTorch baseline.
 
 A thin wrapper: parse the options, refuse to overwrite an earlier run, call
-`benchmarks.harness.run_benchmark`, print the table and write the reports.
+`facemask_tools.benchmarks.harness.run_benchmark`, print the table and write the reports.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from benchmarks.report import OUTPUT_NAMES, terminal_table, write_reports
-from benchmarks.runners import BASELINE
+from facemask_tools.benchmarks.report import OUTPUT_NAMES, terminal_table, write_reports
+from facemask_tools.benchmarks.runners import BASELINE
 from facemask_sdk.errors import FacemaskError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +52,8 @@ def bench(
 ) -> None:
     """Benchmark the baseline and every runner available here on the same images: mAP, latency
     p50/p90/p99 by stage, FPS, speed-up, memory. Example: facemask-sdk bench --images 8 --warmup 2"""
-    from benchmarks.harness import BenchConfig, run_benchmark
-    from benchmarks.runners import discover_runners
+    from facemask_tools.benchmarks.harness import BenchConfig, run_benchmark
+    from facemask_tools.benchmarks.runners import discover_runners
 
     if list_runners:
         for runner in discover_runners(model.resolve(), checkpoint.resolve(), threads):

@@ -2,12 +2,12 @@
 
     >>> config = BenchConfig(model=Path("models/facemask.onnx"), checkpoint=Path("models/facemask.pt"),
     ...                      data=Path("../shared/datasets/face-mask-detection"))
-    >>> result = run_benchmark(config)          # a JSON-ready dict; benchmarks.report renders it
+    >>> result = run_benchmark(config)          # a JSON-ready dict; facemask_tools.benchmarks.report renders it
 
 How it measures (also written into the result under `protocol`):
 - the images are the first `images` records of the split, in the dataset's order, the same for all;
 - decoding (`facemask_sdk.image_io.read_image`) is timed here once per image, apart from the runners;
-- each runner runs in its own subprocess (`benchmarks.worker`): warm-up, then timed passes at batch 1
+- each runner runs in its own subprocess (`facemask_tools.benchmarks.worker`): warm-up, then timed passes at batch 1
   (wall time per call = end-to-end, plus the runner's own pre-processing / inference /
   post-processing times), then batched passes where the runner supports `--batch`; the timed passes
   use the deployment score threshold (`score_threshold`, the SDK's default 0.4);
@@ -35,12 +35,12 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.machine import git_commit, library_versions, machine_info
-from benchmarks.runners import (
+from facemask_tools.benchmarks.machine import git_commit, library_versions, machine_info
+from facemask_tools.benchmarks.runners import (
     BASELINE, EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, SPEED_SCORE_THRESHOLD, STAGES, Runner,
     discover_runners, runner_notes,
 )
-from benchmarks.worker import load_predictions
+from facemask_tools.benchmarks.worker import load_predictions
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.files import file_sha256
 from facemask_sdk.image_io import read_image
@@ -179,7 +179,7 @@ def _decode_times(paths: list[Path]) -> list[float]:
 
 
 def _run_worker(runner: Runner, image_paths: list[Path], config: BenchConfig, tmp: Path, progress: bool):
-    """Run `benchmarks.worker` for one runner; (result, predictions); a crash becomes status 'failed'."""
+    """Run `facemask_tools.benchmarks.worker` for one runner; (result, predictions); a crash becomes status 'failed'."""
     job_path, result_path = tmp / f"{runner.name}.job.json", tmp / f"{runner.name}.result.json"
     predictions_path, stderr_path = tmp / f"{runner.name}.npz", tmp / f"{runner.name}.stderr"
     job = {
@@ -197,7 +197,7 @@ def _run_worker(runner: Runner, image_paths: list[Path], config: BenchConfig, tm
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     bar = tqdm(desc=runner.name, unit="call", disable=not progress, leave=True, dynamic_ncols=True)
     with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(job_path)], cwd=ROOT, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "facemask_tools.benchmarks.worker", str(job_path)], cwd=ROOT, env=env,
                                    stdout=subprocess.PIPE, stderr=stderr, text=True)
         try:
             for line in process.stdout:

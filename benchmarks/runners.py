@@ -139,7 +139,7 @@ class Runner:
 
 
 class TorchRunner(Runner):
-    """effdet's `DetBenchPredict` on a checkpoint (`training.baseline.TorchRunner`): the baseline.
+    """effdet's `DetBenchPredict` on a checkpoint (`facemask_tools.training.baseline.TorchRunner`): the baseline.
 
     Its inference stage includes effdet's own top-k, decoding and NMS (they run inside the forward);
     its post-processing stage only converts the rows to arrays.
@@ -158,7 +158,7 @@ class TorchRunner(Runner):
     def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> "TorchRunner":
         import torch
 
-        from training.baseline import TorchRunner as EffdetRunner
+        from facemask_tools.training.baseline import TorchRunner as EffdetRunner
 
         if self.spec.device == "cuda" and not torch.cuda.is_available():
             raise RunnerUnavailable(f"torch {torch.__version__} sees no CUDA device")

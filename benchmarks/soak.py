@@ -4,7 +4,7 @@ Frames are a sample image shifted a little each frame (so every frame differs). 
 /proc every `--every` frames; the run passes when the last reading is within `--tolerance` of the
 first one after warm-up. A benchmark, not a timed test: run it on a quiet machine.
 
-    python -m benchmarks.soak --frames 10000 --every 500
+    python -m facemask_tools.benchmarks.soak --frames 10000 --every 500
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A step here is what `facemask-sdk train` does: load + augment a batch (mosaic, c
 anchors, forward, focal + box loss, backward, AdamW. The first steps of each configuration warm up and
 are not timed. Defaults of `train` come from this table (see `models/MODEL_CARD.md`).
 
-    python -m benchmarks.train_speed --data ../shared/datasets/face-mask-detection --steps 3
+    python -m facemask_tools.benchmarks.train_speed --data ../shared/datasets/face-mask-detection --steps 3
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def measure(case: SpeedCase, data: str, model: str, image_size: int, batch_size:
     import torch
 
     from facemask_sdk.voc import VocDataset
-    from training.augment import AugmentConfig
-    from training.data import DetectionDataset, collate
-    from training.model import create_network, make_spec, train_bench
-    from training.trainer import TrainConfig, _train_step, resolve_amp
+    from facemask_tools.training.augment import AugmentConfig
+    from facemask_tools.training.data import DetectionDataset, collate
+    from facemask_tools.training.model import create_network, make_spec, train_bench
+    from facemask_tools.training.trainer import TrainConfig, _train_step, resolve_amp
 
     spec = make_spec(model, image_size)
     train_spec = replace(spec, image_size=(case.crop, case.crop))
@@ -78,7 +78,7 @@ def main(data: str, model: str, image_size: int, batch_size: int, steps: int, wa
     """images/s of the real training step for every case; writes a JSON table and prints it."""
     import torch
 
-    from training.trainer import cpu_has_fast_bf16
+    from facemask_tools.training.trainer import cpu_has_fast_bf16
 
     bf16 = cpu_has_fast_bf16() if bf16 is None else bf16
     cases = []

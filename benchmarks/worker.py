@@ -1,4 +1,4 @@
-"""Measure one runner in a process of its own: `python -m benchmarks.worker JOB.json`.
+"""Measure one runner in a process of its own: `python -m facemask_tools.benchmarks.worker JOB.json`.
 
 A fresh process per runner gives each one its own peak RSS (`VmHWM` is process-wide), its own thread
 pools, and an ONNX Runtime process that never imported torch. The job file names the runner
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import gpu_memory_of_process, memory_mb
-from benchmarks.runners import STAGES, RunnerSpec, RunnerUnavailable, make_runner
+from facemask_tools.benchmarks.machine import gpu_memory_of_process, memory_mb
+from facemask_tools.benchmarks.runners import STAGES, RunnerSpec, RunnerUnavailable, make_runner
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.image_io import read_image
 
@@ -134,7 +134,7 @@ def _torch_cuda_peak(spec: RunnerSpec) -> float | None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m benchmarks.worker JOB.json", file=sys.stderr)
+        print("usage: python -m facemask_tools.benchmarks.worker JOB.json", file=sys.stderr)
         return 2
     job = json.loads(Path(argv[0]).read_text())
 

@@ -3,7 +3,7 @@ TensorRT engines). The export needs the `[export]` extras (torch, effdet, onnx, 
 onnxruntime); they are imported only when used, and the runtime package `facemask_sdk` never
 imports this package.
 
-    >>> from build_engine import export_onnx
+    >>> from facemask_tools.build_engine import export_onnx
     >>> report = export_onnx(Path("runs/train/best.pt"), Path("models/facemask.onnx"))
     >>> report.max_abs_diff_logits
 """
@@ -13,14 +13,14 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "export_onnx": "build_engine.export",
-    "ExportReport": "build_engine.export",
-    "to_fp16": "build_engine.fp16",
-    "to_int8": "build_engine.int8",
-    "build_engine": "build_engine.tensorrt_build",
-    "BuildOptions": "build_engine.tensorrt_build",
-    "BatchProfile": "build_engine.tensorrt_build",
-    "build": "build_engine.pipeline",
+    "export_onnx": "facemask_tools.build_engine.export",
+    "ExportReport": "facemask_tools.build_engine.export",
+    "to_fp16": "facemask_tools.build_engine.fp16",
+    "to_int8": "facemask_tools.build_engine.int8",
+    "build_engine": "facemask_tools.build_engine.tensorrt_build",
+    "BuildOptions": "facemask_tools.build_engine.tensorrt_build",
+    "BatchProfile": "facemask_tools.build_engine.tensorrt_build",
+    "build": "facemask_tools.build_engine.pipeline",
 }
 
 __all__ = sorted(_LAZY)

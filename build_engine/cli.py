@@ -1,7 +1,7 @@
 """Model-building commands of `facemask-sdk` (loaded lazily by `facemask_sdk.cli.main`).
 
 `export`: checkpoint -> ONNX with metadata and a parity check. `build-engine`: ONNX -> FP16/INT8
-ONNX -> TensorRT engine + sidecar (`build_engine.pipeline.build`). The heavy libraries (torch, onnx)
+ONNX -> TensorRT engine + sidecar (`facemask_tools.build_engine.pipeline.build`). The heavy libraries (torch, onnx)
 load only when a command runs, so other commands defined here stay cheap to list.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from build_engine.calibration import DEFAULT_METHOD, METHODS
-from build_engine.pipeline import DEFAULT_CALIB_IMAGES
+from facemask_tools.build_engine.calibration import DEFAULT_METHOD, METHODS
+from facemask_tools.build_engine.pipeline import DEFAULT_CALIB_IMAGES
 from facemask_sdk.errors import FacemaskError
 
 
@@ -41,7 +41,7 @@ def export(
     """Export CHECKPOINT's network to ONNX (logits + box codes, metadata inside) and check it."""
     if out.exists() and not force:  # before loading torch, so the refusal is instant
         raise FacemaskError(f"{out} already exists; pass --force to overwrite it or choose another --out")
-    from build_engine.export import export_onnx
+    from facemask_tools.build_engine.export import export_onnx
 
     report = export_onnx(
         checkpoint,
@@ -74,7 +74,8 @@ def export(
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Static batch size (default 1).")
 @click.option("--dynamic-batch", default=None, metavar="MIN,OPT,MAX",
               help="Optimisation profile for a dynamic-batch ONNX (export --dynamic-batch).")
-@click.option("--workspace-gb", type=float, default=2.0, show_default=True, help="TensorRT workspace memory limit.")
+@click.option("--workspace-gb", type=float, default=None,
+              help="TensorRT workspace memory limit. Default: half the free GPU memory, at most 2 GiB.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Engine file (.engine), or the precision ONNX (.onnx). Default: beside --onnx.")
 @click.option("--onnx-only", is_flag=True, help="Stop after the precision ONNX (no TensorRT needed).")
@@ -90,14 +91,14 @@ def build_engine(
     int8_float: str,
     batch: int | None,
     dynamic_batch: str | None,
-    workspace_gb: float,
+    workspace_gb: float | None,
     out: Path | None,
     onnx_only: bool,
     force: bool,
 ) -> None:
     """Write the FP16/INT8 ONNX variant, then build a TensorRT engine and its JSON sidecar."""
-    from build_engine.pipeline import build
-    from build_engine.tensorrt_build import BatchProfile
+    from facemask_tools.build_engine.pipeline import build
+    from facemask_tools.build_engine.tensorrt_build import BatchProfile
     chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
     if len(chosen) > 1:
         raise FacemaskError(f"choose one precision: {' and '.join('--' + c for c in chosen)} conflict")

@@ -1,6 +1,6 @@
 """Checkpoint -> ONNX: the bare network (no anchors, no NMS), simplified, checked, with its metadata.
 
-The graph is `training.model.FlatHeads`: input `images` float32 `[1, 3, H, W]` (letterboxed and
+The graph is `facemask_tools.training.model.FlatHeads`: input `images` float32 `[1, 3, H, W]` (letterboxed and
 normalised by `facemask_sdk.preprocess`; the batch axis is dynamic with `dynamic_batch=True`), outputs
 `logits` `[B, A, C]` (pre-sigmoid) and `boxes` `[B, A, 4]` (effdet's `(ty, tx, th, tw)` codes) in
 effdet's anchor order. Everything the runtime needs travels in `metadata_props`: the `ModelSpec` as
@@ -34,8 +34,8 @@ from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.files import write_atomically
 from facemask_sdk.spec import METADATA_KEY, ModelSpec
-from training.checkpoint import load_network
-from training.model import FlatHeads
+from facemask_tools.training.checkpoint import load_network
+from facemask_tools.training.model import FlatHeads
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "boxes")

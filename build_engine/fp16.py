@@ -30,7 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from facemask_sdk.files import write_atomically
-from build_engine.precision import (
+from facemask_tools.build_engine.precision import (
     PRECISION_KEY,
     check_output_path,
     load_model,

@@ -7,7 +7,7 @@ quantization expects.
 - Conv biases stay float (TensorRT does not import INT32 `DequantizeLinear`); everything that is not
   INT8 is FP16 by default (`high_precision`, as ModelOpt does: TensorRT 11 runs the graph's own
   types), with the graph inputs and outputs FP32.
-- Calibration (`build_engine.calibration`): `minmax`, `entropy` or `percentile` on the graph after
+- Calibration (`facemask_tools.build_engine.calibration`): `minmax`, `entropy` or `percentile` on the graph after
   ONNX Runtime's `quant_pre_process`; the Q/DQ nodes are placed by ONNX Runtime's `QDQQuantizer`
   (what `quantize_static(quant_format=QDQ)` runs; NVIDIA ModelOpt's ONNX PTQ builds on the same).
 - The calibration result (one FP32 range per tensor) is cached as JSON in `cache_dir` under a hash of
@@ -30,9 +30,9 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from build_engine.calibration import CALIBRATOR_SETTINGS, DEFAULT_METHOD, METHODS, calibrate, calibration_key, read_cache, write_cache
+from facemask_tools.build_engine.calibration import CALIBRATOR_SETTINGS, DEFAULT_METHOD, METHODS, calibrate, calibration_key, read_cache, write_cache
 from facemask_sdk.files import write_atomically
-from build_engine.precision import (
+from facemask_tools.build_engine.precision import (
     PRECISION_KEY,
     check_output_path,
     load_model,
@@ -215,7 +215,7 @@ def _to_fp16_high_precision(model: onnx.ModelProto) -> onnx.ModelProto:
     """The non-INT8 part of a Q/DQ graph in FP16: opset 19+ (FP16 Q/DQ scales), then the FP16 converter."""
     from onnx import version_converter
 
-    from build_engine.fp16 import FP16_QDQ_OPSET, convert_to_fp16
+    from facemask_tools.build_engine.fp16 import FP16_QDQ_OPSET, convert_to_fp16
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < FP16_QDQ_OPSET:

@@ -1,7 +1,7 @@
 """Val mAP of the FP32, FP16 and INT8 variants on CPU with ONNX Runtime: the figures behind the
 choice of converter and calibration method.
 
-    python -m build_engine.measure_precision --checkpoint runs/ref-lite0-384/best.pt \\
+    python -m facemask_tools.build_engine.measure_precision --checkpoint runs/ref-lite0-384/best.pt \\
         --data ../shared/datasets/face-mask-detection --workdir /tmp/facemask-precision
 
 Rows:
@@ -9,7 +9,7 @@ Rows:
 - `fp16 (ORT CPU)`: the FP16 file as ONNX Runtime's CPU provider runs it. It has no FP16 kernel for
   Conv/Clip/Pad/MaxPool/Resize/ReduceSum/Add and runs them in FP32, removing the FP16 round trips
   between consecutive such ops: FP16 weights, mostly FP32 activations (optimistic).
-- `fp16 (emulated)`: `build_engine.fp16.emulate_fp16`, every tensor that is FP16 in the file rounded
+- `fp16 (emulated)`: `facemask_tools.build_engine.fp16.emulate_fp16`, every tensor that is FP16 in the file rounded
   to FP16, FP32 arithmetic inside each op: how FP16 storage with FP32 accumulation behaves (TensorRT).
 - `int8 <method>`: the Q/DQ file; ONNX Runtime runs Q/DQ as quantise-dequantise around FP32 ops,
   numerically what an INT8 kernel with INT32 accumulation computes. With `--high-precision fp16`
@@ -45,10 +45,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from build_engine.fp16 import emulate_fp16, write_fp16
-from build_engine.int8 import METHODS, write_int8
-from build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
-from build_engine.precision import load_model, metadata, model_spec, set_metadata
+from facemask_tools.build_engine.fp16 import emulate_fp16, write_fp16
+from facemask_tools.build_engine.int8 import METHODS, write_int8
+from facemask_tools.build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
+from facemask_tools.build_engine.precision import load_model, metadata, model_spec, set_metadata
 from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
 from facemask_sdk.detector import Detector
 from facemask_sdk.image_io import read_image
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     if args.checkpoint is not None:
-        from build_engine.export import export_onnx
+        from facemask_tools.build_engine.export import export_onnx
 
         fp32 = work / "model.onnx"
         export_onnx(args.checkpoint, fp32, overwrite=True)

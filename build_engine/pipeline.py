@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from build_engine.calibration import DEFAULT_METHOD
-from build_engine.precision import PRECISIONS, load_model, model_precision, model_spec, variant_path
-from build_engine.tensorrt_build import (
+from facemask_tools.build_engine.calibration import DEFAULT_METHOD
+from facemask_tools.build_engine.precision import PRECISIONS, load_model, model_precision, model_spec, variant_path
+from facemask_tools.build_engine.tensorrt_build import (
     ENGINE_SUFFIXES,
     BatchProfile,
     BuildOptions,
@@ -59,7 +59,7 @@ def build(
     calib_images: int = DEFAULT_CALIB_IMAGES,
     calib_method: str = DEFAULT_CALIB_METHOD,
     batch: BatchProfile | None = None,
-    workspace_gb: float = 2.0,
+    workspace_gb: float | None = None,
     out: Path | None = None,
     onnx_only: bool = False,
     force: bool = False,
@@ -174,11 +174,11 @@ def _convert(
     int8_float: str = "fp16",
 ) -> list[str]:
     if precision == "fp16":
-        from build_engine.fp16 import write_fp16
+        from facemask_tools.build_engine.fp16 import write_fp16
 
         report = write_fp16(source, target, overwrite=force)
         return [f"wrote {target}", *report.lines()]
-    from build_engine.int8 import write_int8
+    from facemask_tools.build_engine.int8 import write_int8
 
     images = calibration_images(calib_data, calib_images)
     report = write_int8(source, target, images, method=calib_method, high_precision=int8_float, overwrite=force)

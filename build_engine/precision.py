@@ -3,10 +3,10 @@
 TensorRT 11 builds only strongly typed networks (no `BuilderFlag.FP16`/`INT8`, no calibrators): the
 precision is written into the ONNX graph, FP16 as FP16 tensors and INT8 as Q/DQ nodes. TensorRT 10
 accepts the same graphs. This module holds what both converters share (reading the model and its
-spec, hashing, metadata, atomic writes); the converters live in `build_engine.fp16` and
-`build_engine.int8` and are re-exported here:
+spec, hashing, metadata, atomic writes); the converters live in `facemask_tools.build_engine.fp16` and
+`facemask_tools.build_engine.int8` and are re-exported here:
 
-    >>> from build_engine.precision import to_fp16, to_int8
+    >>> from facemask_tools.build_engine.precision import to_fp16, to_int8
     >>> to_fp16(Path("models/facemask.onnx"), Path("models/facemask.fp16.onnx"))
     >>> to_int8(Path("models/facemask.onnx"), Path("models/facemask.int8.onnx"), images, method="entropy")
 
@@ -34,15 +34,15 @@ __all__ = ["PRECISIONS", "PRECISION_KEY", "to_fp16", "to_int8", "variant_path", 
 
 
 def to_fp16(*args, **kwargs):
-    """See `build_engine.fp16.to_fp16`."""
-    from build_engine.fp16 import to_fp16 as convert
+    """See `facemask_tools.build_engine.fp16.to_fp16`."""
+    from facemask_tools.build_engine.fp16 import to_fp16 as convert
 
     return convert(*args, **kwargs)
 
 
 def to_int8(*args, **kwargs):
-    """See `build_engine.int8.to_int8`."""
-    from build_engine.int8 import to_int8 as convert
+    """See `facemask_tools.build_engine.int8.to_int8`."""
+    from facemask_tools.build_engine.int8 import to_int8 as convert
 
     return convert(*args, **kwargs)
 

@@ -2,19 +2,23 @@
 
 The steps follow NVIDIA's Python API documentation for TensorRT 10 and 11:
 
+0. TensorRT older than 10 (JetPack 6.0's 8.6 makes implicit-batch networks from `create_network(0)`)
+   is refused in one line, by the check the runtime uses (`check_tensorrt_version`).
 1. `trt.Builder(logger)`; `builder.create_network(flags)`: strongly typed
-   (`1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)`) on TensorRT 10, where the flag exists;
-   TensorRT 11 networks are always strongly typed (the flag is deprecated and ignored, so none is
-   passed). Precision then comes from the graph: FP16 tensors, Q/DQ for INT8. Only a TensorRT
-   without strong typing falls back to a weakly typed network with `BuilderFlag.FP16` / `INT8`.
+   (`1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)`) on TensorRT 10; TensorRT 11 networks
+   are always strongly typed (the flag is deprecated and ignored, so none is passed). Precision comes
+   from the graph: FP16 tensors, Q/DQ for INT8; no precision flags are set.
 2. `trt.OnnxParser(network, logger).parse_from_file(path)`; on failure every
    `parser.get_error(i)` is reported with its `node_name()`, `node_operator()` and `desc()`.
-3. `builder.create_builder_config()`; `config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)`;
+3. `builder.create_builder_config()`; `config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)`
+   (default: half the free GPU memory, at most 2 GiB: an Orin Nano shares 4 GB with the CPU);
    an optimisation profile (`builder.create_optimization_profile()`, `profile.set_shape(input,
    MIN, OPT, MAX)`, `config.add_optimization_profile`) for a dynamic batch axis.
-4. Timing cache: `config.create_timing_cache(previous bytes or b"")`,
-   `config.set_timing_cache(cache, ignore_mismatch=False)`; after the build
-   `config.get_timing_cache().serialize()` is written back, so rebuilds skip tactic timing.
+4. Timing cache, one file per GPU and TensorRT version (`timing_cache_path`):
+   `config.create_timing_cache(previous bytes or b"")`, `config.set_timing_cache(cache,
+   ignore_mismatch=False)`; a cache it refuses (returns False) is replaced by an empty one and said so.
+   Only after the engine is written is `config.get_timing_cache().serialize()` saved, so rebuilds skip
+   tactic timing and a failed build loses nothing.
 5. `builder.build_serialized_network(network, config)`; the engine is written atomically, then its
    JSON sidecar `<engine>.json` (`facemask_sdk.engine_meta`: model spec and metadata, precision,
    TensorRT version, GPU name and compute capability, ONNX sha256, build options): engines are not
@@ -29,15 +33,17 @@ The steps follow NVIDIA's Python API documentation for TensorRT 10 and 11:
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import facemask_sdk
-from build_engine.precision import PRECISION_KEY, PRECISIONS
+from facemask_tools.build_engine.precision import PRECISION_KEY, PRECISIONS
 from facemask_sdk.files import file_sha256, write_atomically
 from facemask_sdk.engine_meta import SIDECAR_FORMAT, sidecar_path, write_sidecar
+from facemask_sdk.backends.tensorrt import check_tensorrt_version
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.spec import METADATA_KEY, ModelSpec
 
@@ -95,28 +101,51 @@ class BatchProfile:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to build: the ONNX graph's precision, batch sizes, workspace and timing cache file."""
+    """How to build: the ONNX graph's precision, batch sizes, workspace (None: sized from the free GPU
+    memory when building) and timing cache file (None: one per GPU and TensorRT beside the engine)."""
 
     precision: str = "fp16"
     batch: BatchProfile = field(default_factory=BatchProfile)
-    workspace_gb: float = 2.0
+    workspace_gb: float | None = None
     timing_cache: Path | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise FacemaskError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if not self.workspace_gb > 0:
+        if self.workspace_gb is not None and not self.workspace_gb > 0:
             raise FacemaskError(f"--workspace-gb must be positive, got {self.workspace_gb}")
 
-    @property
-    def workspace_bytes(self) -> int:
-        return int(self.workspace_gb * (1 << 30))
+    def workspace_bytes(self, free_bytes: int | None = None) -> int:
+        """The workspace limit: the given `workspace_gb`, else `default_workspace_bytes(free_bytes)`."""
+        if self.workspace_gb is not None:
+            return int(self.workspace_gb * (1 << 30))
+        return default_workspace_bytes(free_bytes)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["batch"] = {"min": self.batch.min, "opt": self.batch.opt, "max": self.batch.max}
         data["timing_cache"] = str(self.timing_cache) if self.timing_cache else None
         return data
+
+
+MAX_DEFAULT_WORKSPACE = 2 << 30
+MIN_DEFAULT_WORKSPACE = 256 << 20
+
+
+def default_workspace_bytes(free_bytes: int | None) -> int:
+    """Half the free GPU memory, between 256 MiB and 2 GiB (2 GiB when it cannot be read). TensorRT uses
+    the workspace for tactic scratch space; on a Jetson it comes out of the memory the CPU shares."""
+    if free_bytes is None or free_bytes <= 0:
+        return MAX_DEFAULT_WORKSPACE
+    return int(min(MAX_DEFAULT_WORKSPACE, max(MIN_DEFAULT_WORKSPACE, free_bytes // 2)))
+
+
+def timing_cache_path(engine_path: Path, trt_version: str, gpu: "GpuInfo") -> Path:
+    """`<engine folder>/timing-<gpu>-sm<cc>-trt<version>.timing.cache`: tactic timings belong to one GPU
+    and one TensorRT, so each pair gets its own file (and `*.timing.cache` is git-ignored)."""
+    gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu.name).strip("-").lower() or "gpu"
+    capability = gpu.compute_capability.replace(".", "")
+    return Path(engine_path).with_name(f"timing-{gpu_slug}-sm{capability}-trt{trt_version}.timing.cache")
 
 
 @dataclass(frozen=True)
@@ -135,14 +164,20 @@ class EngineReport:
     gpu: GpuInfo
     strongly_typed: bool
     seconds: float
+    workspace_bytes: int = 0
+    timing_cache: Path | None = None
+    notes: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
-        typing = "strongly typed" if self.strongly_typed else "weakly typed (precision flags)"
-        return [
+        lines = [
             f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB) in {self.seconds:.1f} s: TensorRT {self.tensorrt_version}, "
-            f"{typing}, {self.gpu.name} (compute {self.gpu.compute_capability})",
+            f"strongly typed, {self.gpu.name} (compute {self.gpu.compute_capability}), "
+            f"workspace {self.workspace_bytes / (1 << 20):.0f} MiB",
             f"wrote {self.sidecar}",
         ]
+        if self.timing_cache is not None:
+            lines.append(f"wrote {self.timing_cache} (tactic timings for rebuilds on this GPU)")
+        return [*self.notes, *lines]
 
 
 # -- pure-Python parts (tested without TensorRT) ---------------------------------------------------
@@ -167,7 +202,7 @@ def device_command(onnx_path: Path, options: BuildOptions, engine_path: Path | N
     """The `facemask-sdk build-engine` command that builds this engine from a precision ONNX."""
     parts = ["facemask-sdk", "build-engine", "--onnx", _shown(onnx_path), f"--{options.precision}"]
     parts += ["--batch", str(options.batch.min)] if options.batch.is_static else ["--dynamic-batch", str(options.batch)]
-    if options.workspace_gb != BuildOptions.workspace_gb:
+    if options.workspace_gb is not None:
         parts += ["--workspace-gb", f"{options.workspace_gb:g}"]
     if engine_path is not None:
         parts += ["--out", _shown(engine_path)]
@@ -324,18 +359,16 @@ def import_tensorrt(command: str = ""):
         import tensorrt
     except ImportError:
         raise TensorRTUnavailable("TensorRT is not installed here", command) from None
+    check_tensorrt_version(tensorrt.__version__)
     return tensorrt
 
 
-def create_network(trt, builder) -> tuple[object, bool]:
-    """(network, strongly_typed): strongly typed where the TensorRT version allows it (see module docs)."""
+def create_network(trt, builder):
+    """A strongly typed network (see module docs); `import_tensorrt` has refused TensorRT < 10."""
     major = int(str(trt.__version__).split(".")[0])
-    flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
     if major >= 11:
-        return builder.create_network(0), True  # always strongly typed; the flag is deprecated there
-    if flags is not None and hasattr(flags, "STRONGLY_TYPED"):
-        return builder.create_network(1 << int(flags.STRONGLY_TYPED)), True
-    return builder.create_network(0), False
+        return builder.create_network(0)  # always strongly typed; the flag is deprecated there
+    return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
 
 
 def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, overwrite: bool = False) -> EngineReport:
@@ -364,43 +397,73 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, over
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network, strongly_typed = create_network(trt, builder)
+    network = create_network(trt, builder)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: " + "; ".join(errors or ["no details"]))
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
-    if not strongly_typed:  # TensorRT 10 without strong typing: let it pick the precision by flags
-        if options.precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)
-        if options.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
+    workspace = options.workspace_bytes(None if options.workspace_gb is not None else free_gpu_memory())
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     if not isinstance(shape[0], int) or shape[0] <= 0:
         profile = builder.create_optimization_profile()
         rest = tuple(int(d) for d in shape[1:])
         batch = options.batch
         profile.set_shape(input_name, (batch.min, *rest), (batch.opt, *rest), (batch.max, *rest))
         config.add_optimization_profile(profile)
-    cache_file = options.timing_cache or engine_path.with_name(f"timing-tensorrt-{trt.__version__}.cache")
+    cache_file = Path(options.timing_cache) if options.timing_cache else timing_cache_path(engine_path, str(trt.__version__), gpu)
+    notes: list[str] = []
     previous = cache_file.read_bytes() if cache_file.is_file() else b""
     timing_cache = config.create_timing_cache(previous)
-    config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    if not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+        if not previous:
+            raise EngineBuildError(f"TensorRT {trt.__version__} refused an empty timing cache")
+        notes.append(f"{cache_file} was made by another TensorRT or GPU; building without it (it will be replaced)")
+        timing_cache = config.create_timing_cache(b"")
+        if not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+            raise EngineBuildError(f"TensorRT {trt.__version__} refused an empty timing cache")
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path}; see its log above")
     engine_bytes = bytes(memoryview(serialized))
-    write_atomically(cache_file, bytes(memoryview(config.get_timing_cache().serialize())), overwrite=True)
     write_atomically(engine_path, engine_bytes, overwrite)
-    sidecar = make_sidecar(
-        onnx_path, model_metadata, options, str(trt.__version__), gpu, strongly_typed, _sha256_bytes(engine_bytes)
-    )
+    options_used = replace(options, workspace_gb=workspace / (1 << 30), timing_cache=cache_file)
+    sidecar = make_sidecar(onnx_path, model_metadata, options_used, str(trt.__version__), gpu, True, _sha256_bytes(engine_bytes))
     side_path = write_sidecar(engine_path, sidecar)
+    # the cache last: a build that fails before this point leaves the previous cache as it was
+    write_atomically(cache_file, bytes(memoryview(config.get_timing_cache().serialize())), overwrite=True)
     return EngineReport(
-        engine_path, side_path, len(engine_bytes), str(trt.__version__), gpu, strongly_typed, time.perf_counter() - started
+        engine_path, side_path, len(engine_bytes), str(trt.__version__), gpu, True, time.perf_counter() - started,
+        workspace, cache_file, tuple(notes),
     )
+
+
+def free_gpu_memory() -> int | None:
+    """Free memory of GPU 0 in bytes (pycuda or cuda-python), or None when neither can tell."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        context = cuda.Device(0).retain_primary_context()
+        context.push()
+        try:
+            free, _ = cuda.mem_get_info()
+        finally:
+            cuda.Context.pop()
+        return int(free)
+    except Exception:  # noqa: BLE001 - no pycuda, no GPU, no driver: fall through to the next probe
+        pass
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python < 12.6
+        except ImportError:
+            return None
+    error, free, _ = cudart.cudaMemGetInfo()
+    return int(free) if error == cudart.cudaError_t.cudaSuccess else None
 
 
 def _sha256_bytes(data: bytes) -> str:
@@ -417,10 +480,12 @@ __all__ = [
     "GpuInfo",
     "TensorRTUnavailable",
     "build_engine",
+    "default_workspace_bytes",
     "device_command",
     "format_parser_error",
     "gpu_info",
     "make_sidecar",
     "sidecar_path",
     "tensorrt_version",
+    "timing_cache_path",
 ]

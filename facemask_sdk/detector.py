@@ -141,8 +141,8 @@ class Detector:
     def frame_buffer(self, height: int, width: int) -> np.ndarray:
         """A BGR uint8 `height x width x 3` array to capture frames into (`cap.read(frame)`).
 
-        On TensorRT it is a view of page-locked memory mapped into the GPU, so the frame reaches the
-        kernels without a host copy; on other backends it is an ordinary array (nothing to gain there).
+        On TensorRT it is a view of page-locked memory: mapped into the GPU on Jetson, so the frame reaches
+        the kernels without a copy, or uploaded with one async copy on a discrete GPU; on other backends it is an ordinary array (nothing to gain there).
         """
         self._check_open()
         for name, value in (("height", height), ("width", width)):

@@ -16,6 +16,9 @@ from facemask_sdk.errors import FacemaskError
 
 Content = Union[bytes, str, Callable[[BinaryIO], None]]
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import (os.umask can only be read by setting it)
+
 
 def write_atomically(path: str | os.PathLike, content: Content, overwrite: bool = True) -> Path:
     """Write `content` (bytes, text as UTF-8, or a function that writes into a binary handle) to `path`.
@@ -35,6 +38,7 @@ def write_atomically(path: str | os.PathLike, content: Content, overwrite: bool 
                 handle.write(content.encode("utf-8") if isinstance(content, str) else content)
         if path.exists() and not overwrite:
             raise FacemaskError(f"{path} already exists; pass --force (overwrite=True) to replace it")
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a written model is as readable as any file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

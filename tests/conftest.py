@@ -33,8 +33,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random-init lite0 checkpoint at 256 px, saved like a training checkpoint."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("effdet")
-    from training.checkpoint import save_checkpoint
-    from training.model import create_network, make_spec
+    from facemask_tools.training.checkpoint import save_checkpoint
+    from facemask_tools.training.model import create_network, make_spec
 
     torch.manual_seed(0)
     spec = make_spec(TINY_ARCHITECTURE, TINY_IMAGE_SIZE)
@@ -56,7 +56,7 @@ def tiny_export(tiny_checkpoint: Path, tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxslim")
     pytest.importorskip("onnxruntime")
-    from build_engine.export import export_onnx
+    from facemask_tools.build_engine.export import export_onnx
 
     return export_onnx(tiny_checkpoint, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
 

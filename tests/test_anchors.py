@@ -18,7 +18,7 @@ def test_anchors_equal_effdet(architecture: str, image_size: int | tuple[int, in
     pytest.importorskip("effdet")
     from effdet.anchors import Anchors
 
-    from training.model import effdet_config, make_spec
+    from facemask_tools.training.model import effdet_config, make_spec
 
     spec = make_spec(architecture, image_size if isinstance(image_size, int) else None)
     if not isinstance(image_size, int):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.harness import BenchConfig, _stats, evaluate_goals
-from benchmarks.runners import BASELINE, RunnerSpec, discover_runners, make_runner, variant_path
+from facemask_tools.benchmarks.harness import BenchConfig, _stats, evaluate_goals
+from facemask_tools.benchmarks.runners import BASELINE, RunnerSpec, discover_runners, make_runner, variant_path
 from facemask_sdk.errors import FacemaskError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"  # a small VOC folder: images/ + annotations/

@@ -55,7 +55,7 @@ def test_code_running_pickle_runs_nothing(evil_checkpoint, tmp_path, command):
 
 
 def test_own_checkpoints_load_with_weights_only(tiny_checkpoint):
-    from training.checkpoint import load_network
+    from facemask_tools.training.checkpoint import load_network
 
     network, spec, payload = load_network(tiny_checkpoint)
     assert spec.architecture and isinstance(payload["train_config"], dict)

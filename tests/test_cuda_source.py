@@ -524,9 +524,10 @@ class _Pinned(bytearray):
 class FakeDriver(types.ModuleType):
     """The slice of `pycuda.driver` the pipeline and the runner use, checked for misuse."""
 
-    def __init__(self, emulator: Emulator, gpu_name: str = "Orin", capability=(8, 7)) -> None:
+    def __init__(self, emulator: Emulator, gpu_name: str = "Orin", capability=(8, 7), integrated: bool = True) -> None:
         super().__init__("pycuda.driver")
         driver = self
+        self.attributes = {"CAN_MAP_HOST_MEMORY": 1, "INTEGRATED": int(integrated)}
         self.emulator, self.launches, self.live, self.stack = emulator, [], {}, []
 
         class Device:
@@ -544,7 +545,7 @@ class FakeDriver(types.ModuleType):
                 return capability
 
             def get_attribute(self, attribute) -> int:
-                return 1
+                return driver.attributes[attribute]
 
             def retain_primary_context(self):
                 return Context()
@@ -584,7 +585,7 @@ class FakeDriver(types.ModuleType):
                 del driver.live[int(self)]
 
         self.Device, self.Context, self.Stream, self.Event, self.Allocation = Device, Context, Stream, Event, Allocation
-        self.device_attribute = types.SimpleNamespace(CAN_MAP_HOST_MEMORY="CAN_MAP_HOST_MEMORY")
+        self.device_attribute = types.SimpleNamespace(CAN_MAP_HOST_MEMORY="CAN_MAP_HOST_MEMORY", INTEGRATED="INTEGRATED")
         self.host_alloc_flags = types.SimpleNamespace(DEVICEMAP=2)
 
     def require_context(self) -> None:
@@ -665,6 +666,33 @@ def fake_cuda(emulator: Emulator, monkeypatch, tmp_path: Path) -> FakeDriver:
 
 
 SPEC_256 = ModelSpec("tf_efficientdet_d0", (256, 256))
+
+
+@pytest.mark.parametrize(
+    ("requested", "integrated", "can_map", "expected"),
+    [(None, True, True, True), (None, False, True, False), (None, True, False, False),
+     (True, False, True, True), (False, True, True, False)],
+)
+def test_mapped_memory_on_integrated_gpus_copies_on_discrete(requested, integrated, can_map, expected) -> None:
+    from facemask_sdk.cuda.pipeline import use_mapped_memory
+
+    assert use_mapped_memory(requested, integrated, can_map) is expected
+
+
+def test_mapped_memory_refused_where_the_device_cannot_map() -> None:
+    from facemask_sdk.cuda.pipeline import use_mapped_memory
+
+    with pytest.raises(FacemaskError, match="cannot map host memory; use mapped=False"):
+        use_mapped_memory(True, True, False, "Old GPU")
+
+
+@pytest.mark.parametrize("integrated", [True, False])
+def test_pipeline_picks_memory_by_the_devices_integrated_attribute(fake_cuda: FakeDriver, integrated: bool) -> None:
+    from facemask_sdk.cuda import CudaPipeline
+
+    fake_cuda.attributes["INTEGRATED"] = int(integrated)
+    with CudaPipeline(SPEC_256) as gpu:
+        assert gpu.mapped is integrated
 
 
 @pytest.mark.parametrize("mapped", [True, False])

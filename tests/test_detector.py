@@ -26,7 +26,7 @@ LOW_THRESHOLD = 0.05
 
 @pytest.fixture(scope="module")
 def torch_runner(tiny_checkpoint: Path):
-    from training.baseline import TorchRunner
+    from facemask_tools.training.baseline import TorchRunner
 
     return TorchRunner(tiny_checkpoint, score_threshold=LOW_THRESHOLD, max_detections=100)
 
@@ -35,8 +35,8 @@ class _TorchHeads:
     """A runner that returns PyTorch's head outputs, to check the Detector's own pre/post-processing exactly."""
 
     def __init__(self, checkpoint: Path) -> None:
-        from training.checkpoint import load_network
-        from training.model import FlatHeads
+        from facemask_tools.training.checkpoint import load_network
+        from facemask_tools.training.model import FlatHeads
 
         self.heads = FlatHeads(load_network(checkpoint)[0]).eval()
 
@@ -252,7 +252,7 @@ def test_default_model(monkeypatch, tiny_onnx, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="FACEMASK_SDK_MODEL points to"):
         Detector()
     monkeypatch.delenv(models.MODEL_ENV_VAR)
-    monkeypatch.setattr(models, "SHIPPED_MODEL", tmp_path / "models" / "facemask.onnx")
+    monkeypatch.setattr(models, "shipped_model_dir", lambda: tmp_path / "models")
     with pytest.raises(FileNotFoundError, match="facemask-sdk export"):
         Detector()
 

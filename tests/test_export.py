@@ -11,7 +11,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
-from build_engine.export import export_onnx  # noqa: E402
+from facemask_tools.build_engine.export import export_onnx  # noqa: E402
 from facemask_sdk.anchors import generate_anchors  # noqa: E402
 from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_sdk.spec import METADATA_KEY, ModelSpec  # noqa: E402
@@ -25,7 +25,7 @@ def test_parity_with_pytorch_on_the_samples(tiny_export, sample_images: list[Pat
 
 
 def test_metadata_carries_the_spec(tiny_onnx: Path, tiny_checkpoint: Path) -> None:
-    from training.checkpoint import read_checkpoint
+    from facemask_tools.training.checkpoint import read_checkpoint
 
     model = onnx.load(str(tiny_onnx))
     metadata = {entry.key: entry.value for entry in model.metadata_props}

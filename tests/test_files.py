@@ -42,3 +42,15 @@ def test_file_sha256(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    """A model written atomically is readable by others (the umask's say), not mkstemp's 0600: a container
+    running as another user must be able to read what was installed."""
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = write_atomically(tmp_path / "model.onnx", b"x")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

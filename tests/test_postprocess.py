@@ -283,7 +283,7 @@ def effdet_run():
     pytest.importorskip("effdet")
     from facemask_sdk.image_io import read_image
     from facemask_sdk.preprocess import preprocess
-    from training.model import create_network, make_spec, predict_bench
+    from facemask_tools.training.model import create_network, make_spec, predict_bench
 
     path = first_image()
     if path is None:

@@ -18,12 +18,12 @@ pytest.importorskip("onnxruntime.quantization")
 
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
-from build_engine import calibration  # noqa: E402
-from build_engine.fp16 import emulate_fp16, to_fp16, write_fp16  # noqa: E402
-from build_engine.int8 import to_int8, write_int8  # noqa: E402
-from build_engine.pipeline import calibration_images, output_paths  # noqa: E402
-from build_engine.precision import PRECISION_KEY, variant_path  # noqa: E402
-from build_engine.tensorrt_build import tensorrt_version  # noqa: E402
+from facemask_tools.build_engine import calibration  # noqa: E402
+from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16, write_fp16  # noqa: E402
+from facemask_tools.build_engine.int8 import to_int8, write_int8  # noqa: E402
+from facemask_tools.build_engine.pipeline import calibration_images, output_paths  # noqa: E402
+from facemask_tools.build_engine.precision import PRECISION_KEY, variant_path  # noqa: E402
+from facemask_tools.build_engine.tensorrt_build import tensorrt_version  # noqa: E402
 from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_sdk.image_io import read_image  # noqa: E402
 from facemask_sdk.preprocess import preprocess  # noqa: E402
@@ -236,7 +236,7 @@ def test_calibration_is_deterministic_and_cached(tiny_onnx: Path, sample_images,
     def no_calibration(*args, **kwargs):
         raise AssertionError("the calibration cache should have been used")
 
-    monkeypatch.setattr("build_engine.int8.calibrate", no_calibration)
+    monkeypatch.setattr("facemask_tools.build_engine.int8.calibrate", no_calibration)
     third = write_int8(tiny_onnx, tmp_path / "c.onnx", sample_images, "percentile", tmp_path / "cache-a")
     assert third.cache_hit and third.cache_path == first.cache_path
     assert sha256(third.path) == sha256(first.path)

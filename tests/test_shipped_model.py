@@ -19,10 +19,10 @@ pytest.importorskip("onnxruntime")
 
 def test_detector_uses_the_shipped_model_and_finds_faces():
     from facemask_sdk import Detector
-    from facemask_sdk.models import SHIPPED_MODEL
+    from facemask_sdk.models import shipped_model_path
 
     with Detector() as detector:
-        assert detector.model_path == SHIPPED_MODEL
+        assert detector.model_path == shipped_model_path() == ROOT / "models" / "facemask.onnx"
         found = [len(detector(path)) for path in sorted((ROOT / "samples" / "images").glob("*.png"))]
     assert sum(found) > 0, found
 

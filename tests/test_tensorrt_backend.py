@@ -75,7 +75,7 @@ def test_importing_the_backend_loads_neither_tensorrt_nor_pycuda() -> None:
         ("directory", ModelFileError, ["not a file"]),
         ("missing_sidecar", ModelFileError, ["model.fp16.engine.json not found", "build-engine"]),
         ("no_tensorrt", FacemaskError, ["TensorRT is not installed", ".onnx"]),
-        ("old_tensorrt", FacemaskError, ["TensorRT 8.6.1 is too old", "10 or 11"]),
+        ("old_tensorrt", FacemaskError, ["TensorRT 8.6.1 is installed here", "needs TensorRT 10 or 11", "JetPack 6.1"]),
         ("no_pycuda", FacemaskError, ["pycuda", "facemask-sdk[trt]"]),
         ("other_gpu", ModelFileError, ["built for", "compute capability 8.7 (here: 9.0)",
                                        "GPU 'Orin' (here: 'NVIDIA H100 80GB HBM3')",

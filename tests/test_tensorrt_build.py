@@ -14,8 +14,8 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from build_engine import tensorrt_build as tb  # noqa: E402
-from build_engine.precision import PRECISION_KEY  # noqa: E402
+from facemask_tools.build_engine import tensorrt_build as tb  # noqa: E402
+from facemask_tools.build_engine.precision import PRECISION_KEY  # noqa: E402
 from facemask_sdk.engine_meta import check_compatible, read_sidecar  # noqa: E402
 from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_sdk.spec import METADATA_KEY, ModelSpec  # noqa: E402
@@ -74,7 +74,7 @@ def fake_tensorrt(version: str = "10.3.0", strongly_typed_flag: bool = True, par
 
         def set_timing_cache(self, cache, ignore_mismatch):
             calls.append(("set_timing_cache", ignore_mismatch))
-            return True
+            return not cache.data.startswith(b"FOREIGN")  # a cache of another GPU/TensorRT is refused
 
         def get_timing_cache(self):
             return self.cache
@@ -161,7 +161,7 @@ def with_precision(onnx_path: Path, out: Path, precision: str, dynamic: bool = F
 @pytest.mark.gpu
 @pytest.mark.skipif(TRT_MISSING, reason="TensorRT is not installed")
 def test_build_real_fp16_engine(tiny_onnx: Path, tmp_path: Path):
-    from build_engine.fp16 import to_fp16
+    from facemask_tools.build_engine.fp16 import to_fp16
 
     fp16 = to_fp16(tiny_onnx, tmp_path / "tiny.fp16.onnx")
     report = tb.build_engine(fp16, tmp_path / "tiny.fp16.engine", tb.BuildOptions("fp16"))
@@ -198,8 +198,9 @@ def test_build_sequence_tensorrt_10(with_trt, tiny_onnx: Path, tmp_path: Path):
     assert not any(c[0] == "set_shape" for c in trt.calls)  # static batch: no profile needed
     assert ("create_timing_cache", b"") in trt.calls and ("set_timing_cache", False) in trt.calls
     assert engine.read_bytes() == b"ENGINE-BYTES"
-    cache = engine.with_name("timing-tensorrt-10.3.0.cache")
-    assert cache.read_bytes() == b"+timings"
+    cache = tb.timing_cache_path(engine, "10.3.0", GPU)
+    assert cache.name == "timing-orin-test-sm87-trt10.3.0.timing.cache"
+    assert cache.read_bytes() == b"+timings" and report.timing_cache == cache
     assert report.strongly_typed and report.sidecar == tb.sidecar_path(engine)
 
     sidecar = read_sidecar(engine)  # the runtime's reader validates it
@@ -232,13 +233,66 @@ def test_tensorrt_11_is_always_strongly_typed(with_trt, tiny_onnx: Path, tmp_pat
     assert not any(c[0] == "set_flag" for c in trt.calls)
 
 
-@pytest.mark.parametrize("precision, flags", [("fp32", []), ("fp16", ["FP16"]), ("int8", ["FP16", "INT8"])])
-def test_weakly_typed_fallback_sets_precision_flags(with_trt, tiny_onnx: Path, tmp_path: Path, precision, flags):
-    trt = with_trt(version="10.0.0", strongly_typed_flag=False)
-    onnx_path = with_precision(tiny_onnx, tmp_path / f"m.{precision}.onnx", precision)
-    report = tb.build_engine(onnx_path, tmp_path / "m.engine", tb.BuildOptions(precision))
-    assert not report.strongly_typed
-    assert [c[1] for c in trt.calls if c[0] == "set_flag"] == flags
+def test_tensorrt_older_than_10_is_refused_before_building(with_trt, tiny_onnx: Path, tmp_path: Path):
+    """JetPack 6.0 ships TensorRT 8.6, whose `create_network(0)` is an implicit-batch network."""
+    trt = with_trt(version="8.6.2")
+    onnx_path = with_precision(tiny_onnx, tmp_path / "m.fp16.onnx", "fp16")
+    with pytest.raises(FacemaskError, match=r"TensorRT 8\.6\.2 is installed here, but facemask-sdk needs TensorRT 10 or 11"):
+        tb.build_engine(onnx_path, tmp_path / "m.engine", tb.BuildOptions("fp16"))
+    assert not any(c[0] == "create_network" for c in trt.calls)
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_the_timing_cache_is_per_gpu_and_tensorrt() -> None:
+    engine = Path("out/m.engine")
+    names = {tb.timing_cache_path(engine, version, gpu).name for version, gpu in [
+        ("10.3.0", GPU), ("10.4.0", GPU), ("10.3.0", tb.GpuInfo("NVIDIA H200", "9.0", "test")),
+        ("10.3.0", tb.GpuInfo("Orin (test)", "8.6", "test"))]}
+    assert len(names) == 4 and all(name.endswith(".timing.cache") for name in names)
+
+
+def test_a_refused_timing_cache_is_replaced_not_trusted(with_trt, tiny_onnx: Path, tmp_path: Path):
+    trt = with_trt()
+    onnx_path = with_precision(tiny_onnx, tmp_path / "m.fp16.onnx", "fp16")
+    engine = tmp_path / "m.engine"
+    cache = tb.timing_cache_path(engine, "10.3.0", GPU)
+    cache.write_bytes(b"FOREIGN-CACHE")
+    report = tb.build_engine(onnx_path, engine, tb.BuildOptions("fp16"))
+    assert [c for c in trt.calls if c[0] == "create_timing_cache"] == [
+        ("create_timing_cache", b"FOREIGN-CACHE"), ("create_timing_cache", b"")]
+    assert any("made by another TensorRT or GPU" in line for line in report.lines())
+    assert cache.read_bytes() == b"+timings"
+
+
+def test_a_failed_build_keeps_the_previous_timing_cache(with_trt, tiny_onnx: Path, tmp_path: Path):
+    with_trt(build_ok=False)
+    onnx_path = with_precision(tiny_onnx, tmp_path / "m.fp16.onnx", "fp16")
+    engine = tmp_path / "m.engine"
+    cache = tb.timing_cache_path(engine, "10.3.0", GPU)
+    cache.write_bytes(b"EARLIER")
+    with pytest.raises(tb.EngineBuildError, match="could not build"):
+        tb.build_engine(onnx_path, engine, tb.BuildOptions("fp16"))
+    assert cache.read_bytes() == b"EARLIER" and not engine.exists()
+
+
+@pytest.mark.parametrize(
+    ("free", "expected"),
+    [(None, 2 << 30), (16 << 30, 2 << 30), (3 << 30, 1536 << 20), (1 << 30, 512 << 20), (100 << 20, 256 << 20)],
+)
+def test_default_workspace_is_half_the_free_memory_capped(free, expected) -> None:
+    assert tb.default_workspace_bytes(free) == expected
+
+
+def test_build_sizes_the_workspace_from_free_gpu_memory(with_trt, tiny_onnx: Path, tmp_path: Path, monkeypatch):
+    """An Orin Nano (4 GB shared with the CPU) with 1.2 GiB free gets a 614 MiB workspace, not 2 GiB."""
+    trt = with_trt()
+    monkeypatch.setattr(tb, "free_gpu_memory", lambda: int(1.2 * (1 << 30)))
+    onnx_path = with_precision(tiny_onnx, tmp_path / "m.fp16.onnx", "fp16")
+    report = tb.build_engine(onnx_path, tmp_path / "m.engine", tb.BuildOptions("fp16"))
+    expected = int(1.2 * (1 << 30)) // 2
+    assert ("set_memory_pool_limit", "WORKSPACE", expected) in trt.calls
+    assert report.workspace_bytes == expected
+    assert read_sidecar(tmp_path / "m.engine")["build_options"]["workspace_gb"] == pytest.approx(expected / (1 << 30))
 
 
 def test_dynamic_batch_gets_an_optimisation_profile(with_trt, tiny_onnx: Path, tmp_path: Path):
@@ -320,7 +374,7 @@ def test_build_options_validation(kwargs, error):
         with pytest.raises(FacemaskError, match=error):
             tb.BuildOptions(**kwargs)
     else:
-        assert tb.BuildOptions(**kwargs).workspace_bytes == 2 << 30
+        assert tb.BuildOptions(**kwargs).workspace_bytes() == 2 << 30
 
 
 def test_device_command():
@@ -370,6 +424,6 @@ def test_sidecar_path_is_beside_the_engine(tmp_path: Path):
 def test_importing_build_engine_modules_does_not_import_tensorrt():
     import subprocess
 
-    code = "import build_engine.tensorrt_build, build_engine.pipeline, sys; print('tensorrt' in sys.modules)"
+    code = "import facemask_tools.build_engine.tensorrt_build, facemask_tools.build_engine.pipeline, sys; print('tensorrt' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert result.stdout.strip() == "False", result.stderr

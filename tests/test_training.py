@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("effdet")
 
-from training.augment import AugmentConfig, augment  # noqa: E402
-from training.checkpoint import load_network  # noqa: E402
-from training.model import make_spec  # noqa: E402
-from training.trainer import TrainConfig, lr_at  # noqa: E402
+from facemask_tools.training.augment import AugmentConfig, augment  # noqa: E402
+from facemask_tools.training.checkpoint import load_network  # noqa: E402
+from facemask_tools.training.model import make_spec  # noqa: E402
+from facemask_tools.training.trainer import TrainConfig, lr_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -134,6 +134,36 @@ def test_resume_is_exact(tmp_path):
         assert torch.equal(group_a["exp_avg"], group_b["exp_avg"])
 
 
+@pytest.mark.slow
+def test_resume_after_the_evaluation_changed_chooses_best_anew_and_ships_the_ema(tmp_path):
+    """A run that started under other post-processing (class-aware NMS before one box per face) must not
+    keep a best.pt scored by the old figures; `ship` of its last.pt takes the EMA, not the raw weights."""
+    from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
+    from facemask_tools.training.ship import ship
+    from facemask_tools.training.trainer import evaluation_description
+
+    out = tmp_path / "run"
+    args = ["--data", str(SAMPLES), "--model", "tf_efficientdet_lite0", "--image-size", "128", "--batch-size", "2",
+            "--max-steps", "1", "--epochs", "2", "--pretrained", "none", "--val-fraction", "0.25", "--threads", "1"]
+    first = run(["train", "--out", str(out), *args, "--stop-after-steps", "1"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    state = read_checkpoint(out / "last.pt")
+    assert state["evaluation"] == evaluation_description()
+    state.pop("evaluation")
+    state["best_map"] = 0.99  # as scored by the earlier evaluation
+    save_checkpoint(out / "last.pt", state)
+    resumed = run(["train", "--out", str(out), "--resume", str(out)])
+    assert resumed.returncode == 0 and "the evaluation changed since this run started" in resumed.stdout
+    best = read_checkpoint(out / "best.pt")
+    assert best["epoch"] == 2 and best["best_map"] < 0.99 and best["evaluation"] == evaluation_description()
+    last = read_checkpoint(out / "last.pt")
+    shipped = read_checkpoint(ship(out / "last.pt", tmp_path / "shipped.pt"))
+    assert "optimizer" not in shipped and "ema" not in shipped
+    assert shipped["metrics"] == last["history"][-1]["val"]
+    for key, value in last["ema"]["weights"].items():
+        assert torch.equal(shipped["state_dict"][key], value), key
+
+
 def test_crop_training_keeps_the_evaluation_face_scale():
     import numpy as np
 
@@ -153,7 +183,7 @@ def test_crop_training_keeps_the_evaluation_face_scale():
 def test_mosaic_and_copy_paste_keep_boxes_valid():
     import numpy as np
 
-    from training.augment import mosaic, paste_patches
+    from facemask_tools.training.augment import mosaic, paste_patches
 
     spec = make_spec("tf_efficientdet_lite0", 256)
     rng = np.random.default_rng(3)
@@ -174,7 +204,7 @@ def test_mosaic_and_copy_paste_keep_boxes_valid():
 def test_gpu_script_runs_a_tiny_stint_on_cpu(tmp_path):
     """training/gpu_run.sh, the one script for a GPU machine, end to end on CPU with a tiny configuration:
     a compact JPEG copy of the data, a time-boxed stint, weights and metrics in one folder, then a resume."""
-    from training.compact_data import compact
+    from facemask_tools.training.compact_data import compact
 
     data = tmp_path / "compact"
     assert compact(SAMPLES, data) > 0 and len(list((data / "images").glob("*.jpg"))) == 4
@@ -194,7 +224,7 @@ def test_gpu_script_runs_a_tiny_stint_on_cpu(tmp_path):
 
 
 def test_map_vs_time_plot_from_metrics(tmp_path):
-    from training.plots import plot_map_vs_time, run_from_metrics
+    from facemask_tools.training.plots import plot_map_vs_time, run_from_metrics
 
     metrics = tmp_path / "metrics.json"
     history = [{"train_seconds": 60.0, "val": {"map50": 0.1, "map": 0.05}},

@@ -26,8 +26,8 @@ from facemask_sdk.detections import Detections
 from facemask_sdk.detector import ImageInput, load_image
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.preprocess import Letterbox, preprocess
-from training.checkpoint import load_network
-from training.model import predict_bench
+from facemask_tools.training.checkpoint import load_network
+from facemask_tools.training.model import predict_bench
 
 EFFDET_IOU_THRESHOLD = 0.5
 """effdet's `generate_detections` hard-codes this NMS IoU."""

@@ -18,7 +18,7 @@ import torch
 from facemask_sdk.errors import ModelFileError
 from facemask_sdk.files import write_atomically
 from facemask_sdk.spec import ModelSpec
-from training.model import create_network
+from facemask_tools.training.model import create_network
 
 CHECKPOINT_KEYS = ("state_dict", "spec")
 

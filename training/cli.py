@@ -1,4 +1,4 @@
-"""`facemask-sdk train` and `facemask-sdk eval`: thin click wrappers over training.trainer / evaluate."""
+"""`facemask-sdk train` and `facemask-sdk eval`: thin click wrappers over facemask_tools.training.trainer / evaluate."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | No
 
     The schedule's length (--epochs) is fixed when a run starts; --resume continues it unchanged.
     """
-    from training.trainer import TrainConfig, train as run_training
+    from facemask_tools.training.trainer import TrainConfig, train as run_training
 
     if options["epochs"] < 1 or options["batch_size"] < 1 or options["checkpoint_every"] < 1:
         raise FacemaskError("--epochs, --batch-size and --checkpoint-every must be at least 1")
@@ -88,9 +88,9 @@ def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | No
 def evaluate(checkpoint: str, data: str, split: str, out: str | None, batch_size: int, device: str, force: bool) -> None:
     """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a checkpoint, plus a PNG of predictions."""
     from facemask_sdk.voc import VocDataset
-    from training.checkpoint import load_network
-    from training.evaluate import evaluate_network, save_prediction_grid
-    from training.trainer import resolve_device
+    from facemask_tools.training.checkpoint import load_network
+    from facemask_tools.training.evaluate import evaluate_network, save_prediction_grid
+    from facemask_tools.training.trainer import resolve_device
 
     network, spec, payload = load_network(checkpoint)
     out_dir = Path(out) if out else Path("runs") / "eval" / f"{Path(checkpoint).stem}-{split}"

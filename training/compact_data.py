@@ -3,7 +3,7 @@
 The 146 MB PNG dataset becomes about 25 MB, small enough to travel to a GPU machine with the working
 tree (training/gpu_run.sh). Figures are always quoted on the original PNG val split, not on this copy.
 
-    python -m training.compact_data ../shared/datasets/face-mask-detection .data/face-mask-compact
+    python -m facemask_tools.training.compact_data ../shared/datasets/face-mask-detection .data/face-mask-compact
 """
 
 from __future__ import annotations
@@ -41,6 +41,6 @@ def compact(source: Path, target: Path) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m training.compact_data SOURCE TARGET")
+        raise SystemExit("usage: python -m facemask_tools.training.compact_data SOURCE TARGET")
     size = compact(Path(sys.argv[1]), Path(sys.argv[2]))
     print(f"wrote {sys.argv[2]}: {size / 2**20:.1f} MiB")

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.voc import ImageRecord
-from training.augment import AugmentConfig, augment, mosaic, paste_patches
+from facemask_tools.training.augment import AugmentConfig, augment, mosaic, paste_patches
 
 MIN_PASTE_SIZE = 8.0
 """Faces smaller than this (pixels, either side) are not used as copy-paste patches."""

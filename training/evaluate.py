@@ -14,7 +14,7 @@ from facemask_sdk.postprocess import postprocess
 from facemask_sdk.preprocess import Letterbox, preprocess
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.voc import ImageRecord
-from training.model import FlatHeads
+from facemask_tools.training.model import FlatHeads
 
 @torch.no_grad()
 def predict_records(

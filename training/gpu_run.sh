@@ -4,7 +4,7 @@
 #
 #   OUT=/some/folder training/gpu_run.sh DATA [MINUTES] [more `facemask-sdk train` options...]
 #
-# DATA: a VOC folder (the full dataset, or a compact copy from `python -m training.compact_data`,
+# DATA: a VOC folder (the full dataset, or a compact copy from `python -m facemask_tools.training.compact_data`,
 # which fits the 64 MiB a device call carries). MINUTES (default 8) bounds the training loop; the stint
 # ends with a checkpoint, so a later stint continues it with RESUME=1. Without OUT the folder is
 # runs/gpu. Starts from models/facemask.pt unless PRETRAINED says otherwise (auto, none, a file).
@@ -18,7 +18,11 @@ FOLDER="${OUT:-$ROOT/runs/gpu}"
 RUN="$FOLDER/run"
 mkdir -p "$FOLDER"
 PY="${PYTHON:-python3}"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
+# the tooling (facemask_tools.*) and its entry points exist only installed: an editable install of this
+# checkout, made here (offline: no dependencies, no build isolation) when another one is in the way
+"$PY" -c "import sys, facemask_tools.training as t; sys.exit(not t.__file__.startswith('$ROOT/'))" 2>/dev/null \
+    || "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
 "$PY" - <<'PY' | tee "$FOLDER/device.txt"
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
@@ -34,5 +38,5 @@ fi
     --stop-after-minutes "$MINUTES" "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v "it/s\]$" | tee "$FOLDER/train.log"
 cp "$RUN/metrics.json" "$FOLDER/metrics.json" 2>/dev/null || true
 if [ -f "$RUN/best.pt" ]; then  # weights-only copy of the best EMA weights: small enough to bring back
-    "$PY" -m training.ship "$RUN/best.pt" "$FOLDER/best-weights.pt"
+    "$PY" -m facemask_tools.training.ship "$RUN/best.pt" "$FOLDER/best-weights.pt"
 fi

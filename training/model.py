@@ -87,7 +87,7 @@ def effdet_config(spec: ModelSpec):
 
 
 def create_network(spec: ModelSpec) -> EfficientDet:
-    """The bare network, randomly initialised; `training.pretrained` loads weights into it."""
+    """The bare network, randomly initialised; `facemask_tools.training.pretrained` loads weights into it."""
     return EfficientDet(effdet_config(spec), pretrained_backbone=False)
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.spec import ModelSpec
-from training.checkpoint import load_weights_file
+from facemask_tools.training.checkpoint import load_weights_file
 
 BACKBONES = {"tf_efficientdet_d0": "tf_efficientnet_b0", "tf_efficientdet_lite0": "tf_efficientnet_lite0"}
 DOWNLOAD_TIMEOUT_S = 15.0

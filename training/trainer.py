@@ -20,14 +20,14 @@ import facemask_sdk
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.files import write_atomically
 from facemask_sdk.voc import VocDataset
-from training.augment import AugmentConfig
-from training.checkpoint import read_checkpoint, save_checkpoint
-from training.ema import WeightAverage
-from training.data import DetectionDataset, collate, epoch_indices, repeat_factors, steps_per_epoch
-from training.evaluate import evaluate_network
-from training.model import count_parameters, create_network, make_spec, train_bench
-from training.plots import plot_curves
-from training.pretrained import initialise
+from facemask_tools.training.augment import AugmentConfig
+from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
+from facemask_tools.training.ema import WeightAverage
+from facemask_tools.training.data import DetectionDataset, collate, epoch_indices, repeat_factors, steps_per_epoch
+from facemask_tools.training.evaluate import evaluate_network
+from facemask_tools.training.model import count_parameters, create_network, make_spec, train_bench
+from facemask_tools.training.plots import plot_curves
+from facemask_tools.training.pretrained import initialise
 
 
 @dataclass
@@ -198,6 +198,11 @@ def train(
             ema.load_state_dict(state["ema"])
         init, history = state["init"], state["history"]
         step, best_map, elapsed = int(state["step"]), float(state.get("best_map", -1.0)), float(state.get("train_seconds", 0.0))
+        if state.get("evaluation") != evaluation_description():
+            # val mAP of different post-processing is not comparable: best.pt is chosen anew from here
+            log(f"the evaluation changed since this run started ({state.get('evaluation') or 'not recorded'} -> "
+                f"{evaluation_description()}); best.pt will be replaced by the next epoch's weights")
+            best_map = -1.0
     amp_dtype = resolve_amp(config.amp, device)
     log(f"model: {spec.architecture} @ {spec.image_size[0]} px (training crops {crop} px), "
         f"{count_parameters(network) / 1e6:.2f} M parameters, anchor scale {spec.anchors.anchor_scale:g}")
@@ -226,7 +231,7 @@ def train(
         return {
             "spec": spec.to_dict(), "train_config": asdict(config), "init": init, "epoch": epoch, "step": step,
             "total_steps": total_steps, "history": history, "best_map": best_map, "train_seconds": round(elapsed, 1),
-            "code_version": facemask_sdk.__version__,
+            "code_version": facemask_sdk.__version__, "evaluation": evaluation_description(),
         }
 
     def save_last(epoch: int) -> None:
@@ -307,6 +312,16 @@ def train(
             log(f"stopped at step {step} of {total_steps}; continue with --resume {out}")
             break
     return summary
+
+
+def evaluation_description() -> str:
+    """What the per-epoch val mAP measures, recorded with each checkpoint: a resumed run whose evaluation
+    has changed since (as when one-box NMS became the product's) must not compare old and new figures."""
+    from facemask_sdk.metrics import evaluation_config
+
+    config = evaluation_config()
+    nms = "one box per face (class-agnostic NMS)" if config.class_agnostic else "class-aware NMS"
+    return f"{nms}, score > {config.score_threshold:g}, IoU {config.iou_threshold:g}, max {config.max_detections}"
 
 
 RARE_CLASS = "mask_weared_incorrect"

@@ -41,6 +41,23 @@ _ENGINES: dict[tuple, list] = {}  # (real path, mtime, size, device) -> [runtime
 _ENGINES_LOCK = threading.Lock()
 
 
+MIN_TENSORRT_MAJOR = 10
+"""TensorRT 10 (JetPack 6.1+) and 11: explicit batch, strongly typed networks, `set_tensor_address`."""
+
+
+def check_tensorrt_version(version: str) -> None:
+    """Refuse a TensorRT older than 10 (JetPack 6.0 ships 8.6) in one line naming both versions."""
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        raise FacemaskError(f"cannot read the TensorRT version {version!r}") from None
+    if major < MIN_TENSORRT_MAJOR:
+        raise FacemaskError(
+            f"TensorRT {version} is installed here, but facemask-sdk needs TensorRT {MIN_TENSORRT_MAJOR} or 11 "
+            f"(on Jetson: JetPack 6.1 or newer)"
+        )
+
+
 def import_tensorrt():
     """The `tensorrt` module (10 or 11), or a `FacemaskError` saying what to install or use instead."""
     try:
@@ -50,9 +67,7 @@ def import_tensorrt():
             "TensorRT is not installed: .engine files need the 'tensorrt' Python package on an NVIDIA GPU "
             "(JetPack ships it; on x86 `pip install tensorrt`); use the .onnx model on this machine instead"
         ) from None
-    major = int(str(trt.__version__).split(".")[0])
-    if major < 10:
-        raise FacemaskError(f"TensorRT {trt.__version__} is too old: facemask-sdk needs TensorRT 10 or 11")
+    check_tensorrt_version(trt.__version__)
     return trt
 
 
@@ -90,8 +105,9 @@ class TensorRTRunner:
     """A TensorRT engine plus the CUDA pre/post-processing pipeline: `infer(frame) -> Detections`.
 
     `config`: a `PostprocessConfig` (thresholds, top_k, max_detections; default if None). `mapped`:
-    zero-copy mapped host memory for frames and detections (best on Jetson); False uses explicit
-    async copies. After each `infer` `last_timing` holds GPU times (CUDA events) of the three stages.
+    zero-copy mapped host memory for frames and detections (True), explicit async copies (False), or
+    None: mapped on an integrated GPU (Jetson), copies on a discrete one (`use_mapped_memory`). After
+    each `infer` `last_timing` holds GPU times (CUDA events) of the three stages.
     """
 
     def __init__(
@@ -99,7 +115,7 @@ class TensorRTRunner:
         engine_path: str | os.PathLike,
         config: Any = None,
         *,
-        mapped: bool = True,
+        mapped: bool | None = None,
         device: int = 0,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
@@ -241,7 +257,8 @@ class TensorRTRunner:
     # -- inference ------------------------------------------------------------------------------------
 
     def frame_buffer(self, height: int, width: int) -> np.ndarray:
-        """A BGR uint8 `[height, width, 3]` view of mapped pinned memory; `infer` reads it in place."""
+        """A BGR uint8 `[height, width, 3]` view of pinned memory (mapped into the GPU on Jetson); `infer`
+        reads it in place."""
         self._check()
         return self._pipeline.frame_buffer(height, width)
 

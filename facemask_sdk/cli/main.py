@@ -4,42 +4,95 @@ so `facemask-sdk --help` is instant and works without torch (Polygraphy's lazy-i
 from __future__ import annotations
 
 import importlib
+import re
 import sys
+from importlib import metadata
 
 import click
 
 from facemask_sdk import __version__
 from facemask_sdk.errors import FacemaskError
 
-# command name -> (module, attribute, one-line help shown by --help without importing the module)
+# runtime command name -> (module, attribute, one-line help shown by --help without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "detect": ("facemask_sdk.cli.detect", "detect", "Detect masks in images, folders, videos, cameras or streams."),
     "data-info": ("facemask_sdk.cli.data_info", "data_info", "Summarise a VOC face-mask dataset and its problems."),
-    "train": ("training.cli", "train", "Train an EfficientDet face-mask detector (needs [train])."),
-    "eval": ("training.cli", "evaluate", "COCO mAP of a checkpoint on a dataset split (needs [train])."),
-    "export": ("build_engine.cli", "export", "Export a checkpoint to ONNX with its metadata (needs [export])."),
-    "build-engine": ("build_engine.cli", "build_engine", "FP16/INT8 ONNX variants and TensorRT engines."),
-    "bench": ("benchmarks.cli", "bench", "FPS and mAP of every backend and precision vs the PyTorch baseline."),
 }
+
+TOOLING_GROUP = "facemask_sdk.commands"
+"""Entry-point group of the tooling commands (train, eval, export, build-engine, bench): the runtime names
+no tooling package; `pyproject.toml` maps each command to its module and the extra it needs."""
+
+DISTRIBUTION = "facemask-sdk"
+
+
+def tooling_commands() -> dict[str, metadata.EntryPoint]:
+    """Installed tooling commands by name (empty for a runtime-only install)."""
+    return {ep.name: ep for ep in metadata.entry_points(group=TOOLING_GROUP)}
+
+
+def extra_providing(module: str, preferred: tuple[str, ...] = ()) -> str | None:
+    """The extra of this distribution that installs `module` (a top-level import name), read from the
+    package metadata so the hint always matches `pyproject.toml`: one of `preferred` (the command's own
+    extras) if it has it, else the smallest extra that does."""
+    wanted = _normalise(module.split(".")[0])
+    try:
+        requirements = metadata.requires(DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        return None
+    sizes: dict[str, int] = {}
+    providers: set[str] = set()
+    for requirement in requirements:
+        marker = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        if not (marker and name):
+            continue
+        extra = marker.group(1)
+        sizes[extra] = sizes.get(extra, 0) + 1
+        if _normalise(name.group(0)) == wanted:
+            providers.add(extra)
+    for extra in preferred:
+        if extra in providers:
+            return extra
+    return min(providers, key=lambda extra: (sizes[extra], extra), default=None)
+
+
+def missing_module_message(command: str, module: str, preferred: tuple[str, ...] = ()) -> str:
+    extra = extra_providing(module, preferred)
+    install = f"pip install 'facemask-sdk[{extra}]'" if extra else f"pip install {module.split('.')[0]}"
+    return f"'{command}' needs the Python package '{module.split('.')[0]}', which is not installed: {install}"
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted({*COMMANDS, *tooling_commands()})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
+        if name in COMMANDS:
+            module_name, attribute, _ = COMMANDS[name]
+            return getattr(importlib.import_module(module_name), attribute)
+        entry_point = tooling_commands().get(name)
+        if entry_point is None:
             return None
-        module_name, attribute, short_help = COMMANDS[name]
         try:
-            module = importlib.import_module(module_name)
+            command = entry_point.load()
         except ImportError as exc:
-            missing = getattr(exc, "name", None) or str(exc)
-            return _unavailable(name, short_help, missing)
-        return getattr(module, attribute)
+            return _unavailable(name, missing_module_message(name, exc.name or str(exc), tuple(entry_point.extras)))
+        command.facemask_extras = tuple(entry_point.extras)
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in COMMANDS:
+                rows.append((name, COMMANDS[name][2]))
+            else:
+                command = self.get_command(ctx, name)
+                rows.append((name, command.get_short_help_str(limit=90) if command else ""))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -48,6 +101,12 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except (FacemaskError, FileNotFoundError) as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except ModuleNotFoundError as exc:  # an optional dependency a command imports when it runs
+            name = ctx.invoked_subcommand or "facemask-sdk"
+            command = self.commands.get(name) or self.get_command(ctx, name)
+            preferred = getattr(command, "facemask_extras", ())
+            click.echo(f"error: {missing_module_message(name, exc.name or str(exc), preferred)}", err=True)
             sys.exit(2)
         except PermissionError as exc:  # e.g. an --out folder in a read-only place
             click.echo(f"error: permission denied: {exc.filename or exc}; choose a folder you can write to", err=True)
@@ -58,14 +117,12 @@ class LazyGroup(click.Group):
             sys.exit(2)
 
 
-def _unavailable(name: str, short_help: str, missing: str) -> click.Command:
-    @click.command(name=name, help=short_help, context_settings={"ignore_unknown_options": True})
+def _unavailable(name: str, message: str) -> click.Command:
+    @click.command(name=name, help=message, context_settings={"ignore_unknown_options": True, "help_option_names": []})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:
-        raise click.ClickException(
-            f"'{name}' needs the Python package '{missing}', which is not installed. "
-            f"Install the extras: pip install 'facemask-sdk[all]'"
-        )
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)
 
     return command
 

@@ -13,8 +13,9 @@ Two layers:
 
 Zero copy: frames and detections live in page-locked host memory mapped into the device address space
 (`pagelocked_empty(..., mem_flags=host_alloc_flags.DEVICEMAP)` and `.base.get_device_pointer()`). On
-Jetson (memory shared by CPU and GPU) that is no copy at all; on a discrete GPU the kernels read the
-frame over PCIe, and `mapped=False` uses explicit async copies to device buffers instead.
+Jetson (memory shared by CPU and GPU) that is no copy at all; on a discrete GPU the kernels would read
+the frame over PCIe, so there explicit async copies to device buffers are used instead. `mapped=None`
+(the default) picks by the device's `INTEGRATED` attribute (`use_mapped_memory`).
 
     >>> with CudaPipeline(spec) as gpu:                      # doctest: +SKIP
     ...     frame = gpu.frame_buffer(1080, 1920)              # cap.read(frame) fills it in place
@@ -257,12 +258,24 @@ def primary_context(cuda, ordinal: int):
         return _CONTEXTS[ordinal]
 
 
+def use_mapped_memory(requested: bool | None, integrated: bool, can_map_host_memory: bool, device_name: str = "GPU") -> bool:
+    """Zero-copy mapped host memory or explicit copies. Mapped memory is the fast path on an integrated,
+    I/O-coherent GPU (Jetson: one physical memory); on a discrete GPU every kernel read of it crosses
+    PCIe, so `None` picks copies there. An explicit request wins, if the device can honour it."""
+    if requested is None:
+        return integrated and can_map_host_memory
+    if requested and not can_map_host_memory:
+        raise FacemaskError(f"{device_name} cannot map host memory; use mapped=False")
+    return bool(requested)
+
+
 class CudaPipeline:
     """Pre-processing and decoding + NMS kernels for one model, one stream, buffers allocated once.
 
     `config`: a `PostprocessConfig` (default thresholds if None); `input_dtype`: the network input
     (float32 or float16); `head_dtype`: the dtype of the logits/regressions tensors; `mapped`: zero-copy
-    mapped host memory for frames and detections (False: pinned buffers and explicit async copies).
+    mapped host memory for frames and detections (False: pinned buffers and explicit async copies;
+    None: mapped on an integrated GPU such as Jetson's, copies on a discrete one).
     """
 
     def __init__(
@@ -272,7 +285,7 @@ class CudaPipeline:
         *,
         input_dtype: Any = np.float32,
         head_dtype: Any = np.float32,
-        mapped: bool = True,
+        mapped: bool | None = None,
         device: int = 0,
         cache_dir: str | Path | None = None,
     ) -> None:
@@ -285,7 +298,7 @@ class CudaPipeline:
             config = PostprocessConfig()
         from facemask_sdk.anchors import generate_anchors
 
-        self.spec, self.config, self.mapped = spec, config, bool(mapped)
+        self.spec, self.config = spec, config
         self.settings = DecodeSettings.from_config(config)
         self.input_dtype, self.head_dtype = io_dtype(input_dtype), io_dtype(head_dtype)
         anchors = np.ascontiguousarray(generate_anchors(spec), dtype=np.float32)
@@ -293,8 +306,11 @@ class CudaPipeline:
         self._cuda = cuda = import_pycuda()
         self._context = primary_context(cuda, int(device))
         self.device = cuda.Device(int(device))
-        if self.mapped and not self.device.get_attribute(cuda.device_attribute.CAN_MAP_HOST_MEMORY):
-            raise FacemaskError(f"{self.device.name()} cannot map host memory; use mapped=False")
+        attribute = cuda.device_attribute
+        self.mapped = use_mapped_memory(
+            mapped, bool(self.device.get_attribute(attribute.INTEGRATED)),
+            bool(self.device.get_attribute(attribute.CAN_MAP_HOST_MEMORY)), self.device.name(),
+        )
         self._closed = False
         try:
             with self.active():

@@ -8,8 +8,10 @@
 #    its dependencies (pytools, platformdirs, mako, markupsafe, typing-extensions, siphash24). An sdist
 #    builds against the CUDA toolkit (nvcc on PATH or in /usr/local/cuda/bin) with this environment's
 #    setuptools and numpy (--no-build-isolation).
-# 2. Runs the GPU tests (tests/gpu, marked `gpu`) and the CPU kernel tests next to them.
-# 3. Times every kernel with CUDA events (tests/gpu/bench_kernels.py, $BENCH_ITERATIONS iterations,
+# 2. Where TensorRT is installed, builds an engine from models/facemask.fp16.onnx (facemask-sdk
+#    build-engine) and points FACEMASK_TEST_ENGINE at it.
+# 3. Runs the GPU tests (tests/gpu, marked `gpu`), the engine-vs-NumPy test and the CPU kernel tests.
+# 4. Times every kernel with CUDA events (tests/gpu/bench_kernels.py, $BENCH_ITERATIONS iterations,
 #    default 300) and prints the table.
 # With $OUT set, the pytest log and the timing table (kernel_timings.md / .json) are written there too.
 # Exit status: 0 when the tests pass, else the first failure's status.
@@ -19,7 +21,6 @@ cd "$ROOT"
 WHEELS="${1:-$ROOT/.whl}"
 PY="${PYTHON:-python3}"
 export PATH="$PATH:/usr/local/cuda/bin"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 LOG_DIR="${OUT:-}"
 [ -n "$LOG_DIR" ] && mkdir -p "$LOG_DIR"
 
@@ -37,12 +38,33 @@ if ! "$PY" -c "import pycuda.driver" 2>/dev/null; then
     "$PY" -m pip install --no-index --find-links "$WHEELS" --no-build-isolation pycuda || exit 3
 fi
 "$PY" -c "import numpy, cv2, pytest" || { echo "needs numpy, opencv-python-headless and pytest" >&2; exit 3; }
+# the tooling (facemask_tools.*) and its entry points exist only installed: an editable install of this
+# checkout, made here (offline: no dependencies, no build isolation) when another one is in the way
+"$PY" -c "import sys, facemask_tools.training as t; sys.exit(not t.__file__.startswith('$ROOT/'))" 2>/dev/null \
+    || "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
+
+# TensorRT present: build an engine from the shipped FP16 ONNX, so the engine-vs-NumPy test runs
+# TensorRT and the CUDA kernels together (tests/test_tensorrt_backend.py::test_engine_matches_numpy_pipeline)
+if "$PY" -c "import tensorrt" 2>/dev/null; then
+    echo "== TensorRT engine from models/facemask.fp16.onnx"
+    ENGINE_DIR="${LOG_DIR:-$(mktemp -d)}"
+    if "$PY" -m facemask_sdk.cli.main build-engine --onnx "$ROOT/models/facemask.fp16.onnx" --fp16 --force \
+            --out "$ENGINE_DIR/facemask.fp16.engine"; then
+        export FACEMASK_TEST_ENGINE="$ENGINE_DIR/facemask.fp16.engine"
+    else
+        echo "engine build failed" >&2
+        build_failed=1
+    fi
+else
+    echo "== TensorRT is not installed: the engine tests skip (the kernels are still tested)"
+fi
 
 echo "== tests"
 status=0
 "$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu tests/test_cuda_source.py tests/test_tensorrt_backend.py \
     2>&1 | tee ${LOG_DIR:+"$LOG_DIR/pytest.log"}
 status=${PIPESTATUS[0]}
+[ "${build_failed:-0}" = 1 ] && [ "$status" -eq 0 ] && status=4
 
 echo "== kernel timings"
 "$PY" tests/gpu/bench_kernels.py --iterations "${BENCH_ITERATIONS:-300}" ${LOG_DIR:+--out "$LOG_DIR"}
