@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.models import variant_path
 from facemask_sdk.metrics import EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD  # noqa: F401 (re-exported)
 
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -257,16 +258,9 @@ def make_runner(spec: RunnerSpec) -> Runner:
     return kinds[spec.backend](spec)
 
 
-def variant_path(model: Path, precision: str, suffix: str = ".onnx") -> Path:
-    """`models/facemask.onnx` -> `models/facemask.fp16.onnx` (precision variants live beside the model)."""
-    return model.with_name(f"{model.stem}.{precision}{suffix}")
-
-
 def engine_path(model: Path, precision: str) -> Path:
     """The TensorRT engine of `precision` where `facemask-sdk build-engine` puts it by default:
     `facemask.engine` (FP32), `facemask.fp16.engine`, `facemask.int8.engine`."""
-    if precision == "fp32":
-        return model.with_suffix(".engine")
     return variant_path(model, precision, ".engine")
 
 

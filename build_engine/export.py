@@ -33,12 +33,10 @@ from facemask_sdk.errors import FacemaskError, InternalError
 from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.files import write_atomically
-from facemask_sdk.spec import METADATA_KEY, ModelSpec
+from facemask_sdk.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelSpec
 from facemask_tools.training.checkpoint import load_network
 from facemask_tools.training.model import FlatHeads
 
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("logits", "boxes")
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-3
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples" / "images"

@@ -31,6 +31,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from facemask_sdk.files import write_atomically
 from facemask_tools.build_engine.precision import (
+    CONVERSION_KEY,
+    conversion_key,
+    onnx_opset,
     PRECISION_KEY,
     check_output_path,
     load_model,
@@ -74,23 +77,13 @@ class Fp16Report:
 
 
 def to_fp16(
-    onnx_in: Path,
-    onnx_out: Path,
-    keep_fp32: list[str] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write the FP16 variant of `onnx_in` to `onnx_out` and return `onnx_out`.
+    onnx_in: Path, onnx_out: Path, keep_fp32: list[str] | None = None, overwrite: bool = False
+) -> Fp16Report:
+    """Write the FP16 variant of `onnx_in` to `onnx_out`; the report says what was converted (`.path`).
 
     `keep_fp32`: node names or op types to keep in FP32 (an entry that matches nothing is an error).
     Raises `FacemaskError` if `onnx_out` exists and `overwrite` is false.
     """
-    return write_fp16(onnx_in, onnx_out, keep_fp32, overwrite).path
-
-
-def write_fp16(
-    onnx_in: Path, onnx_out: Path, keep_fp32: list[str] | None = None, overwrite: bool = False
-) -> Fp16Report:
-    """`to_fp16`, returning the conversion report (with `.path`)."""
     onnx_in = Path(onnx_in)
     onnx_out = check_output_path(onnx_out, overwrite, inputs=(onnx_in,))
     model = load_model(onnx_in)
@@ -99,12 +92,18 @@ def write_fp16(
     converted, report = convert_to_fp16(model, keep_fp32 or ())
     entries = metadata(model)
     entries[PRECISION_KEY] = "fp16"
+    entries[CONVERSION_KEY] = fp16_conversion_key(onnx_in, keep_fp32)
     entries[KEPT_KEY] = json.dumps(report.kept_fp32)
     set_metadata(converted, entries)
     onnx.checker.check_model(converted, full_check=True)
     write_atomically(onnx_out, converted.SerializeToString(), overwrite)
     report.path = onnx_out
     return report
+
+
+def fp16_conversion_key(onnx_in: Path, keep_fp32: list[str] | None = None) -> str:
+    """What an FP16 variant of `onnx_in` made with these options records (see `CONVERSION_KEY`)."""
+    return conversion_key(onnx_in, "fp16", {"keep_fp32": list(keep_fp32 or [])})
 
 
 def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> tuple[onnx.ModelProto, Fp16Report]:
@@ -117,7 +116,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> tu
     is_float = lambda name: bool(name) and types.get(name) == TensorProto.FLOAT  # noqa: E731
     nodes = list(graph.node)
     initializers = {init.name: init for init in graph.initializer}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = onnx_opset(model)
 
     keep = _resolve_keep(nodes, keep_fp32)
     keep |= {i for i, n in enumerate(nodes) if n.op_type in QDQ_OPS and opset < FP16_QDQ_OPSET}

@@ -33,6 +33,9 @@ import onnx
 from facemask_tools.build_engine.calibration import CALIBRATOR_SETTINGS, DEFAULT_METHOD, METHODS, calibrate, calibration_key, read_cache, write_cache
 from facemask_sdk.files import write_atomically
 from facemask_tools.build_engine.precision import (
+    CONVERSION_KEY,
+    conversion_key,
+    onnx_opset,
     PRECISION_KEY,
     check_output_path,
     load_model,
@@ -55,7 +58,7 @@ CALIBRATION_KEY = "int8.calibration"
 
 @dataclass
 class Int8Report:
-    """What `write_int8` did: where the model and the calibration cache are, and whether it was reused."""
+    """What `to_int8` did: where the model and the calibration cache are, and whether it was reused."""
 
     path: Path | None = None
     method: str = ""
@@ -87,8 +90,8 @@ def to_int8(
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     high_precision: str = "fp16",
     overwrite: bool = False,
-) -> Path:
-    """Write the INT8 Q/DQ variant of `onnx_in` to `onnx_out` and return `onnx_out`.
+) -> Int8Report:
+    """Write the INT8 Q/DQ variant of `onnx_in` to `onnx_out`; the report has `.path` and the calibration.
 
     `calib_images`: image files (training split) for calibration. `method`: minmax, entropy or
     percentile (`DEFAULT_METHOD`, chosen by measurement). `cache_dir`: where calibration results are
@@ -97,21 +100,6 @@ def to_int8(
     TensorRT 11 runs the graph's own types, so FP32 there would run FP32 kernels; needs opset 19,
     the graph is upgraded) or `fp32`.
     """
-    return write_int8(onnx_in, onnx_out, calib_images, method, cache_dir, exclude, op_types, high_precision, overwrite).path
-
-
-def write_int8(
-    onnx_in: Path,
-    onnx_out: Path,
-    calib_images: Sequence[Path],
-    method: str = DEFAULT_METHOD,
-    cache_dir: Path | None = None,
-    exclude: list[str] | None = None,
-    op_types: Sequence[str] = DEFAULT_OP_TYPES,
-    high_precision: str = "fp16",
-    overwrite: bool = False,
-) -> Int8Report:
-    """`to_int8`, returning the report (with `.path`)."""
     from onnxruntime.quantization import quant_pre_process
 
     onnx_in = Path(onnx_in)
@@ -149,6 +137,9 @@ def write_int8(
 
     entries = metadata(model)
     entries[PRECISION_KEY] = "int8"
+    entries[CONVERSION_KEY] = conversion_key(
+        onnx_in, "int8", {"calibration": key, "exclude": list(exclude or []), "high_precision": high_precision}
+    )
     entries[CALIBRATION_KEY] = json.dumps(
         {"method": method, "images": len(images), "op_types": list(op_types), "excluded": report.excluded,
          "high_precision": high_precision, "cache_key": key, **CALIBRATOR_SETTINGS[method]},
@@ -161,6 +152,24 @@ def write_int8(
     write_atomically(onnx_out, quantized.SerializeToString(), overwrite)
     report.path = onnx_out
     return report
+
+
+def int8_conversion_key(
+    onnx_in: Path,
+    calib_images: Sequence[Path],
+    method: str = DEFAULT_METHOD,
+    exclude: list[str] | None = None,
+    op_types: Sequence[str] = DEFAULT_OP_TYPES,
+    high_precision: str = "fp16",
+) -> str:
+    """What an INT8 variant of `onnx_in` made with these options records (see `CONVERSION_KEY`): the
+    calibration key covers the model, every image's bytes, the method and onnxruntime's version."""
+    images = _check_images(calib_images)
+    spec = model_spec(load_model(onnx_in), onnx_in)
+    key, _ = calibration_key(Path(onnx_in), images, method, tuple(op_types), spec)
+    return conversion_key(
+        onnx_in, "int8", {"calibration": key, "exclude": list(exclude or []), "high_precision": high_precision}
+    )
 
 
 def _check_images(paths: Sequence[Path]) -> list[Path]:
@@ -181,7 +190,7 @@ def _quantize(
     from onnxruntime.quantization import CalibrationMethod, QDQQuantizer, QuantType, TensorData, TensorsData
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(prepared)))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = onnx_opset(model)
     if opset < 13:
         raise ModelFileError(f"per-channel INT8 needs ONNX opset 13 or newer; the model has opset {opset}")
     excluded = _resolve_exclude(model, exclude)
@@ -217,7 +226,7 @@ def _to_fp16_high_precision(model: onnx.ModelProto) -> onnx.ModelProto:
 
     from facemask_tools.build_engine.fp16 import FP16_QDQ_OPSET, convert_to_fp16
 
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = onnx_opset(model)
     if opset < FP16_QDQ_OPSET:
         model = version_converter.convert_version(model, FP16_QDQ_OPSET)
     converted, _ = convert_to_fp16(model)

@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from facemask_tools.build_engine.fp16 import emulate_fp16, write_fp16
-from facemask_tools.build_engine.int8 import METHODS, write_int8
+from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16
+from facemask_tools.build_engine.int8 import METHODS, to_int8
 from facemask_tools.build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
 from facemask_tools.build_engine.precision import load_model, metadata, model_spec, set_metadata
 from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     run("fp32", fp32)
     if "fp16" not in skip or "fp16-emulated" not in skip:
-        fp16 = write_fp16(fp32, work / "model.fp16.onnx", overwrite=True)
+        fp16 = to_fp16(fp32, work / "model.fp16.onnx", overwrite=True)
         if "fp16" not in skip:
             run("fp16 (ORT CPU)", fp16.path, fp16.lines()[0])
         if "fp16-emulated" not in skip:
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     op_types = tuple(filter(None, args.op_types.split(",")))
     suffix = "" if op_types == ("Conv", "Add") else f" [{args.op_types}]"
     for method in filter(None, args.methods.split(",")):
-        report = write_int8(fp32, work / f"model.int8.{method}.onnx", calib, method=method, cache_dir=work / "cache",
+        report = to_int8(fp32, work / f"model.int8.{method}.onnx", calib, method=method, cache_dir=work / "cache",
                             op_types=op_types, high_precision=args.high_precision, overwrite=True)
         run(f"int8 {method}{suffix}", emulated_if_fp16(report), report.lines()[0])
         if report.high_precision == "fp16" and method == args.methods.split(",")[0]:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.sensitivity:
         for group, prefixes in SENSITIVITY_GROUPS.items():
             excluded = conv_groups(fp32, prefixes)
-            report = write_int8(fp32, work / "model.int8.sensitivity.onnx", calib, method=args.sensitivity,
+            report = to_int8(fp32, work / "model.int8.sensitivity.onnx", calib, method=args.sensitivity,
                                 cache_dir=work / "cache", exclude=excluded, op_types=op_types,
                                 high_precision=args.high_precision, overwrite=True)
             run(f"int8 {args.sensitivity}, {group} in float", emulated_if_fp16(report), f"{len(excluded)} Conv excluded")

@@ -6,19 +6,26 @@
 Where TensorRT or a GPU is missing (a development PC, CI), the precision ONNX is still written and
 `TensorRTUnavailable` says which command builds the engine on the target device; with
 `onnx_only=True` stopping there is the intended outcome. Nothing is overwritten without `force`:
-an existing precision ONNX that is byte-identical to a fresh conversion (conversions are
-deterministic, INT8 calibration is cached) is reported up to date, one that differs is refused.
+an existing precision ONNX whose recorded conversion key (`precision.CONVERSION_KEY`: source model,
+options, library versions) equals the one these options give is reported up to date without converting
+again; one that differs is refused.
 """
 
 from __future__ import annotations
 
-import filecmp
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from facemask_tools.build_engine.calibration import DEFAULT_METHOD
-from facemask_tools.build_engine.precision import PRECISIONS, load_model, model_precision, model_spec, variant_path
+from facemask_tools.build_engine.precision import (
+    PRECISIONS,
+    load_model,
+    model_precision,
+    model_spec,
+    recorded_conversion_key,
+    variant_path,
+)
 from facemask_tools.build_engine.tensorrt_build import (
     ENGINE_SUFFIXES,
     BatchProfile,
@@ -94,19 +101,15 @@ def build(
     if not onnx_only and engine.exists() and not force:
         raise FacemaskError(f"{engine} already exists; pass --force to replace it")
     if converting and precision_onnx.exists() and not force:
-        # conversions are deterministic: an existing file identical to a fresh one is up to date
-        check = precision_onnx.with_name(f".{precision_onnx.stem}.check{precision_onnx.suffix}")
-        try:
-            _convert(source, check, precision, calib_data, calib_images, calib_method, True, int8_float)
-            identical = filecmp.cmp(check, precision_onnx, shallow=False)
-        finally:
-            check.unlink(missing_ok=True)
-        if not identical:
+        # a variant records a key of what it was made from: equal keys mean up to date, no re-conversion
+        expected = _conversion_key(source, precision, calib_data, calib_images, calib_method, int8_float)
+        if recorded_conversion_key(precision_onnx) != expected:
             raise FacemaskError(
-                f"{precision_onnx} already exists and differs from what these options produce; pass --force to "
-                f"replace it, or --onnx {precision_onnx} to build the engine from it"
+                f"{precision_onnx} already exists and differs from what these options produce (another source "
+                f"model or options, or edited); pass --force to replace it, or --onnx {precision_onnx} to build "
+                f"the engine from it"
             )
-        say(f"{precision_onnx} is up to date (identical to a fresh conversion); left as it is")
+        say(f"{precision_onnx} is up to date (made from {source.name} with these options); left as it is")
     elif converting:
         for line in _convert(source, precision_onnx, precision, calib_data, calib_images, calib_method, force, int8_float):
             say(line)
@@ -169,17 +172,30 @@ def calibration_images(source: Path | None = None, count: int = DEFAULT_CALIB_IM
     return [paths[int(i * step)] for i in range(count)]
 
 
+def _conversion_key(
+    source: Path, precision: str, calib_data: Path | None, calib_images: int, calib_method: str, int8_float: str
+) -> str:
+    if precision == "fp16":
+        from facemask_tools.build_engine.fp16 import fp16_conversion_key
+
+        return fp16_conversion_key(source)
+    from facemask_tools.build_engine.int8 import int8_conversion_key
+
+    images = calibration_images(calib_data, calib_images)
+    return int8_conversion_key(source, images, method=calib_method, high_precision=int8_float)
+
+
 def _convert(
     source: Path, target: Path, precision: str, calib_data: Path | None, calib_images: int, calib_method: str, force: bool,
     int8_float: str = "fp16",
 ) -> list[str]:
     if precision == "fp16":
-        from facemask_tools.build_engine.fp16 import write_fp16
+        from facemask_tools.build_engine.fp16 import to_fp16
 
-        report = write_fp16(source, target, overwrite=force)
+        report = to_fp16(source, target, overwrite=force)
         return [f"wrote {target}", *report.lines()]
-    from facemask_tools.build_engine.int8 import write_int8
+    from facemask_tools.build_engine.int8 import to_int8
 
     images = calibration_images(calib_data, calib_images)
-    report = write_int8(source, target, images, method=calib_method, high_precision=int8_float, overwrite=force)
+    report = to_int8(source, target, images, method=calib_method, high_precision=int8_float, overwrite=force)
     return [f"wrote {target}", *report.lines()]

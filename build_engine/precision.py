@@ -3,10 +3,10 @@
 TensorRT 11 builds only strongly typed networks (no `BuilderFlag.FP16`/`INT8`, no calibrators): the
 precision is written into the ONNX graph, FP16 as FP16 tensors and INT8 as Q/DQ nodes. TensorRT 10
 accepts the same graphs. This module holds what both converters share (reading the model and its
-spec, hashing, metadata, atomic writes); the converters live in `facemask_tools.build_engine.fp16` and
-`facemask_tools.build_engine.int8` and are re-exported here:
+spec, metadata, opset, output checks); it imports neither converter, which live in
+`facemask_tools.build_engine.fp16` and `facemask_tools.build_engine.int8` (re-exported by the package):
 
-    >>> from facemask_tools.build_engine.precision import to_fp16, to_int8
+    >>> from facemask_tools.build_engine import to_fp16, to_int8
     >>> to_fp16(Path("models/facemask.onnx"), Path("models/facemask.fp16.onnx"))
     >>> to_int8(Path("models/facemask.onnx"), Path("models/facemask.int8.onnx"), images, method="entropy")
 
@@ -17,44 +17,29 @@ and reads them exactly as the FP32 model, and both copy the model's `metadata_pr
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 from facemask_sdk.errors import FacemaskError, ModelFileError
+from facemask_sdk.files import file_sha256
+from facemask_sdk.models import PRECISIONS, variant_path
 from facemask_sdk.spec import METADATA_KEY, ModelSpec
 
 if TYPE_CHECKING:
     import onnx
 
-PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_KEY = "precision"
 """`metadata_props` key naming the precision of a variant (absent or `fp32` for the exported model)."""
 
-__all__ = ["PRECISIONS", "PRECISION_KEY", "to_fp16", "to_int8", "variant_path", "model_precision"]
+CONVERSION_KEY = "facemask_sdk.conversion"
+"""`metadata_props` key of a variant: the SHA-256 of what it was made from (the source model's bytes,
+the precision, the converter's options and library versions). An existing variant whose key equals a
+fresh one is up to date, without running the conversion again."""
+CONVERTER_FORMAT = 1
 
-
-def to_fp16(*args, **kwargs):
-    """See `facemask_tools.build_engine.fp16.to_fp16`."""
-    from facemask_tools.build_engine.fp16 import to_fp16 as convert
-
-    return convert(*args, **kwargs)
-
-
-def to_int8(*args, **kwargs):
-    """See `facemask_tools.build_engine.int8.to_int8`."""
-    from facemask_tools.build_engine.int8 import to_int8 as convert
-
-    return convert(*args, **kwargs)
-
-
-def variant_path(onnx_path: Path, precision: str) -> Path:
-    """`models/facemask.onnx` -> `models/facemask.fp16.onnx` (the default place of a variant)."""
-    if precision not in PRECISIONS:
-        raise FacemaskError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    onnx_path = Path(onnx_path)
-    if precision == "fp32":
-        return onnx_path
-    return onnx_path.with_name(f"{onnx_path.stem}.{precision}{onnx_path.suffix}")
+__all__ = ["PRECISIONS", "PRECISION_KEY", "variant_path", "model_precision", "onnx_opset"]
 
 
 def load_model(path: Path) -> "onnx.ModelProto":
@@ -69,6 +54,28 @@ def load_model(path: Path) -> "onnx.ModelProto":
         return onnx.load(str(path))
     except (DecodeError, onnx.onnx_cpp2py_export.checker.ValidationError, ValueError) as exc:
         raise ModelFileError(f"{path} is not a readable ONNX model: {exc}") from None
+
+
+def conversion_key(source: Path, precision: str, options: Mapping[str, Any]) -> str:
+    """The `CONVERSION_KEY` value of the `precision` variant of `source` made with `options`."""
+    import onnx
+
+    data = {"format": CONVERTER_FORMAT, "source_sha256": file_sha256(source), "precision": precision,
+            "options": dict(options), "onnx": onnx.__version__}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def recorded_conversion_key(path: Path) -> str | None:
+    """The conversion key an existing variant records (None: unreadable, or made without one)."""
+    try:
+        return metadata(load_model(path)).get(CONVERSION_KEY)
+    except (FileNotFoundError, ModelFileError):
+        return None
+
+
+def onnx_opset(model: "onnx.ModelProto") -> int:
+    """The version of the default (`ai.onnx`) operator set the model imports (0 if none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def metadata(model: "onnx.ModelProto") -> dict[str, str]:

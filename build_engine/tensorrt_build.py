@@ -42,8 +42,9 @@ from pathlib import Path
 import facemask_sdk
 from facemask_tools.build_engine.precision import PRECISION_KEY, PRECISIONS
 from facemask_sdk.files import file_sha256, write_atomically
-from facemask_sdk.engine_meta import SIDECAR_FORMAT, sidecar_path, write_sidecar
-from facemask_sdk.backends.tensorrt import check_tensorrt_version
+from facemask_sdk.engine_meta import SIDECAR_FORMAT, build_command, sidecar_path, write_sidecar
+from facemask_sdk.backends.tensorrt import TensorRTNotInstalled
+from facemask_sdk.backends.tensorrt import import_tensorrt as runtime_import_tensorrt
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.spec import METADATA_KEY, ModelSpec
 
@@ -200,13 +201,11 @@ def tensorrt_version() -> str | None:
 
 def device_command(onnx_path: Path, options: BuildOptions, engine_path: Path | None = None) -> str:
     """The `facemask-sdk build-engine` command that builds this engine from a precision ONNX."""
-    parts = ["facemask-sdk", "build-engine", "--onnx", _shown(onnx_path), f"--{options.precision}"]
-    parts += ["--batch", str(options.batch.min)] if options.batch.is_static else ["--dynamic-batch", str(options.batch)]
-    if options.workspace_gb is not None:
-        parts += ["--workspace-gb", f"{options.workspace_gb:g}"]
-    if engine_path is not None:
-        parts += ["--out", _shown(engine_path)]
-    return " ".join(parts)
+    batch = options.batch
+    return build_command(
+        _shown(onnx_path), options.precision, (batch.min, batch.opt, batch.max), options.workspace_gb,
+        None if engine_path is None else _shown(engine_path),
+    )
 
 
 def _shown(path: Path) -> str:
@@ -356,11 +355,9 @@ def _call(obj, method: str):
 def import_tensorrt(command: str = ""):
     """`import tensorrt`, or `TensorRTUnavailable` saying where and how to build instead."""
     try:
-        import tensorrt
-    except ImportError:
+        return runtime_import_tensorrt()
+    except TensorRTNotInstalled:
         raise TensorRTUnavailable("TensorRT is not installed here", command) from None
-    check_tensorrt_version(tensorrt.__version__)
-    return tensorrt
 
 
 def create_network(trt, builder):

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -20,6 +20,15 @@ from facemask_sdk.errors import FacemaskError
 from facemask_sdk.spec import CLASSES
 
 COMPLIANT_CLASS = "with_mask"
+
+
+def compliance_rate(per_class: Mapping[str, int]) -> float | None:
+    """The share of faces whose class is `with_mask` (masks worn incorrectly are non-compliant), from
+    counts per class: one frame's or a whole run's. `None` without faces or without that class."""
+    faces = sum(per_class.values())
+    if not faces or COMPLIANT_CLASS not in per_class:
+        return None
+    return per_class[COMPLIANT_CLASS] / faces
 """The class that counts as wearing a mask correctly in `Detections.summary()`."""
 
 
@@ -131,11 +140,7 @@ class Detections:
         """
         counts = np.bincount(self.class_ids, minlength=len(self.class_names))
         per_class = {name: int(counts[i]) for i, name in enumerate(self.class_names)}
-        faces = len(self)
-        rate = None
-        if faces and COMPLIANT_CLASS in per_class:
-            rate = per_class[COMPLIANT_CLASS] / faces
-        return {"faces": faces, "per_class": per_class, "compliance_rate": rate}
+        return {"faces": len(self), "per_class": per_class, "compliance_rate": compliance_rate(per_class)}
 
 
 def _as_array(name: str, value: object, dtype: type) -> np.ndarray:

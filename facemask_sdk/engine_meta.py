@@ -22,12 +22,12 @@ from typing import Any, Mapping
 
 from facemask_sdk.errors import ModelFileError
 from facemask_sdk.files import write_atomically
+from facemask_sdk.models import PRECISIONS
 from facemask_sdk.spec import ModelSpec
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 1
 """Version of the sidecar's layout; a sidecar of another version is refused with the rebuild command."""
-PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED_KEYS: dict[str, type] = {
     "spec": dict,
     "precision": str,
@@ -90,17 +90,39 @@ def write_sidecar(engine_path: str | os.PathLike, sidecar: Mapping[str, Any]) ->
     return write_atomically(sidecar_path(engine_path), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def rebuild_command(sidecar: Mapping[str, Any], engine_path: str | os.PathLike | None = None) -> str:
-    """The command that rebuilds this engine for the machine it runs on."""
+def build_command(
+    onnx: str | None, precision: str | None, batch: tuple[int, int, int] | None = None,
+    workspace_gb: float | None = None, out: str | None = None,
+) -> str:
+    """`facemask-sdk build-engine ...` for these options: the one place the command is spelled, used by
+    the runtime's rebuild advice and the builder's "run this on the device" line."""
     parts = ["facemask-sdk", "build-engine"]
-    onnx = sidecar.get("onnx_path") or (sidecar.get("build_options") or {}).get("onnx")
-    if isinstance(onnx, str) and onnx:
+    if onnx:
         parts += ["--onnx", onnx]
-    if sidecar.get("precision") in PRECISIONS:
-        parts.append(f"--{sidecar['precision']}")
-    if engine_path is not None:
-        parts += ["--out", os.fspath(engine_path)]
+    if precision in PRECISIONS:
+        parts.append(f"--{precision}")
+    if batch is not None:
+        low, opt, high = batch
+        parts += ["--batch", str(low)] if low == high else ["--dynamic-batch", f"{low},{opt},{high}"]
+    if workspace_gb is not None:
+        parts += ["--workspace-gb", f"{workspace_gb:g}"]
+    if out:
+        parts += ["--out", out]
     return " ".join(parts)
+
+
+def rebuild_command(sidecar: Mapping[str, Any], engine_path: str | os.PathLike | None = None) -> str:
+    """The command that rebuilds this engine for the machine it runs on (same ONNX, precision, batch)."""
+    options = sidecar.get("build_options") or {}
+    onnx = sidecar.get("onnx_path") or options.get("onnx")
+    recorded = options.get("batch")
+    batch = None
+    if isinstance(recorded, Mapping) and all(isinstance(recorded.get(k), int) for k in ("min", "opt", "max")):
+        batch = (recorded["min"], recorded["opt"], recorded["max"])
+    return build_command(
+        onnx if isinstance(onnx, str) else None, sidecar.get("precision"), batch,
+        out=None if engine_path is None else os.fspath(engine_path),
+    )
 
 
 def check_compatible(

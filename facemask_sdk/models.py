@@ -14,6 +14,9 @@ MODEL_ENV_VAR = "FACEMASK_SDK_MODEL"
 """Environment variable naming the default model file (it wins over the shipped model)."""
 
 SHIPPED_NAME = "facemask.onnx"
+
+PRECISIONS = ("fp32", "fp16", "int8")
+"""The precision variants of a model; each lives beside the FP32 export under one naming rule."""
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -49,3 +52,15 @@ def default_model_path() -> Path:
             f"`facemask-sdk export --checkpoint runs/train/expN/best.pt --out {shipped}`"
         )
     return shipped
+
+
+def variant_path(model: str | os.PathLike, precision: str, suffix: str | None = None) -> Path:
+    """Where a precision variant of `model` lives: `facemask.onnx` -> `facemask.fp16.onnx`; with
+    `suffix=".engine"` its TensorRT engine: `facemask.engine` (FP32), `facemask.fp16.engine`, ..."""
+    if precision not in PRECISIONS:
+        from facemask_sdk.errors import FacemaskError
+
+        raise FacemaskError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    model = Path(model)
+    suffix = model.suffix if suffix is None else suffix
+    return model.with_name(model.stem + ("" if precision == "fp32" else f".{precision}") + suffix)

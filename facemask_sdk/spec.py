@@ -20,6 +20,11 @@ SPEC_FORMAT_VERSION = 1
 METADATA_KEY = "facemask_sdk.spec"
 """Key of the JSON-encoded spec in ONNX `metadata_props` and in engine sidecars."""
 
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("logits", "boxes")
+"""The exported network's tensors: `images` [N, 3, H, W] in; class logits [N, A, C] and box codes
+[N, A, 4] out. The export writes these names and every runner reads them by name."""
+
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 INCEPTION_MEAN_255 = (127.5, 127.5, 127.5)

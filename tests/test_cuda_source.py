@@ -31,6 +31,7 @@ from facemask_sdk.anchors import generate_anchors
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.cuda.pipeline import (
     KERNEL_ARGS,
+    KERNEL_DEFINES,
     KERNEL_SOURCE,
     NVCC_OPTIONS,
     DecodeSettings,
@@ -208,7 +209,7 @@ def emulator(tmp_path_factory) -> "Emulator":
     library = build / "libfmemu.so"
     result = subprocess.run(
         [CXX, "-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
-         f"-I{KERNEL_SOURCE.parent}", "-o", str(library), str(source)],
+         *KERNEL_DEFINES, f"-I{KERNEL_SOURCE.parent}", "-o", str(library), str(source)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -666,6 +667,22 @@ def fake_cuda(emulator: Emulator, monkeypatch, tmp_path: Path) -> FakeDriver:
 
 
 SPEC_256 = ModelSpec("tf_efficientdet_d0", (256, 256))
+
+
+def test_kernels_take_their_sizes_from_the_pipeline_only(tmp_path: Path) -> None:
+    """kernels.cu defines none of the shared sizes itself: without the pipeline's -D definitions it does
+    not compile, so a size can only change in `KERNEL_CONSTANTS` (buffers and kernels together)."""
+    from facemask_sdk.cuda.pipeline import KERNEL_CONSTANTS
+
+    source = KERNEL_SOURCE.read_text()
+    for name in KERNEL_CONSTANTS:
+        assert not re.search(rf"#define\s+{name}\b", source), name
+    if CXX is None:
+        pytest.skip("g++ is not installed (needed to preprocess kernels.cu)")
+    probe = tmp_path / "probe.cpp"
+    probe.write_text('#define __global__\n#include "kernels.cu"\n')
+    result = subprocess.run([CXX, "-E", f"-I{KERNEL_SOURCE.parent}", str(probe)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "KERNEL_DEFINES" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@ pytest.importorskip("onnxruntime.quantization")
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 from facemask_tools.build_engine import calibration  # noqa: E402
-from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16, write_fp16  # noqa: E402
-from facemask_tools.build_engine.int8 import to_int8, write_int8  # noqa: E402
+from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16  # noqa: E402
+from facemask_tools.build_engine.int8 import to_int8  # noqa: E402
 from facemask_tools.build_engine.pipeline import calibration_images, output_paths  # noqa: E402
 from facemask_tools.build_engine.precision import PRECISION_KEY, variant_path  # noqa: E402
 from facemask_tools.build_engine.tensorrt_build import tensorrt_version  # noqa: E402
@@ -67,13 +67,13 @@ def fp32_outputs(tiny_onnx: Path, inputs) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def fp16_onnx(tiny_onnx: Path, tmp_path_factory) -> Path:
-    return to_fp16(tiny_onnx, tmp_path_factory.mktemp("fp16") / "tiny.fp16.onnx")
+    return to_fp16(tiny_onnx, tmp_path_factory.mktemp("fp16") / "tiny.fp16.onnx").path
 
 
 @pytest.fixture(scope="module")
 def int8_onnx(tiny_onnx: Path, sample_images: list[Path], tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("int8")
-    return to_int8(tiny_onnx, folder / "tiny.int8.onnx", sample_images, method="minmax", cache_dir=folder / "cache")
+    return to_int8(tiny_onnx, folder / "tiny.int8.onnx", sample_images, method="minmax", cache_dir=folder / "cache").path
 
 
 # -- FP16 graph -------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_fp16_preserves_metadata(tiny_onnx: Path, fp16_onnx: Path):
 def test_fp16_keep_fp32_by_name_and_type(tiny_onnx: Path, tmp_path: Path):
     model = onnx.load(str(tiny_onnx))
     first_conv = next(n.name for n in model.graph.node if n.op_type == "Conv")
-    out = to_fp16(tiny_onnx, tmp_path / "kept.onnx", keep_fp32=[first_conv, "Resize"])
+    out = to_fp16(tiny_onnx, tmp_path / "kept.onnx", keep_fp32=[first_conv, "Resize"]).path
     converted = onnx.load(str(out))
     types = float_types(converted)
     kept = [n for n in converted.graph.node if n.name == first_conv or n.op_type == "Resize"]
@@ -182,7 +182,7 @@ def test_int8_high_precision_is_fp16_by_default(int8_onnx: Path, tiny_onnx: Path
     types = float_types(model)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     assert all(types[name] == TensorProto.FLOAT16 for n in convs for name in (*n.input, *n.output) if name)
-    fp32 = onnx.load(str(to_int8(tiny_onnx, tmp_path / "fp32.onnx", sample_images, "minmax", tmp_path, high_precision="fp32")))
+    fp32 = onnx.load(str(to_int8(tiny_onnx, tmp_path / "fp32.onnx", sample_images, "minmax", tmp_path, high_precision="fp32").path))
     types = float_types(fp32)
     assert all(types[name] == TensorProto.FLOAT for n in fp32.graph.node if n.op_type == "Conv" for name in n.input if name)
     assert not any(i.data_type == TensorProto.FLOAT16 for i in fp32.graph.initializer)
@@ -204,7 +204,7 @@ def test_int8_outputs_close_to_fp32(int8_onnx: Path, tiny_onnx: Path, sample_ima
     # with `disabled_optimizers=["WeightBiasQuantization"]`). TensorRT keeps such biases in float.
     emulated = tmp_path / "emulated.onnx"
     onnx.save(emulate_fp16(onnx.load(str(int8_onnx))), str(emulated))
-    int8_fp32 = to_int8(tiny_onnx, tmp_path / "fp32.onnx", sample_images, "minmax", tmp_path, high_precision="fp32")
+    int8_fp32 = to_int8(tiny_onnx, tmp_path / "fp32.onnx", sample_images, "minmax", tmp_path, high_precision="fp32").path
     for path in (emulated, int8_fp32):
         for actual, expected in zip(run(path, inputs), fp32_outputs):
             a, e = actual.ravel(), expected.ravel()
@@ -215,18 +215,18 @@ def test_int8_outputs_close_to_fp32(int8_onnx: Path, tiny_onnx: Path, sample_ima
 def test_int8_exclude_keeps_a_conv_in_float(tiny_onnx: Path, sample_images, tmp_path: Path):
     model = onnx.load(str(tiny_onnx))
     first_conv = next(n.name for n in model.graph.node if n.op_type == "Conv")
-    report = write_int8(tiny_onnx, tmp_path / "x.onnx", sample_images[:1], "minmax", tmp_path, exclude=[first_conv])
+    report = to_int8(tiny_onnx, tmp_path / "x.onnx", sample_images[:1], "minmax", tmp_path, exclude=[first_conv])
     assert report.excluded == [first_conv] and report.quantized_conv == report.total_conv - 1
     with pytest.raises(FacemaskError, match="matches no node"):
-        write_int8(tiny_onnx, tmp_path / "y.onnx", sample_images[:1], "minmax", tmp_path, exclude=["nope"])
+        to_int8(tiny_onnx, tmp_path / "y.onnx", sample_images[:1], "minmax", tmp_path, exclude=["nope"])
 
 
 # -- calibration: deterministic, cached ---------------------------------------------------------------
 
 
 def test_calibration_is_deterministic_and_cached(tiny_onnx: Path, sample_images, tmp_path: Path, monkeypatch):
-    first = write_int8(tiny_onnx, tmp_path / "a.onnx", sample_images, "percentile", tmp_path / "cache-a")
-    second = write_int8(tiny_onnx, tmp_path / "b.onnx", sample_images, "percentile", tmp_path / "cache-b")
+    first = to_int8(tiny_onnx, tmp_path / "a.onnx", sample_images, "percentile", tmp_path / "cache-a")
+    second = to_int8(tiny_onnx, tmp_path / "b.onnx", sample_images, "percentile", tmp_path / "cache-b")
     assert not first.cache_hit and not second.cache_hit
     ranges_a = json.loads(first.cache_path.read_text())["ranges"]
     ranges_b = json.loads(second.cache_path.read_text())["ranges"]
@@ -237,11 +237,11 @@ def test_calibration_is_deterministic_and_cached(tiny_onnx: Path, sample_images,
         raise AssertionError("the calibration cache should have been used")
 
     monkeypatch.setattr("facemask_tools.build_engine.int8.calibrate", no_calibration)
-    third = write_int8(tiny_onnx, tmp_path / "c.onnx", sample_images, "percentile", tmp_path / "cache-a")
+    third = to_int8(tiny_onnx, tmp_path / "c.onnx", sample_images, "percentile", tmp_path / "cache-a")
     assert third.cache_hit and third.cache_path == first.cache_path
     assert sha256(third.path) == sha256(first.path)
     with pytest.raises(AssertionError, match="cache should have been used"):  # other images: new key
-        write_int8(tiny_onnx, tmp_path / "d.onnx", sample_images[:2], "percentile", tmp_path / "cache-a")
+        to_int8(tiny_onnx, tmp_path / "d.onnx", sample_images[:2], "percentile", tmp_path / "cache-a")
 
 
 @pytest.mark.parametrize(
@@ -384,8 +384,31 @@ def test_cli_static_model_refuses_dynamic_batch(run_cli, model_copy: Path):
     assert not model_copy.with_name("model.fp16.onnx").exists()  # checked before any conversion
 
 
-def test_write_fp16_refuses_to_overwrite(fp16_onnx: Path, tiny_onnx: Path):
+def test_to_fp16_refuses_to_overwrite(fp16_onnx: Path, tiny_onnx: Path):
     with pytest.raises(FacemaskError, match="already exists"):
-        write_fp16(tiny_onnx, fp16_onnx)
+        to_fp16(tiny_onnx, fp16_onnx)
     with pytest.raises(FacemaskError, match="is the input model"):
-        write_fp16(tiny_onnx, tiny_onnx, overwrite=True)
+        to_fp16(tiny_onnx, tiny_onnx, overwrite=True)
+
+
+def test_up_to_date_is_read_from_the_recorded_key_not_a_new_conversion(model_copy: Path, monkeypatch):
+    """A second `build` with the same model and options converts nothing; a changed source model makes
+    the existing variant stale, and it is refused rather than overwritten."""
+    from facemask_tools.build_engine import fp16, pipeline
+    from facemask_tools.build_engine.precision import CONVERSION_KEY, metadata
+
+    first = pipeline.build(onnx=model_copy, precision="fp16", onnx_only=True, echo=lambda line: None)
+    recorded = metadata(onnx.load(str(first.precision_onnx)))[CONVERSION_KEY]
+    assert recorded == fp16.fp16_conversion_key(model_copy)
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("an up-to-date variant must not be converted again")
+
+    monkeypatch.setattr(fp16, "to_fp16", no_conversion)
+    again = pipeline.build(onnx=model_copy, precision="fp16", onnx_only=True, echo=lambda line: None)
+    assert any("is up to date" in line for line in again.lines)
+    model = onnx.load(str(model_copy))
+    model.producer_version = "re-exported"
+    onnx.save(model, str(model_copy))
+    with pytest.raises(FacemaskError, match="already exists and differs"):
+        pipeline.build(onnx=model_copy, precision="fp16", onnx_only=True, echo=lambda line: None)

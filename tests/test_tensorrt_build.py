@@ -163,7 +163,7 @@ def with_precision(onnx_path: Path, out: Path, precision: str, dynamic: bool = F
 def test_build_real_fp16_engine(tiny_onnx: Path, tmp_path: Path):
     from facemask_tools.build_engine.fp16 import to_fp16
 
-    fp16 = to_fp16(tiny_onnx, tmp_path / "tiny.fp16.onnx")
+    fp16 = to_fp16(tiny_onnx, tmp_path / "tiny.fp16.onnx").path
     report = tb.build_engine(fp16, tmp_path / "tiny.fp16.engine", tb.BuildOptions("fp16"))
     assert report.path.stat().st_size > 1000
     sidecar = read_sidecar(report.path)

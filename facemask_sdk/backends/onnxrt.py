@@ -16,9 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from facemask_sdk.errors import FacemaskError, ModelFileError
-from facemask_sdk.spec import METADATA_KEY, ModelSpec
+from facemask_sdk.spec import METADATA_KEY, OUTPUT_NAMES, ModelSpec
 
-OUTPUT_NAMES = ("logits", "boxes")
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 

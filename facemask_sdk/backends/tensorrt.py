@@ -58,12 +58,17 @@ def check_tensorrt_version(version: str) -> None:
         )
 
 
+class TensorRTNotInstalled(FacemaskError):
+    """The `tensorrt` package is missing here (the builder turns this into "build on the device")."""
+
+
 def import_tensorrt():
-    """The `tensorrt` module (10 or 11), or a `FacemaskError` saying what to install or use instead."""
+    """The `tensorrt` module (10 or 11), or a `FacemaskError` saying what to install or use instead;
+    the one import of TensorRT, used by the runtime and the engine builder alike."""
     try:
         import tensorrt as trt
     except ImportError:
-        raise FacemaskError(
+        raise TensorRTNotInstalled(
             "TensorRT is not installed: .engine files need the 'tensorrt' Python package on an NVIDIA GPU "
             "(JetPack ships it; on x86 `pip install tensorrt`); use the .onnx model on this machine instead"
         ) from None

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from facemask_sdk.detections import compliance_rate
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.sources import DEFAULT_TIMEOUT_S, ImageSource, Source, VideoSource, resolve_sources
 
@@ -255,7 +256,7 @@ class _Run:
 
     def summary(self, arguments: list[str], detector) -> dict:
         faces = sum(self.per_class.values())
-        rate = self.per_class["with_mask"] / faces if faces and "with_mask" in self.per_class else None
+        rate = compliance_rate(self.per_class)
         frames = max(self.frames, 1)
         detector_ms = self.stage_ms["total_ms"]
         return {

@@ -20,11 +20,13 @@
 // -> fm_topk_select -> fm_rank_decode_* -> fm_nms_mask -> fm_nms_reduce. Buffer sizes are fixed per
 // model (pipeline.decode_buffer_specs), so nothing is allocated per frame.
 
-#define FM_SELECT_THREADS 512  // fm_topk_select runs as one block of this many threads
-#define FM_COARSE_BITS 11      // top bits of a key counted by fm_decode_candidates_* (first radix digit)
+// The sizes shared with the buffer plans come from facemask_sdk/cuda/pipeline.py (KERNEL_CONSTANTS), passed
+// as -D definitions by the pipeline's compile (and the CPU emulator's): one source, no drift.
+#if !defined(FM_SELECT_THREADS) || !defined(FM_COARSE_BITS) || !defined(FM_NMS_BLOCK) || !defined(FM_MAX_TOPK) \
+    || !defined(FM_RANK_THREADS)
+#error "compile with the -D definitions of facemask_sdk.cuda.pipeline.KERNEL_DEFINES"
+#endif
 #define FM_COARSE_BINS (1 << FM_COARSE_BITS)
-#define FM_NMS_BLOCK 64        // boxes per NMS mask word
-#define FM_MAX_TOPK 16384      // largest top_k the NMS reduction supports (256 mask words)
 #define FM_MAX_WORDS (FM_MAX_TOPK / FM_NMS_BLOCK)
 
 // ---------------------------------------------------------------------------------------------------
@@ -376,7 +378,6 @@ extern "C" __global__ void fm_topk_select(
 // to original-image pixels (divide by the letterbox scale, clip to the image) and writes slot `rank`
 // of the sorted arrays.
 
-#define FM_RANK_THREADS 256
 
 template <typename InT>
 __device__ __forceinline__ void fm_rank_decode(

@@ -45,14 +45,25 @@ from facemask_sdk.preprocess import Letterbox
 from facemask_sdk.spec import ModelSpec
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
-NVCC_OPTIONS = ("--fmad=false",)
-"""No a*b+c contraction: the kernels round like the NumPy reference."""
+KERNEL_CONSTANTS: dict[str, int] = {
+    "FM_SELECT_THREADS": 512,  # fm_topk_select runs as one block of this many threads
+    "FM_COARSE_BITS": 11,  # top bits of a key counted by fm_decode_candidates_* (first radix digit)
+    "FM_NMS_BLOCK": 64,  # boxes per NMS mask word
+    "FM_MAX_TOPK": 16384,  # largest top_k the NMS reduction supports (256 mask words)
+    "FM_RANK_THREADS": 256,  # threads per block of fm_rank_decode_*
+}
+"""The one source of the sizes that the kernels and the buffer plans share: passed to nvcc (and to the
+CPU emulator's compiler) as -D definitions; `kernels.cu` refuses to compile without them."""
 
-MAX_TOP_K = 16384  # FM_MAX_TOPK in kernels.cu
-COARSE_BINS = 2048  # FM_COARSE_BINS
-NMS_BLOCK = 64  # FM_NMS_BLOCK
-SELECT_THREADS = 512  # FM_SELECT_THREADS
-RANK_THREADS = 256  # FM_RANK_THREADS
+KERNEL_DEFINES = tuple(f"-D{name}={value}" for name, value in KERNEL_CONSTANTS.items())
+NVCC_OPTIONS = ("--fmad=false", *KERNEL_DEFINES)
+"""No a*b+c contraction (the kernels round like the NumPy reference), and the shared constants."""
+
+MAX_TOP_K = KERNEL_CONSTANTS["FM_MAX_TOPK"]
+COARSE_BINS = 1 << KERNEL_CONSTANTS["FM_COARSE_BITS"]
+NMS_BLOCK = KERNEL_CONSTANTS["FM_NMS_BLOCK"]
+SELECT_THREADS = KERNEL_CONSTANTS["FM_SELECT_THREADS"]
+RANK_THREADS = KERNEL_CONSTANTS["FM_RANK_THREADS"]
 DECODE_THREADS = 256
 REDUCE_THREADS = 256
 LETTERBOX_BLOCK = (32, 8, 1)
