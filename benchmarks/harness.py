@@ -44,22 +44,22 @@ from facemask_tools.benchmarks.worker import load_predictions
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.files import file_sha256
 from facemask_sdk.image_io import read_image
-from facemask_sdk.metrics import ImageBoxes, evaluate_detections
+from facemask_sdk.detections import Detections
+from facemask_sdk.metrics import evaluate_detections
 from facemask_sdk.spec import CLASSES
 from facemask_sdk.voc import VocDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
 
-GOALS_FILE = Path(__file__).with_name("goals.toml")
+GOALS_FILE = Path(__file__).with_name("goals.json")
 
 
 def load_goals(path: Path = GOALS_FILE) -> dict[str, float]:
-    """The goal thresholds by name (`goals.toml`: each entry's `minimum` or `maximum`)."""
-    import tomllib
-
-    table = tomllib.loads(Path(path).read_text())
-    return {name: float(entry.get("minimum", entry.get("maximum"))) for name, entry in table.items()}
+    """The goal thresholds by name (`goals.json`: each entry's `minimum` or `maximum`)."""
+    table = json.loads(Path(path).read_text())
+    return {name: float(entry.get("minimum", entry.get("maximum"))) for name, entry in table.items()
+            if not name.startswith("_")}
 
 
 GOALS = load_goals()
@@ -102,7 +102,7 @@ def run_benchmark(config: BenchConfig, progress: bool = True, log: Callable[[str
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None  # before we add load ourselves
     dataset = VocDataset(config.data, config.split)
     records = dataset.records[: config.images] if config.images else dataset.records
-    ground_truth = [ImageBoxes(r.boxes, r.class_ids) for r in records]
+    ground_truth = [r.ground_truth(CLASSES) for r in records]
     decode_ms = _decode_times([r.image_path for r in records])
 
     candidates = discover_runners(config.model.resolve(), config.checkpoint.resolve() if config.checkpoint else None,
@@ -155,7 +155,7 @@ def run_benchmark(config: BenchConfig, progress: bool = True, log: Callable[[str
         "machine": machine,
         "busy_warning": _busy_warning(machine),
         "libraries": library_versions(),
-        "git_commit": git_commit(ROOT),
+        "git_commit": git_commit(ROOT) if (ROOT / ".git").exists() else None,
         "baseline": BASELINE,
         "runners": rows,
         "goals": evaluate_goals(rows),
@@ -202,10 +202,9 @@ def _run_worker(runner: Runner, image_paths: list[Path], config: BenchConfig, tm
         "predictions": str(predictions_path),
     }
     job_path.write_text(json.dumps(job))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     bar = tqdm(desc=runner.name, unit="call", disable=not progress, leave=True, dynamic_ncols=True)
     with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "facemask_tools.benchmarks.worker", str(job_path)], cwd=ROOT, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "facemask_tools.benchmarks.worker", str(job_path)],
                                    stdout=subprocess.PIPE, stderr=stderr, text=True)
         try:
             for line in process.stdout:
@@ -231,11 +230,11 @@ def _run_worker(runner: Runner, image_paths: list[Path], config: BenchConfig, tm
     return result, predictions
 
 
-def _accuracy(ground_truth: list[ImageBoxes], predictions: list, info: dict) -> dict:
+def _accuracy(ground_truth: list[Detections], predictions: list, info: dict) -> dict:
     classes = tuple(info.get("classes") or CLASSES)
     if classes != CLASSES:
         raise FacemaskError(f"the model's classes {classes} differ from the dataset's {CLASSES}")
-    boxes = [ImageBoxes(xyxy, class_ids, scores) for xyxy, scores, class_ids in predictions]
+    boxes = [Detections(xyxy, scores, class_ids, CLASSES) for xyxy, scores, class_ids in predictions]
     return evaluate_detections(ground_truth, boxes, CLASSES, max_detections=EVAL_MAX_DETECTIONS)
 
 
@@ -299,7 +298,7 @@ def _summarise(rows: list[dict]) -> None:
 
 
 def evaluate_goals(rows: list[dict], goals_table: dict[str, float] | None = None) -> list[dict]:
-    """The goals of `goals.toml` on this run: met / missed (by how much) / not evaluated (why)."""
+    """The goals of `goals.json` on this run: met / missed (by how much) / not evaluated (why)."""
     limits = GOALS if goals_table is None else goals_table
     GOAL_SPEEDUP, GOAL_EQUAL_MAP_PT = limits["fp32_speedup_over_baseline"], limits["fp32_map_difference_pt"]
     GOAL_INT8_MAP_PT, GOAL_PRE_POST_SHARE = limits["int8_map_drop_pt"], limits["pre_post_share_of_latency"]

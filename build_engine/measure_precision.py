@@ -52,7 +52,7 @@ from facemask_tools.build_engine.precision import load_model, metadata, model_sp
 from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
 from facemask_sdk.detector import Detector
 from facemask_sdk.image_io import read_image
-from facemask_sdk.metrics import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, ImageBoxes, evaluate_detections
+from facemask_sdk.metrics import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, evaluate_detections
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.voc import VocDataset
 
@@ -96,9 +96,9 @@ def evaluate_onnx(model: Path, records, threads: int | None = None) -> dict:
     with Detector(model, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS, threads=threads) as detector:
         for record in records:
             detections = detector(record.load())
-            predictions.append(ImageBoxes(detections.xyxy, detections.class_ids, detections.scores))
+            predictions.append(detections)
         classes = detector.spec.classes
-    ground_truth = [ImageBoxes(r.boxes, r.class_ids) for r in records]
+    ground_truth = [r.ground_truth() for r in records]
     result = evaluate_detections(ground_truth, predictions, classes)
     result["seconds"] = time.perf_counter() - started
     return result

@@ -105,9 +105,9 @@ def build(
         expected = _conversion_key(source, precision, calib_data, calib_images, calib_method, int8_float)
         if recorded_conversion_key(precision_onnx) != expected:
             raise FacemaskError(
-                f"{precision_onnx} already exists and differs from what these options produce (another source "
-                f"model or options, or edited); pass --force to replace it, or --onnx {precision_onnx} to build "
-                f"the engine from it"
+                f"{precision_onnx} already exists and differs from what these options produce (made from another "
+                f"source model, with other options or onnx/onnxruntime versions, by an older facemask-sdk, or "
+                f"edited); pass --force to replace it, or --onnx {precision_onnx} to build the engine from it"
             )
         say(f"{precision_onnx} is up to date (made from {source.name} with these options); left as it is")
     elif converting:
@@ -155,6 +155,9 @@ def calibration_images(source: Path | None = None, count: int = DEFAULT_CALIB_IM
         raise FacemaskError(f"--calib-images must be a positive integer, got {count!r}")
     if source is None:
         source = DEFAULT_CALIB_DATA if (DEFAULT_CALIB_DATA / "images").is_dir() else SAMPLES_DIR
+        if not source.is_dir():  # installed from a wheel: no checkout beside it to take defaults from
+            raise DataError("INT8 calibration needs images: pass --calib-data DIR (a VOC dataset or a folder "
+                            "of images from the training split)")
     source = Path(source)
     if not source.is_dir():
         raise DataError(f"calibration data {source} is not a folder (a VOC dataset or a folder of images)")

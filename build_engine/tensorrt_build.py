@@ -412,8 +412,11 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, over
     cache_file = Path(options.timing_cache) if options.timing_cache else timing_cache_path(engine_path, str(trt.__version__), gpu)
     notes: list[str] = []
     previous = cache_file.read_bytes() if cache_file.is_file() else b""
-    timing_cache = config.create_timing_cache(previous)
-    if not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+    try:
+        timing_cache = config.create_timing_cache(previous)
+    except Exception:  # noqa: BLE001 - a truncated or corrupt cache file: TensorRT raises or returns None
+        timing_cache = None
+    if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
         if not previous:
             raise EngineBuildError(f"TensorRT {trt.__version__} refused an empty timing cache")
         notes.append(f"{cache_file} was made by another TensorRT or GPU; building without it (it will be replaced)")

@@ -3,6 +3,9 @@
 # on this very device (engines are not portable across GPUs or TensorRT versions), then run
 # `facemask-sdk detect ARGS` with it. Keep ENGINE_DIR on a volume so the build happens once.
 set -eu
+case "${1:-}" in
+    ""|-h|--help) exec facemask-sdk detect --help ;;  # no GPU work just to print the usage
+esac
 ENGINE_DIR="${ENGINE_DIR:-/engines}"
 ENGINE="$ENGINE_DIR/facemask.fp16.engine"
 if [ ! -f "$ENGINE" ]; then

@@ -20,6 +20,7 @@ from facemask_sdk.errors import FacemaskError
 from facemask_sdk.spec import CLASSES
 
 COMPLIANT_CLASS = "with_mask"
+"""The class that counts as wearing a mask correctly in `Detections.summary()`."""
 
 
 def compliance_rate(per_class: Mapping[str, int]) -> float | None:
@@ -29,7 +30,6 @@ def compliance_rate(per_class: Mapping[str, int]) -> float | None:
     if not faces or COMPLIANT_CLASS not in per_class:
         return None
     return per_class[COMPLIANT_CLASS] / faces
-"""The class that counts as wearing a mask correctly in `Detections.summary()`."""
 
 
 class Detection(NamedTuple):

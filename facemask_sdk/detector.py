@@ -138,6 +138,15 @@ class Detector:
         if self._runner is None:
             raise FacemaskError(f"this Detector ({self.model_path}) is closed; create a new one")
 
+    def stream(self, sources, max_frames: int | None = None, timeout_s: float | None = None):
+        """`(frame, detections)` for every frame of `sources` (a path, folder, glob, video, camera index,
+        RTSP/HTTP URL, or a list of them), with running totals in `.totals` (`facemask_sdk.stream`)."""
+        from facemask_sdk.sources import DEFAULT_TIMEOUT_S
+        from facemask_sdk.stream import DetectionStream
+
+        self._check_open()
+        return DetectionStream(self, sources, max_frames, DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
+
     def frame_buffer(self, height: int, width: int) -> np.ndarray:
         """A BGR uint8 `height x width x 3` array to capture frames into (`cap.read(frame)`).
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facemask_sdk.errors import FacemaskError
+
+if TYPE_CHECKING:
+    from facemask_sdk.detections import Detections
 
 
 EVAL_SCORE_THRESHOLD = 0.001
@@ -31,22 +34,14 @@ def evaluation_config():
     )
 
 
-@dataclass(frozen=True)
-class ImageBoxes:
-    """Boxes of one image: ground truth (scores None) or predictions."""
-
-    xyxy: np.ndarray
-    class_ids: np.ndarray
-    scores: np.ndarray | None = None
-
-
 def evaluate_detections(
-    ground_truth: list[ImageBoxes],
-    predictions: list[ImageBoxes],
+    ground_truth: "list[Detections]",
+    predictions: "list[Detections]",
     classes: tuple[str, ...],
     max_detections: int = 100,
 ) -> dict:
-    """COCO mAP of `predictions` against `ground_truth` (same image order, same length)."""
+    """COCO mAP of `predictions` against `ground_truth` (same image order, same length), both as the
+    product's `Detections` (ground truth from `ImageRecord.ground_truth()`; its scores are ignored)."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -64,7 +59,7 @@ def evaluate_detections(
                 {"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls) + 1,
                  "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0}
             )
-        scores = np.ones(len(pred.class_ids)) if pred.scores is None else np.asarray(pred.scores, np.float64)
+        scores = np.asarray(pred.scores, np.float64)
         for box, cls, score in zip(np.asarray(pred.xyxy, np.float64).reshape(-1, 4), np.asarray(pred.class_ids).reshape(-1), scores):
             results.append(
                 {"image_id": image_id, "category_id": int(cls) + 1,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facemask_sdk.detections import Detections
 from facemask_sdk.errors import DataError
 from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
 from facemask_sdk.spec import CLASSES
@@ -37,6 +38,10 @@ class ImageRecord:
     height: int
     boxes: np.ndarray
     class_ids: np.ndarray
+
+    def ground_truth(self, class_names: tuple[str, ...] = CLASSES) -> Detections:
+        """The annotated boxes as `Detections` (score 1 each): what the metrics compare predictions with."""
+        return Detections(self.boxes, np.ones(len(self.boxes), np.float32), self.class_ids, class_names)
 
     def load(self) -> np.ndarray:
         """The image as BGR uint8; `DataError` naming the file if it cannot be read."""

@@ -182,9 +182,9 @@ def test_goals_are_data_read_from_one_file(tmp_path):
 
     assert GOALS == {"fp32_speedup_over_baseline": 3.0, "fp32_map_difference_pt": 0.1, "int8_map_drop_pt": 1.0,
                      "pre_post_share_of_latency": 0.1}
-    stricter = tmp_path / "goals.toml"
-    stricter.write_text("\n".join(f"[{name}]\nminimum = {value * (10 if name.startswith('fp32_speedup') else 0.1)}"
-                                  for name, value in GOALS.items()))
+    stricter = tmp_path / "goals.json"
+    stricter.write_text(json.dumps({name: {"minimum": value * (10 if name.startswith("fp32_speedup") else 0.1)}
+                                    for name, value in GOALS.items()}))
     rows = _with_deltas([_row(BASELINE, 0.500, 100.0), _row("ort-cpu-fp32", 0.500, 30.0), _row("ort-cpu-int8", 0.495, 20.0)])
     assert [g["status"] for g in evaluate_goals(rows)] == ["met", "met", "met"]
     assert [g["status"] for g in evaluate_goals(rows, load_goals(stricter))] == ["missed", "missed", "missed"]

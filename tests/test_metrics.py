@@ -7,17 +7,18 @@ import pytest
 
 pytest.importorskip("pycocotools")
 
-from facemask_sdk.metrics import ImageBoxes, evaluate_detections  # noqa: E402
+from facemask_sdk.detections import Detections  # noqa: E402
+from facemask_sdk.metrics import evaluate_detections  # noqa: E402
 from facemask_sdk.spec import CLASSES  # noqa: E402
 
 GT = [
-    ImageBoxes(np.array([[10, 10, 50, 60], [100, 20, 140, 70]], np.float32), np.array([0, 1])),
-    ImageBoxes(np.array([[30, 30, 90, 100]], np.float32), np.array([2])),
+    Detections(np.array([[10, 10, 50, 60], [100, 20, 140, 70]], np.float32), np.ones(2), np.array([0, 1])),
+    Detections(np.array([[30, 30, 90, 100]], np.float32), np.ones(1), np.array([2])),
 ]
 
 
-def as_predictions(gt: list[ImageBoxes], shift: float = 0.0) -> list[ImageBoxes]:
-    return [ImageBoxes(g.xyxy + np.float32(shift), g.class_ids, np.full(len(g.class_ids), 0.9)) for g in gt]
+def as_predictions(gt: list[Detections], shift: float = 0.0) -> list[Detections]:
+    return [Detections(g.xyxy + np.float32(shift), np.full(len(g.class_ids), 0.9), g.class_ids) for g in gt]
 
 
 def test_ground_truth_as_predictions_scores_one():
@@ -39,15 +40,15 @@ def test_shifted_boxes_score_what_their_iou_allows():
 
 
 def test_wrong_class_and_missing_predictions():
-    wrong = [ImageBoxes(g.xyxy, (g.class_ids + 1) % 3, np.ones(len(g.class_ids))) for g in GT]
+    wrong = [Detections(g.xyxy, np.ones(len(g.class_ids)), (g.class_ids + 1) % 3) for g in GT]
     assert evaluate_detections(GT, wrong, CLASSES)["map"] == pytest.approx(0.0)
-    empty = [ImageBoxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)) for _ in GT]
+    empty = [Detections.empty() for _ in GT]
     assert evaluate_detections(GT, empty, CLASSES)["map"] == 0.0
 
 
 def test_lower_scored_false_positive_halves_precision_only_at_its_rank():
     preds = as_predictions(GT)
-    fp = ImageBoxes(np.vstack([preds[0].xyxy, [[200, 200, 240, 250]]]), np.array([0, 1, 0]), np.array([0.9, 0.9, 0.95]))
+    fp = Detections(np.vstack([preds[0].xyxy, [[200, 200, 240, 250]]]), np.array([0.9, 0.9, 0.95]), np.array([0, 1, 0]))
     result = evaluate_detections(GT, [fp, preds[1]], CLASSES)
     # with_mask: the false positive ranks first, then the true one: precision 0.5 at full recall
     assert result["ap_per_class"]["with_mask"] == pytest.approx(0.5, abs=0.01)

@@ -42,7 +42,7 @@ def test_readme_main_command_annotates_the_samples(tmp_path):
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets/face-mask-detection for the val split")
 def test_shipped_onnx_reproduces_the_checkpoint_val_map():
     from facemask_sdk import Detector
-    from facemask_sdk.metrics import ImageBoxes, evaluate_detections
+    from facemask_sdk.metrics import evaluate_detections
     from facemask_sdk.voc import VocDataset
 
     stated = json.loads((MODELS / "facemask.eval.json").read_text())
@@ -51,8 +51,8 @@ def test_shipped_onnx_reproduces_the_checkpoint_val_map():
     with Detector(MODELS / "facemask.onnx", score_threshold=0.001, max_detections=100) as detector:
         for record in val.records:
             d = detector(record.load())
-            predictions.append(ImageBoxes(d.xyxy, d.class_ids, d.scores))
-    ground_truth = [ImageBoxes(r.boxes, r.class_ids) for r in val.records]
+            predictions.append(d)
+    ground_truth = [r.ground_truth() for r in val.records]
     metrics = evaluate_detections(ground_truth, predictions, detector.spec.classes)
     assert metrics["map"] == pytest.approx(stated["map"], abs=0.002)
     assert metrics["map50"] == pytest.approx(stated["map50"], abs=0.002)

@@ -9,7 +9,8 @@ import torch
 from tqdm import tqdm
 
 from facemask_sdk.anchors import generate_anchors
-from facemask_sdk.metrics import ImageBoxes, evaluate_detections, evaluation_config
+from facemask_sdk.detections import Detections
+from facemask_sdk.metrics import evaluate_detections, evaluation_config
 from facemask_sdk.postprocess import postprocess
 from facemask_sdk.preprocess import Letterbox, preprocess
 from facemask_sdk.spec import ModelSpec
@@ -20,14 +21,14 @@ from facemask_tools.training.model import FlatHeads
 def predict_records(
     network: torch.nn.Module, spec: ModelSpec, records: list[ImageRecord], batch_size: int = 8,
     device: str = "cpu", progress: bool = True,
-) -> list[ImageBoxes]:
+) -> list[Detections]:
     """Predictions in original-image pixels for every record: the bare network, then the runtime's
     own NumPy post-processing (`facemask_sdk.postprocess`, one box per face), so a checkpoint's
     figures are those of what the product returns."""
     heads = FlatHeads(network).to(device).eval()
     anchors = generate_anchors(spec)
     config = evaluation_config()
-    out: list[ImageBoxes] = []
+    out: list[Detections] = []
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc="eval", unit="batch", disable=not progress, leave=False):
         chunk = records[start : start + batch_size]
@@ -39,35 +40,31 @@ def predict_records(
         logits, regressions = (t.float().cpu().numpy() for t in heads(torch.stack(tensors).to(device)))
         for image_logits, image_regressions, box in zip(logits, regressions, boxes_info):
             xyxy, scores, class_ids = postprocess(image_logits, image_regressions, anchors, box, config)
-            out.append(ImageBoxes(xyxy=xyxy, class_ids=class_ids, scores=scores))
+            out.append(Detections(xyxy, scores, class_ids, spec.classes))
     return out
 
 
 def evaluate_network(
     network: torch.nn.Module, spec: ModelSpec, records: list[ImageRecord], batch_size: int = 8,
     device: str = "cpu", progress: bool = True,
-) -> tuple[dict, list[ImageBoxes]]:
+) -> tuple[dict, list[Detections]]:
     predictions = predict_records(network, spec, records, batch_size, device, progress)
-    ground_truth = [ImageBoxes(r.boxes, r.class_ids) for r in records]
+    ground_truth = [r.ground_truth(spec.classes) for r in records]
     return evaluate_detections(ground_truth, predictions, spec.classes), predictions
 
 
 def save_prediction_grid(
-    records: list[ImageRecord], predictions: list[ImageBoxes], classes: tuple[str, ...], path: Path,
+    records: list[ImageRecord], predictions: list[Detections], classes: tuple[str, ...], path: Path,
     count: int = 12, score_threshold: float = 0.4, columns: int = 4, tile: int = 320,
 ) -> Path:
     """A PNG grid of annotated images: predictions in class colours, ground truth in thin white."""
     import cv2
 
     from facemask_sdk.annotation import annotate
-    from facemask_sdk.detections import Detections
 
     tiles = []
     for record, pred in list(zip(records, predictions))[:count]:
-        keep = pred.scores >= score_threshold
-        detections = Detections(pred.xyxy[keep], pred.scores[keep], pred.class_ids[keep], classes)
-        truth = Detections(record.boxes, np.ones(len(record.boxes), np.float32), record.class_ids, classes)
-        image = annotate(record.load(), detections, ground_truth=truth)
+        image = annotate(record.load(), pred[pred.scores >= score_threshold], ground_truth=record.ground_truth(classes))
         box = Letterbox.fit(image.shape[:2], (tile, tile))
         canvas = np.zeros((tile, tile, 3), np.uint8)
         h, w = box.resized_hw

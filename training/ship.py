@@ -25,7 +25,10 @@ def ship(source: Path, target: Path) -> Path:
     payload = read_checkpoint(source)
     if payload.get("ema"):  # a resume checkpoint: its state_dict is the raw network, the EMA is shipped
         history = payload.get("history") or []
-        payload = {**payload, "state_dict": payload["ema"]["weights"], "metrics": history[-1]["val"] if history else None}
+        # the last epoch's figures describe these weights only if no steps ran after that evaluation
+        scored = bool(history) and history[-1].get("step") == payload.get("step")
+        payload = {**payload, "state_dict": payload["ema"]["weights"], "metrics": history[-1]["val"] if scored else None}
+        payload.pop("best_map", None)  # the run's best, not necessarily these weights
     return save_checkpoint(target, {key: payload[key] for key in KEPT if key in payload})
 
 

@@ -200,9 +200,11 @@ def train(
         step, best_map, elapsed = int(state["step"]), float(state.get("best_map", -1.0)), float(state.get("train_seconds", 0.0))
         if state.get("evaluation") != evaluation_description():
             # val mAP of different post-processing is not comparable: best.pt is chosen anew from here
-            log(f"the evaluation changed since this run started ({state.get('evaluation') or 'not recorded'} -> "
-                f"{evaluation_description()}); best.pt will be replaced by the next epoch's weights")
+            earlier = state.get("evaluation") or "not recorded"
+            log(f"the evaluation changed since this run started ({earlier} -> {evaluation_description()}); "
+                f"best.pt will be replaced by the next epoch's weights")
             best_map = -1.0
+            history = [{**entry, "evaluation": entry.get("evaluation", earlier)} for entry in history]
     amp_dtype = resolve_amp(config.amp, device)
     log(f"model: {spec.architecture} @ {spec.image_size[0]} px (training crops {crop} px), "
         f"{count_parameters(network) / 1e6:.2f} M parameters, anchor scale {spec.anchors.anchor_scale:g}")
@@ -295,6 +297,7 @@ def train(
             "train_seconds": round(epoch_seconds, 1),
             "train_minutes_total": round(elapsed / 60, 2),
             "val": metrics,
+            "evaluation": evaluation_description(),
         }
         history.append(record)
         log(
@@ -351,7 +354,9 @@ def _train_step(bench, optimizer, images, target, device: str, amp_dtype, config
 
 
 def _summary(config: TrainConfig, spec, init: str, history: list[dict], network, step: int, total_steps: int) -> dict:
-    best = max(history, key=lambda h: h["val"]["map"])
+    current = evaluation_description()
+    comparable = [h for h in history if h.get("evaluation", current) == current] or history
+    best = max(comparable, key=lambda h: h["val"]["map"])  # figures of another evaluation do not compete
     return {
         "config": asdict(config),
         "spec": spec.to_dict(),

@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import click
@@ -21,9 +20,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facemask_sdk.detections import compliance_rate
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.sources import DEFAULT_TIMEOUT_S, ImageSource, Source, VideoSource, resolve_sources
+from facemask_sdk.stream import STAGES, StreamTotals
 
 # FFmpeg's own log lines ("moov atom not found", ...) would bury our one-line errors; read before
 # OpenCV first opens a video. Set OPENCV_FFMPEG_LOGLEVEL yourself to see them.
@@ -31,7 +30,6 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 DEFAULT_RUNS_DIR = Path("runs") / "detect"
 JSONL_NAME = "detections.jsonl"
-STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
 SUMMARY_NAME = "summary.json"
 WINDOW = "facemask-sdk"
 
@@ -141,14 +139,10 @@ class _Run:
         self.out_dir = out_dir
         self.show = show
         self.max_frames = max_frames
-        self.frames = 0
-        self.per_class: Counter[str] = Counter({name: 0 for name in detector.spec.classes})
-        self.stage_ms: Counter[str] = Counter()
+        self.totals = StreamTotals(detector.spec.classes)  # the library's totals: one summary for CLI and SDK
         self.written: list[str] = []
         self.interrupted = False
         self.stopped = False
-        self.failures: list[dict] = []
-        self.frame_compliance: list[float] = []  # per frame with faces: its own compliance rate
         self.warnings: list[str] = []
         self.started = time.perf_counter()
         self.jsonl = _open_for_writing(out_dir / JSONL_NAME)
@@ -162,7 +156,7 @@ class _Run:
             bar = tqdm(source, total=len(source), desc=source.argument, unit="img", disable=len(source) < 2 or None)
             for frame, path in zip(bar, target):
                 if frame.error is not None:
-                    self.failures.append({"source": frame.source, "reason": frame.error})
+                    self.totals.fail(frame.source, frame.error)
                     tqdm.write(f"error: skipped: {frame.error}", file=sys.stderr)
                     continue
                 self._handle(frame, lambda image, path=path: self._write_image(path, image))
@@ -196,13 +190,7 @@ class _Run:
 
         detections = self.detector(frame.image)
         timing = self.detector.last_timing
-        summary = detections.summary()
-        self.frames += 1
-        self.per_class.update(summary["per_class"])
-        if summary["compliance_rate"] is not None:
-            self.frame_compliance.append(float(summary["compliance_rate"]))
-        for key in STAGES:
-            self.stage_ms[key] += timing[key]
+        summary = self.totals.add(detections, timing)
         record = {
             "source": frame.source,
             "frame": frame.index,
@@ -255,10 +243,8 @@ class _Run:
         self.seconds = time.perf_counter() - self.started
 
     def summary(self, arguments: list[str], detector) -> dict:
-        faces = sum(self.per_class.values())
-        rate = compliance_rate(self.per_class)
-        frames = max(self.frames, 1)
-        detector_ms = self.stage_ms["total_ms"]
+        totals = self.totals.summary()
+        frames, detector_ms = self.totals.frames, self.totals.stage_ms["total_ms"]
         return {
             "sources": arguments,
             "model": str(detector.model_path),
@@ -268,22 +254,15 @@ class _Run:
             "iou_threshold": detector.config.iou_threshold,
             "max_detections": detector.config.max_detections,
             "class_agnostic_nms": detector.config.class_agnostic,
-            "frames": self.frames,
-            "faces": faces,
-            "faces_per_frame": round(faces / self.frames, 3) if self.frames else None,
-            "frames_with_faces": len(self.frame_compliance),
-            "compliance_over_frames": (
-                round(sum(self.frame_compliance) / len(self.frame_compliance), 4) if self.frame_compliance else None
-            ),
-            "per_class": dict(self.per_class),
-            "compliance_rate": rate,
+            **{key: totals[key] for key in ("frames", "faces", "faces_per_frame", "frames_with_faces",
+                                            "compliance_over_frames", "per_class", "compliance_rate")},
             "seconds": round(self.seconds, 3),
-            "fps": round(self.frames / self.seconds, 2) if self.seconds > 0 else None,
-            "detector_fps": round(1e3 * self.frames / detector_ms, 2) if detector_ms else None,
-            "mean_ms": {key[:-3]: round(value / frames, 3) for key, value in self.stage_ms.items()},
+            "fps": round(frames / self.seconds, 2) if self.seconds > 0 else None,
+            "detector_fps": round(1e3 * frames / detector_ms, 2) if detector_ms else None,
+            "mean_ms": totals["mean_ms"],
             "outputs": {"annotated": self.written, "jsonl": JSONL_NAME},
             "interrupted": self.interrupted or self.stopped,
-            "failures": self.failures,
+            "failures": self.totals.failures,
             "warnings": self.warnings,
         }
 

@@ -1,0 +1,123 @@
+"""Detection over a stream of frames, with running totals: what `facemask-sdk detect` does, as a library.
+
+A Jetson application gets the CLI's behaviour without the CLI: sources (images, folders, globs, video
+files, camera indices, RTSP/HTTP URLs, with timeouts), one `Detections` per frame, and the run's
+summary (faces per class, compliance over faces and over frames, mean stage timings) from the same
+code the CLI prints and writes to `summary.json`.
+
+    >>> with Detector() as detector:
+    ...     stream = detector.stream("rtsp://camera/live", max_frames=1000)
+    ...     for frame, detections in stream:
+    ...         ...                                   # frame.image, frame.source, frame.index
+    ...     print(stream.totals.summary())
+
+Frames that cannot be read (a broken image among many) are skipped and listed in `totals.failures`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+from facemask_sdk.detections import Detections, compliance_rate
+from facemask_sdk.sources import DEFAULT_TIMEOUT_S, Frame, Source, resolve_sources
+
+if TYPE_CHECKING:
+    from facemask_sdk.detector import Detector
+
+STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
+"""The stage timings `Detector.last_timing` reports and the totals average."""
+
+
+@dataclass
+class StreamTotals:
+    """Running totals over the frames seen: `add` one frame's detections, `summary()` any time."""
+
+    class_names: tuple[str, ...]
+    frames: int = 0
+    per_class: Counter = field(default_factory=Counter)
+    frame_compliance: list[float] = field(default_factory=list)  # one entry per frame with faces
+    stage_ms: Counter = field(default_factory=Counter)
+    failures: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.per_class.update({name: 0 for name in self.class_names})
+
+    def add(self, detections: Detections, timing: dict[str, float]) -> dict:
+        """Count one frame; returns its own summary (faces, per class, compliance rate)."""
+        summary = detections.summary()
+        self.frames += 1
+        self.per_class.update(summary["per_class"])
+        if summary["compliance_rate"] is not None:
+            self.frame_compliance.append(float(summary["compliance_rate"]))
+        for key in STAGES:
+            self.stage_ms[key] += timing.get(key, 0.0)
+        return summary
+
+    def fail(self, source: str, reason: str) -> None:
+        self.failures.append({"source": source, "reason": reason})
+
+    def summary(self) -> dict:
+        """Frames, faces, faces per frame and per class, compliance over all faces and averaged over
+        frames with faces, and mean milliseconds per stage."""
+        faces = sum(self.per_class.values())
+        frames = max(self.frames, 1)
+        over_frames = sum(self.frame_compliance) / len(self.frame_compliance) if self.frame_compliance else None
+        return {
+            "frames": self.frames,
+            "faces": faces,
+            "faces_per_frame": round(faces / self.frames, 3) if self.frames else None,
+            "frames_with_faces": len(self.frame_compliance),
+            "compliance_over_frames": None if over_frames is None else round(over_frames, 4),
+            "per_class": dict(self.per_class),
+            "compliance_rate": compliance_rate(self.per_class),
+            "mean_ms": {key[:-3]: round(value / frames, 3) for key, value in self.stage_ms.items()},
+        }
+
+
+class DetectionStream:
+    """Iterate `(frame, detections)` over sources; `totals` accumulates as frames go by."""
+
+    def __init__(
+        self, detector: "Detector", sources: str | int | Source | Sequence[str | int | Source],
+        max_frames: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
+        self.sources: list[Source] = []
+        for item in items:
+            if isinstance(item, (str, int)):
+                self.sources += resolve_sources([str(item)], timeout_s=timeout_s)
+            else:
+                self.sources.append(item)
+        self.detector = detector
+        self.max_frames = max_frames
+        self.totals = StreamTotals(detector.spec.classes)
+
+    def frames(self) -> Iterator[tuple[Source, Frame]]:
+        """Every readable frame of every source, in order, up to `max_frames` in all; unreadable ones
+        are recorded in `totals.failures` and skipped."""
+        seen = 0
+        for source in self.sources:
+            for frame in source:
+                if self.max_frames is not None and seen >= self.max_frames:
+                    return
+                if frame.image is None:
+                    self.totals.fail(frame.source, frame.error or "unreadable")
+                    continue
+                seen += 1
+                yield source, frame
+
+    def __iter__(self) -> Iterator[tuple[Frame, Detections]]:
+        try:
+            for _, frame in self.frames():
+                detections = self.detector(frame.image)
+                self.totals.add(detections, self.detector.last_timing)
+                yield frame, detections
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release cameras, streams and video files (iterating to the end does it too)."""
+        for source in self.sources:
+            source.close()
