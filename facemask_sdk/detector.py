@@ -5,9 +5,13 @@
     ...     detections = detector("photo.jpg")            # or a BGR uint8 HxWx3 array
     ...     detections.summary(), detector.last_timing
 
-Pipeline for `.onnx` models: letterbox + normalise (`facemask_sdk.preprocess`), the network on ONNX
-Runtime, then anchors, decoding, NMS (one box per face) and top-k in NumPy (`facemask_sdk.postprocess`).
-`.engine` files run on TensorRT (`facemask_sdk.backends.tensorrt`, imported only then).
+Three stages behind one contract (`HostStages` / `DeviceStages`: `detect(frames) -> (detections, stage
+seconds)`, `frame_buffer(h, w)`), chosen once when the model loads; `detect_batch` never asks which:
+- `.onnx` on ONNX Runtime: `HostStages`: letterbox + normalise (`facemask_sdk.preprocess`), the runner's
+  `run(batch)`, then decoding, NMS (one box per face) and top-k in NumPy (`facemask_sdk.postprocess`);
+- `.engine` on TensorRT: `DeviceStages`: CUDA pre-processing, TensorRT and CUDA post-processing sharing
+  device buffers (`facemask_sdk.backends.tensorrt`, imported only then). `HostStages` over the same
+  runner (its `run`) is the debugging path that checks the kernels against the NumPy reference.
 """
 
 from __future__ import annotations
@@ -86,11 +90,11 @@ class Detector:
             from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
 
             self._runner = OnnxRuntimeRunner(self.model_path, providers=providers, threads=threads)
-            self.spec: ModelSpec = self._runner.spec
-            self._anchors = generate_anchors(self.spec)
+            self._stages: HostStages | DeviceStages = HostStages(self._runner, self.config)
         else:
             self._runner = _tensorrt_runner(self.model_path, self.config)
-            self.spec = self._runner.spec
+            self._stages = DeviceStages(self._runner)
+        self.spec: ModelSpec = self._runner.spec
 
     @property
     def last_timing(self) -> dict[str, float]:
@@ -159,9 +163,7 @@ class Detector:
                 raise FacemaskError(f"frame_buffer {name} must be a whole number of pixels, got {value!r}")
         if height <= 0 or width <= 0:
             raise FacemaskError(f"frame_buffer needs a positive height and width, got {height}x{width}")
-        if hasattr(self._runner, "frame_buffer"):
-            return self._runner.frame_buffer(height, width)
-        return np.zeros((height, width, 3), np.uint8)
+        return self._stages.frame_buffer(int(height), int(width))
 
     # -- detection ---------------------------------------------------------------------------------
 
@@ -179,39 +181,62 @@ class Detector:
         if not frames:
             self.last_timing = _timing(0, 0.0, 0.0, 0.0)
             return []
-        if self.backend == "tensorrt":
-            return self._detect_tensorrt(frames, start)
+        results, stage_seconds = self._stages.detect(frames)
+        load_s = time.perf_counter() - start - sum(stage_seconds)
+        pre_s, inference_s, post_s = stage_seconds
+        self.last_timing = _timing(len(frames), load_s + pre_s, inference_s, post_s)
+        return results
 
+
+class HostStages:
+    """Pre-processing and post-processing on the host (the NumPy reference) around a runner whose
+    `run(batch) -> (logits, boxes)` gives raw head outputs: ONNX Runtime on any device."""
+
+    def __init__(self, runner, config: PostprocessConfig) -> None:
+        self.runner, self.config = runner, config
+        self.spec: ModelSpec = runner.spec
+        self.anchors = generate_anchors(self.spec)
+
+    def frame_buffer(self, height: int, width: int) -> np.ndarray:
+        return np.zeros((height, width, 3), np.uint8)  # an ordinary array: nothing to gain on the host
+
+    def detect(self, frames: list[np.ndarray]) -> tuple[list[Detections], tuple[float, float, float]]:
+        """Detections per frame and the seconds of (pre-processing, inference, post-processing)."""
+        t0 = time.perf_counter()
         prepared = [preprocess(frame, self.spec) for frame in frames]
         batch = np.stack([chw for chw, _ in prepared])
-        t_pre = time.perf_counter()
-        logits, boxes = self._runner.run(batch)
-        t_inf = time.perf_counter()
+        t1 = time.perf_counter()
+        logits, boxes = self.runner.run(batch)
+        t2 = time.perf_counter()
         results = [self._postprocess(logits[i], boxes[i], box) for i, (_, box) in enumerate(prepared)]
-        t_post = time.perf_counter()
-        self.last_timing = _timing(len(frames), t_pre - start, t_inf - t_pre, t_post - t_inf)
-        return results
+        return results, (t1 - t0, t2 - t1, time.perf_counter() - t2)
 
     def _postprocess(self, logits: np.ndarray, boxes: np.ndarray, letterbox: Letterbox) -> Detections:
-        xyxy, scores, class_ids = postprocess(logits, boxes, self._anchors, letterbox, self.config)
+        xyxy, scores, class_ids = postprocess(logits, boxes, self.anchors, letterbox, self.config)
         return Detections(xyxy, scores, class_ids, self.spec.classes)
 
-    def _detect_tensorrt(self, frames: list[np.ndarray], start: float) -> list[Detections]:
-        load_s = time.perf_counter() - start
-        results, totals = [], {"preprocess_ms": 0.0, "inference_ms": 0.0, "postprocess_ms": 0.0}
+
+class DeviceStages:
+    """CUDA pre-processing, TensorRT and CUDA post-processing sharing device buffers: the runner's
+    `infer(frame) -> Detections` does all three and reports each stage's GPU time (`last_timing`)."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+
+    def frame_buffer(self, height: int, width: int) -> np.ndarray:
+        return self.runner.frame_buffer(height, width)  # pinned memory the kernels read in place
+
+    def detect(self, frames: list[np.ndarray]) -> tuple[list[Detections], tuple[float, float, float]]:
+        results, totals = [], [0.0, 0.0, 0.0]
         for frame in frames:
             t0 = time.perf_counter()
-            results.append(self._runner.infer(frame))
-            timing = dict(getattr(self._runner, "last_timing", None) or {})
-            if not all(key in timing for key in totals):  # the runner does not split its stages
-                timing = {"preprocess_ms": 0.0, "inference_ms": (time.perf_counter() - t0) * 1e3, "postprocess_ms": 0.0}
-            for key in totals:
-                totals[key] += float(timing[key])
-        seconds = {key: value / 1e3 for key, value in totals.items()}
-        self.last_timing = _timing(
-            len(frames), load_s + seconds["preprocess_ms"], seconds["inference_ms"], seconds["postprocess_ms"]
-        )
-        return results
+            results.append(self.runner.infer(frame))
+            timing = dict(getattr(self.runner, "last_timing", None) or {})
+            keys = ("preprocess_ms", "inference_ms", "postprocess_ms")
+            stages = [float(timing[k]) / 1e3 for k in keys] if all(k in timing for k in keys) else \
+                [0.0, time.perf_counter() - t0, 0.0]  # a runner that does not split its stages
+            totals = [a + b for a, b in zip(totals, stages)]
+        return results, (totals[0], totals[1], totals[2])
 
 
 def load_image(image: ImageInput, source: str = "image") -> np.ndarray:

@@ -961,3 +961,24 @@ def test_tensorrt_runner_refuses_an_engine_from_another_gpu(fake_cuda, fake_engi
     with pytest.raises(ModelFileError, match="could not load"):
         TensorRTRunner(fake_engine)
     assert not _ENGINES and not fake_cuda.live and not fake_cuda.stack
+
+
+def test_stage_combinations_on_one_engine(fake_cuda, fake_engine, monkeypatch) -> None:
+    """The Detector's two compositions over the same TensorRT runner give the same detections: CUDA pre
+    + TensorRT + CUDA post (`DeviceStages`, the product path) and NumPy pre + TensorRT + NumPy post
+    (`HostStages`, the debugging path that checks the kernels against the reference)."""
+    import sys
+
+    from facemask_sdk.backends.tensorrt import TensorRTRunner
+    from facemask_sdk.detector import DeviceStages, HostStages
+
+    rng = np.random.default_rng(4)
+    logits, regressions = head_outputs(rng, len(generate_anchors(SPEC_256)), SPEC_256.num_classes, 200)
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(SPEC_256, logits, regressions))
+    config = PostprocessConfig(score_threshold=0.3, max_detections=50)
+    image = cv2.imread(str(SAMPLE_IMAGES[0]), cv2.IMREAD_COLOR)
+    with TensorRTRunner(fake_engine, config) as runner:
+        (device,), device_seconds = DeviceStages(runner).detect([image])
+        (host,), host_seconds = HostStages(runner, config).detect([image])
+    assert len(device) > 0 and len(device_seconds) == len(host_seconds) == 3
+    assert_same_detections((device.xyxy, device.scores, device.class_ids), (host.xyxy, host.scores, host.class_ids))

@@ -66,7 +66,7 @@ def test_pipeline_equals_effdet_on_the_same_head_outputs(tiny_onnx, tiny_checkpo
     (with effdet's class-aware NMS; the product default is one box per face)."""
     with Detector(tiny_onnx, score_threshold=LOW_THRESHOLD, class_agnostic=False) as detector:
         detector._runner.close()
-        detector._runner = _TorchHeads(tiny_checkpoint)
+        detector._runner = detector._stages.runner = _TorchHeads(tiny_checkpoint)  # the host stages around PyTorch
         for path in sample_images:
             _assert_same(detector(path), torch_runner(path), box_rtol=0)
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.spec import METADATA_KEY, OUTPUT_NAMES, ModelSpec
 
@@ -33,8 +34,8 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-class OnnxRuntimeRunner:
-    """One ONNX Runtime session with a guarded lifecycle: `run()` until `close()` (or use `with`).
+class OnnxRuntimeRunner(Runner):
+    """One ONNX Runtime session with the runners' guarded lifecycle (`Runner`): `run()` until `close()`.
 
     `providers`: ONNX Runtime execution providers in order of preference (default: CUDA if available,
     then CPU). `threads`: intra-op threads (default: ONNX Runtime's choice).
@@ -46,6 +47,7 @@ class OnnxRuntimeRunner:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
+        self._claim()
         self.path = Path(model_path)
         if not self.path.exists():
             raise FileNotFoundError(f"model file not found: {self.path}")
@@ -78,31 +80,16 @@ class OnnxRuntimeRunner:
         self.spec = _read_spec(self._session, self.path)
         self.providers: list[str] = list(self._session.get_providers())
         self.input_name, self.input_dtype, self.batch_size = _check_io(self._session, self.spec, self.path)
+        self._closed = False
 
-    # -- lifecycle ---------------------------------------------------------------------------------
+    # -- lifecycle (the rest is `Runner`'s) -------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._session is None
-
-    def close(self) -> None:
-        """Release the session; calling it again does nothing."""
+    def _release(self) -> None:
         self._session = None
-
-    def __enter__(self) -> "OnnxRuntimeRunner":
-        self._check_open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ", ".join(self.providers)
         return f"OnnxRuntimeRunner({str(self.path)!r}, {self.spec.architecture}, {state})"
-
-    def _check_open(self) -> None:
-        if self._session is None:
-            raise FacemaskError(f"OnnxRuntimeRunner for {self.path} is closed; create a new one")
 
     # -- inference ---------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from facemask_sdk.engine_meta import check_compatible, read_sidecar
+from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError, InternalError, ModelFileError
 from facemask_sdk.spec import ModelSpec
 
@@ -106,7 +107,7 @@ def _release_engine(key: tuple) -> None:
                 del _ENGINES[key]
 
 
-class TensorRTRunner:
+class TensorRTRunner(Runner):
     """A TensorRT engine plus the CUDA pre/post-processing pipeline: `infer(frame) -> Detections`.
 
     `config`: a `PostprocessConfig` (thresholds, top_k, max_detections; default if None). `mapped`:
@@ -124,8 +125,7 @@ class TensorRTRunner:
         device: int = 0,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        self._closed = True
-        self._owner = threading.get_ident()
+        self._claim()
         self.path = Path(engine_path)
         if not self.path.exists():
             raise FileNotFoundError(f"engine file not found: {self.path}")
@@ -224,54 +224,32 @@ class TensorRTRunner:
             raise ModelFileError(f"{self.path}: logits and boxes have different dtypes {self._dtypes}")
         return roles
 
-    # -- lifecycle ------------------------------------------------------------------------------------
+    # -- lifecycle (closed, close, with, the owner-thread check: `Runner`) ------------------------------
 
-    def _check(self) -> None:
-        if self._closed:
-            raise FacemaskError(f"this TensorRT runner ({self.path}) is closed; create a new one")
-        if threading.get_ident() != self._owner:
-            raise FacemaskError(
-                "a TensorRTRunner belongs to the thread that created it; create one runner per thread "
-                "(runners of one engine file share the engine)"
-            )
+    owner_thread_only = True
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Free the execution context, the buffers and (with the last runner) the engine; idempotent."""
-        if self._closed:
-            return
-        self._check()
+    def _release(self) -> None:
+        """Free the execution context, the buffers and (with the last runner) the engine."""
         with self._pipeline.active():
             self._pipeline.synchronize()
             self._context = None
             self._engine = None
             _release_engine(self._engine_key)
         self._pipeline.close()
-        self._closed = True
-
-    def __enter__(self) -> "TensorRTRunner":
-        self._check()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- inference ------------------------------------------------------------------------------------
 
     def frame_buffer(self, height: int, width: int) -> np.ndarray:
         """A BGR uint8 `[height, width, 3]` view of pinned memory (mapped into the GPU on Jetson); `infer`
         reads it in place."""
-        self._check()
+        self._check_open()
         return self._pipeline.frame_buffer(height, width)
 
     def infer(self, image_bgr: np.ndarray):
         """Detections in one BGR uint8 HxWx3 frame (original-image pixels), best first."""
         from facemask_sdk.detections import Detections
 
-        self._check()
+        self._check_open()
         pipeline, start, pre, net, post = self._pipeline, *self._events
         with pipeline.active():
             start.record(pipeline.stream)
@@ -296,7 +274,7 @@ class TensorRTRunner:
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The bare network on one pre-processed image `[1, 3, H, W]` -> float32 logits `[1, A, C]`,
         boxes `[1, A, 4]` (like `OnnxRuntimeRunner.run`), for parity checks against other backends."""
-        self._check()
+        self._check_open()
         with self._pipeline.active():
             self._pipeline.upload_input(batch)
             self._execute()

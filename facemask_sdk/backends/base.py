@@ -1,0 +1,62 @@
+"""The one lifecycle every backend runner has (Polygraphy's `BaseRunner` habit): created open, used
+until `close()` or the end of a `with` block, then refused with one clear error; `close()` is
+idempotent. Runners that hold CUDA state also belong to the thread that created them.
+
+A subclass sets `_closed = False` once fully built (a half-built runner stays closed, so `close()` on
+it does nothing), implements `_release()` to free its resources, and calls `_check_open()` at the start
+of every public call.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from facemask_sdk.errors import FacemaskError
+
+
+class Runner:
+    """Base of `OnnxRuntimeRunner` and `TensorRTRunner`: `closed`, `close()`, context manager, checks."""
+
+    owner_thread_only = False
+    """True where the runner's state (a CUDA stream, an execution context) must stay on one thread."""
+
+    _closed = True
+    _owner: int | None = None
+
+    def _claim(self) -> None:
+        """Record the creating thread; call first in `__init__`."""
+        self._closed = True
+        self._owner = threading.get_ident()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Free the runner's resources; calling it again does nothing."""
+        if self._closed:
+            return
+        self._check_open()
+        try:
+            self._release()
+        finally:
+            self._closed = True
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FacemaskError(f"{type(self).__name__} for {getattr(self, 'path', '?')} is closed; create a new one")
+        if self.owner_thread_only and threading.get_ident() != self._owner:
+            raise FacemaskError(
+                f"a {type(self).__name__} belongs to the thread that created it; create one runner per thread "
+                "(runners of one engine file share the engine)"
+            )
