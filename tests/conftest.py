@@ -82,3 +82,19 @@ def run_cli():
         )
 
     return run
+
+
+@pytest.fixture
+def error_of():
+    """`error_of(call)`: the message of the `FacemaskError` that `call()` raises, or "" (for calls made on
+    another thread, where `pytest.raises` cannot reach)."""
+    from facemask_sdk.errors import FacemaskError
+
+    def message(call) -> str:
+        try:
+            call()
+        except FacemaskError as exc:
+            return str(exc)
+        return ""
+
+    return message

@@ -35,14 +35,14 @@ def test_open_use_close_once_then_refuse() -> None:
     assert probe.closed and probe.released == 1
     probe.close()
     assert probe.released == 1  # idempotent
-    with pytest.raises(FacemaskError, match="Probe for probe.engine is closed; create a new one"):
+    with pytest.raises(FacemaskError, match="this Probe for probe.engine is closed; create a new one"):
         probe.infer()
 
 
-def test_other_threads_are_refused_where_the_runner_owns_cuda_state() -> None:
+def test_other_threads_are_refused_where_the_runner_owns_cuda_state(error_of) -> None:
     probe = Probe()
     errors: list[str] = []
-    thread = threading.Thread(target=lambda: errors.append(_error(probe.infer)))
+    thread = threading.Thread(target=lambda: errors.append(error_of(probe.infer)))
     thread.start()
     thread.join()
     assert errors and "belongs to the thread that created it" in errors[0]
@@ -52,11 +52,3 @@ def test_other_threads_are_refused_where_the_runner_owns_cuda_state() -> None:
 def test_a_half_built_runner_is_closed() -> None:
     with pytest.raises(FacemaskError, match="half built"):
         Probe(fail=True)
-
-
-def _error(call) -> str:
-    try:
-        call()
-    except FacemaskError as exc:
-        return str(exc)
-    return ""

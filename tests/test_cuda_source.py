@@ -775,7 +775,7 @@ def test_pipeline_refuses_bad_input(fake_cuda: FakeDriver, call, words: str) -> 
         assert words in str(info.value)
 
 
-def test_pipeline_lifecycle_and_threads(fake_cuda: FakeDriver) -> None:
+def test_pipeline_lifecycle_and_threads(fake_cuda: FakeDriver, error_of) -> None:
     import threading
 
     from facemask_sdk.cuda import CudaPipeline
@@ -785,7 +785,7 @@ def test_pipeline_lifecycle_and_threads(fake_cuda: FakeDriver) -> None:
     gpu = CudaPipeline(SPEC_128)
     errors = []
     blank = np.zeros((4, 4, 3), np.uint8)
-    thread = threading.Thread(target=lambda: errors.append(_raises(lambda: gpu.preprocess(blank))))
+    thread = threading.Thread(target=lambda: errors.append(error_of(lambda: gpu.preprocess(blank))))
     thread.start()
     thread.join()
     assert errors and "thread that created it" in errors[0]
@@ -796,14 +796,6 @@ def test_pipeline_lifecycle_and_threads(fake_cuda: FakeDriver) -> None:
     with pytest.raises(FacemaskError, match="closed"):
         gpu.results()
     assert not fake_cuda.live and not fake_cuda.stack
-
-
-def _raises(call) -> str:
-    try:
-        call()
-    except FacemaskError as exc:
-        return str(exc)
-    return ""
 
 
 # --- the TensorRT runner with a stand-in tensorrt module ----------------------------------------------
@@ -896,7 +888,7 @@ def fake_engine(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("mapped, io_dtype, dynamic", [(True, np.float32, False), (False, np.float16, True)])
-def test_tensorrt_runner_end_to_end(fake_cuda, fake_engine, monkeypatch, mapped, io_dtype, dynamic) -> None:
+def test_tensorrt_runner_end_to_end(fake_cuda, fake_engine, monkeypatch, mapped, io_dtype, dynamic, error_of) -> None:
     import sys
     import threading
 
@@ -931,7 +923,7 @@ def test_tensorrt_runner_end_to_end(fake_cuda, fake_engine, monkeypatch, mapped,
         np.testing.assert_array_equal(out_boxes[0], head[1])
 
         errors = []
-        thread = threading.Thread(target=lambda: errors.append(_raises(lambda: runner.infer(image))))
+        thread = threading.Thread(target=lambda: errors.append(error_of(lambda: runner.infer(image))))
         thread.start()
         thread.join()
         assert "one runner per thread" in errors[0]

@@ -1,6 +1,7 @@
-"""The one lifecycle every backend runner has (Polygraphy's `BaseRunner` habit): created open, used
-until `close()` or the end of a `with` block, then refused with one clear error; `close()` is
-idempotent. Runners that hold CUDA state also belong to the thread that created them.
+"""The one lifecycle of everything that holds a backend resource (Polygraphy's `BaseRunner` habit): the
+ONNX Runtime and TensorRT runners and the CUDA pipeline. Created open, used until `close()` or the end
+of a `with` block, then refused with one clear error; `close()` is idempotent. Holders of CUDA state
+also belong to the thread that created them.
 
 A subclass sets `_closed = False` once fully built (a half-built runner stays closed, so `close()` on
 it does nothing), implements `_release()` to free its resources, and calls `_check_open()` at the start
@@ -19,6 +20,8 @@ class Runner:
 
     owner_thread_only = False
     """True where the runner's state (a CUDA stream, an execution context) must stay on one thread."""
+    thread_hint = "create one per thread"
+    """What the refusal from another thread advises."""
 
     _closed = True
     _owner: int | None = None
@@ -54,9 +57,8 @@ class Runner:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise FacemaskError(f"{type(self).__name__} for {getattr(self, 'path', '?')} is closed; create a new one")
+            path = getattr(self, "path", None)
+            where = f" for {path}" if path is not None else ""
+            raise FacemaskError(f"this {type(self).__name__}{where} is closed; create a new one")
         if self.owner_thread_only and threading.get_ident() != self._owner:
-            raise FacemaskError(
-                f"a {type(self).__name__} belongs to the thread that created it; create one runner per thread "
-                "(runners of one engine file share the engine)"
-            )
+            raise FacemaskError(f"a {type(self).__name__} belongs to the thread that created it; {self.thread_hint}")

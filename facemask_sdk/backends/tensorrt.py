@@ -227,6 +227,7 @@ class TensorRTRunner(Runner):
     # -- lifecycle (closed, close, with, the owner-thread check: `Runner`) ------------------------------
 
     owner_thread_only = True
+    thread_hint = "create one runner per thread (runners of one engine file share the engine)"
 
     def _release(self) -> None:
         """Free the execution context, the buffers and (with the last runner) the engine."""

@@ -40,6 +40,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.preprocess import Letterbox
 from facemask_sdk.spec import ModelSpec
@@ -280,7 +281,7 @@ def use_mapped_memory(requested: bool | None, integrated: bool, can_map_host_mem
     return bool(requested)
 
 
-class CudaPipeline:
+class CudaPipeline(Runner):
     """Pre-processing and decoding + NMS kernels for one model, one stream, buffers allocated once.
 
     `config`: a `PostprocessConfig` (default thresholds if None); `input_dtype`: the network input
@@ -300,8 +301,7 @@ class CudaPipeline:
         device: int = 0,
         cache_dir: str | Path | None = None,
     ) -> None:
-        self._closed = True  # until fully built; close() is safe on a half-built pipeline
-        self._owner = threading.get_ident()
+        self._claim()  # closed until built enough for close() to free it (the `Runner` lifecycle)
         self._allocations: list[Any] = []
         if config is None:
             from facemask_sdk.postprocess import PostprocessConfig
@@ -378,29 +378,17 @@ class CudaPipeline:
     @contextlib.contextmanager
     def active(self):
         """Check the caller, make the device's primary context current, pop it afterwards (nests)."""
-        self.check_usable()
+        self._check_open()
         self._context.push()
         try:
             yield
         finally:
             self._cuda.Context.pop()
 
-    def check_usable(self) -> None:
-        if self._closed:
-            raise FacemaskError("this CUDA pipeline is closed; create a new one")
-        if threading.get_ident() != self._owner:
-            raise FacemaskError(
-                "this CUDA pipeline belongs to the thread that created it; create one per thread"
-            )
+    owner_thread_only = True
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Wait for queued work, free every buffer (frame_buffer() views die too); idempotent."""
-        if self._closed:
-            return
+    def _release(self) -> None:
+        """Wait for queued work, free every buffer (frame_buffer() views die too)."""
         with self.active():
             if getattr(self, "stream", None) is not None:
                 self.stream.synchronize()
@@ -408,14 +396,6 @@ class CudaPipeline:
                 allocation.free()
             self._allocations.clear()
             self._functions, self._module, self.stream = {}, None, None
-        self._closed = True
-
-    def __enter__(self) -> "CudaPipeline":
-        self.check_usable()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- device addresses, for TensorRT ----------------------------------------------------------------
 
@@ -534,7 +514,7 @@ class CudaPipeline:
     def results(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(boxes float32 [N, 4] original pixels, scores float32 [N], class ids int64 [N]), best first;
         valid after `synchronize()`. Copies, so the next frame does not overwrite them."""
-        self.check_usable()
+        self._check_open()
         if self._pending:
             raise FacemaskError("results() before synchronize(): the GPU may still be writing them")
         n = int(self._out["out_count"][0])
