@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import facemask_sdk
+from facemask_tools.build_engine.gpu_probe import GpuInfo, free_gpu_memory, visible_gpu
 from facemask_tools.build_engine.precision import PRECISION_KEY, PRECISIONS
 from facemask_sdk.files import file_sha256, write_atomically
 from facemask_sdk.engine_meta import SIDECAR_FORMAT, build_command, sidecar_path, write_sidecar
@@ -147,13 +146,6 @@ def timing_cache_path(engine_path: Path, trt_version: str, gpu: "GpuInfo") -> Pa
     gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu.name).strip("-").lower() or "gpu"
     capability = gpu.compute_capability.replace(".", "")
     return Path(engine_path).with_name(f"timing-{gpu_slug}-sm{capability}-trt{trt_version}.timing.cache")
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    name: str
-    compute_capability: str
-    source: str
 
 
 @dataclass(frozen=True)
@@ -284,64 +276,11 @@ def check_batch(onnx_path: Path, batch: BatchProfile) -> None:
 
 
 def gpu_info(command: str = "") -> GpuInfo:
-    """Name and compute capability of GPU 0 from pycuda (what the runtime checks against), cuda-python
-    or nvidia-smi, whichever answers first."""
-    for probe in (_gpu_from_pycuda, _gpu_from_cuda_python, _gpu_from_nvidia_smi):
-        info = probe()
-        if info is not None:
-            return info
-    raise TensorRTUnavailable("no NVIDIA GPU is visible here (checked cuda-python, pycuda and nvidia-smi)", command)
-
-
-def _gpu_from_cuda_python() -> GpuInfo | None:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6
-        except ImportError:
-            return None
-    error, prop = cudart.cudaGetDeviceProperties(0)
-    if error != cudart.cudaError_t.cudaSuccess or prop is None:
-        return None
-    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-    return GpuInfo(name.rstrip("\x00").strip(), f"{prop.major}.{prop.minor}", "cuda-python")
-
-
-def _gpu_from_pycuda() -> GpuInfo | None:
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        return None
-    try:
-        cuda.init()
-        device = cuda.Device(0)
-        major, minor = device.compute_capability()
-        return GpuInfo(device.name(), f"{major}.{minor}", "pycuda")
-    except cuda.Error:
-        return None
-
-
-def _gpu_from_nvidia_smi() -> GpuInfo | None:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_nvidia_smi(out.stdout) if out.returncode == 0 else None
-
-
-def parse_nvidia_smi(text: str) -> GpuInfo | None:
-    """First line of `nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader`."""
-    line = next((l for l in text.splitlines() if l.strip()), "")
-    if "," not in line:
-        return None
-    name, capability = (part.strip() for part in line.rsplit(",", 1))
-    return GpuInfo(name, capability, "nvidia-smi") if name else None
+    """GPU 0 as `visible_gpu` finds it, else `TensorRTUnavailable` naming what was checked."""
+    info = visible_gpu()
+    if info is None:
+        raise TensorRTUnavailable("no NVIDIA GPU is visible here (checked cuda-python, pycuda and nvidia-smi)", command)
+    return info
 
 
 def _call(obj, method: str):
@@ -438,32 +377,6 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, over
         engine_path, side_path, len(engine_bytes), str(trt.__version__), gpu, True, time.perf_counter() - started,
         workspace, cache_file, tuple(notes),
     )
-
-
-def free_gpu_memory() -> int | None:
-    """Free memory of GPU 0 in bytes (pycuda or cuda-python), or None when neither can tell."""
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        context = cuda.Device(0).retain_primary_context()
-        context.push()
-        try:
-            free, _ = cuda.mem_get_info()
-        finally:
-            cuda.Context.pop()
-        return int(free)
-    except Exception:  # noqa: BLE001 - no pycuda, no GPU, no driver: fall through to the next probe
-        pass
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6
-        except ImportError:
-            return None
-    error, free, _ = cudart.cudaMemGetInfo()
-    return int(free) if error == cudart.cudaError_t.cudaSuccess else None
 
 
 def _sha256_bytes(data: bytes) -> str:

@@ -29,7 +29,7 @@ from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.image_io import read_image, to_bgr8
 from facemask_sdk.models import default_model_path
-from facemask_sdk.postprocess import PostprocessConfig, postprocess
+from facemask_sdk.postprocess import PostprocessConfig, postprocess_detections
 from facemask_sdk.preprocess import Letterbox, preprocess
 from facemask_sdk.spec import ModelSpec
 
@@ -212,8 +212,7 @@ class HostStages:
         return results, (t1 - t0, t2 - t1, time.perf_counter() - t2)
 
     def _postprocess(self, logits: np.ndarray, boxes: np.ndarray, letterbox: Letterbox) -> Detections:
-        xyxy, scores, class_ids = postprocess(logits, boxes, self.anchors, letterbox, self.config)
-        return Detections(xyxy, scores, class_ids, self.spec.classes)
+        return postprocess_detections(logits, boxes, self.anchors, letterbox, self.config, self.spec.classes)
 
 
 class DeviceStages:

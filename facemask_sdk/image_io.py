@@ -23,11 +23,16 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {path}")
     if not path.is_file():
         raise FacemaskError(f"not an image file: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    return decode_image(np.fromfile(str(path), dtype=np.uint8), source=str(path))
+
+
+def decode_image(data: bytes | np.ndarray, source: str = "image") -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) as BGR uint8 HxWx3: what a file or a network request carries."""
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if image is None:
-        raise FacemaskError(f"cannot decode image (corrupt or not an image): {path}")
-    return to_bgr8(image, source=str(path))
+        raise FacemaskError(f"cannot decode image (corrupt or not an image): {source}")
+    return to_bgr8(image, source=source)
 
 
 def to_bgr8(image: object, source: str = "image") -> np.ndarray:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.preprocess import Letterbox
 
@@ -202,6 +203,14 @@ def postprocess(
     groups = np.zeros_like(class_ids) if config.class_agnostic else class_ids
     keep = batched_nms(boxes, scores, groups, config.iou_threshold, max_keep=config.max_detections)
     return boxes[keep], scores[keep], class_ids[keep]
+
+
+def postprocess_detections(
+    logits: np.ndarray, regressions: np.ndarray, anchors_xyxy: np.ndarray, letterbox: Letterbox,
+    config: PostprocessConfig, class_names: tuple[str, ...],
+) -> Detections:
+    """`postprocess` as the SDK's value type: what every host-side path returns for one image."""
+    return Detections(*postprocess(logits, regressions, anchors_xyxy, letterbox, config), class_names)
 
 
 def valid_detections(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -32,6 +32,16 @@ class Letterbox:
         scale = min(input_hw[0] / height, input_hw[1] / width)
         return cls(original_hw=(int(height), int(width)), input_hw=tuple(input_hw), scale=float(scale))
 
+    def as_array(self) -> np.ndarray:
+        """float32 `[5]` (original h, w, input h, w, scale): the geometry as a tensor, for pipelines
+        whose stages run apart (the Triton ensemble passes it from pre- to post-processing)."""
+        return np.array([*self.original_hw, *self.input_hw, self.scale], dtype=np.float32)
+
+    @classmethod
+    def from_array(cls, values: np.ndarray) -> "Letterbox":
+        height, width, input_h, input_w, scale = (float(v) for v in np.asarray(values).reshape(5))
+        return cls(original_hw=(int(height), int(width)), input_hw=(int(input_h), int(input_w)), scale=scale)
+
     @property
     def resized_hw(self) -> tuple[int, int]:
         """Size of the image content inside the input, never larger than the input."""

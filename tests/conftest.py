@@ -3,11 +3,12 @@
 `tiny_checkpoint` is a randomly initialised `tf_efficientdet_lite0` at 256 px (not trained: its
 scores are around 0.01-0.1, so tests that compare detections use a low score threshold).
 `tiny_onnx` is its ONNX export with metadata. Both need the training extras (torch, effdet, onnx);
-without them the tests that use them are skipped.
+without them the tests that use them are skipped. `wheel` is the package built from the tracked files.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,16 @@ def tiny_onnx(tiny_export) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_dynamic_onnx(tiny_checkpoint: Path, tmp_path_factory) -> Path:
+    """The tiny checkpoint exported once with a dynamic batch axis (what a batching server needs)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxslim")
+    from facemask_tools.build_engine.export import export_onnx
+
+    return export_onnx(tiny_checkpoint, tmp_path_factory.mktemp("onnx") / "tiny.dynamic.onnx", dynamic_batch=True).path
+
+
+@pytest.fixture(scope="session")
 def run_cli():
     """`run_cli(args, cwd=ROOT, env=None)`: the real `facemask-sdk` command line in a subprocess."""
 
@@ -98,3 +109,33 @@ def error_of():
         return ""
 
     return message
+
+
+def _clean_copy(target: Path) -> Path:
+    """The tracked files only, as a fresh clone has them (a build in the checkout would leave egg-info
+    there, which shadows the installed metadata for anything run from the repository root)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], capture_output=True, cwd=ROOT, timeout=60)
+    if listed.returncode != 0:
+        pytest.skip("git cannot list the tracked files here (not a clone), so no clean copy to build from")
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from the tracked files, as a fresh clone would build it (once per session)."""
+    out = tmp_path_factory.mktemp("wheel")
+    source = _clean_copy(tmp_path_factory.mktemp("clone"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=out,
+    )
+    if result.returncode != 0 and "No module named" in result.stderr and "setuptools" in result.stderr:
+        pytest.skip("setuptools is not installed here, so no wheel can be built without the network")
+    assert result.returncode == 0, result.stderr
+    (path,) = out.glob("facemask_sdk-*.whl")
+    return path

@@ -29,7 +29,8 @@ import pytest
 
 from facemask_sdk.anchors import generate_anchors
 from facemask_sdk.errors import FacemaskError
-from facemask_sdk.cuda.pipeline import (
+from facemask_sdk.cuda import probe
+from facemask_sdk.cuda.plans import (
     KERNEL_ARGS,
     KERNEL_DEFINES,
     KERNEL_SOURCE,
@@ -672,7 +673,7 @@ SPEC_256 = ModelSpec("tf_efficientdet_d0", (256, 256))
 def test_kernels_take_their_sizes_from_the_pipeline_only(tmp_path: Path) -> None:
     """kernels.cu defines none of the shared sizes itself: without the pipeline's -D definitions it does
     not compile, so a size can only change in `KERNEL_CONSTANTS` (buffers and kernels together)."""
-    from facemask_sdk.cuda.pipeline import KERNEL_CONSTANTS
+    from facemask_sdk.cuda.plans import KERNEL_CONSTANTS
 
     source = KERNEL_SOURCE.read_text()
     for name in KERNEL_CONSTANTS:
@@ -725,7 +726,7 @@ def test_pipeline_matches_numpy(fake_cuda: FakeDriver, mapped: bool) -> None:
         gpu.synchronize()
         reference, ref_box = preprocess(image, SPEC_256)
         assert box == ref_box
-        np.testing.assert_array_equal(gpu.download_input(), reference)
+        np.testing.assert_array_equal(probe.download_input(gpu), reference)
 
         # a crop of a frame_buffer(): read in place (pitched), no staging copy
         frame = gpu.frame_buffer(*image.shape[:2])
@@ -735,10 +736,10 @@ def test_pipeline_matches_numpy(fake_cuda: FakeDriver, mapped: bool) -> None:
         gpu.preprocess(crop)
         gpu.synchronize()
         assert len(gpu._staging) == staged
-        np.testing.assert_array_equal(gpu.download_input(), preprocess(np.ascontiguousarray(crop), SPEC_256)[0])
+        np.testing.assert_array_equal(probe.download_input(gpu), preprocess(np.ascontiguousarray(crop), SPEC_256)[0])
 
         logits, regressions = head_outputs(rng, gpu.num_anchors, gpu.num_classes, 400)
-        gpu.upload_head(logits, regressions)
+        probe.upload_head(gpu, logits, regressions)
         gpu.decode_nms(box)
         with pytest.raises(FacemaskError, match="before synchronize"):
             gpu.results()
@@ -747,7 +748,7 @@ def test_pipeline_matches_numpy(fake_cuda: FakeDriver, mapped: bool) -> None:
         anchors = generate_anchors(SPEC_256)
         assert_same_detections(got, postprocess(logits, regressions, anchors, box, config))
         assert 0 < len(got[0]) <= config.max_detections
-        assert gpu.candidates()["num_candidates"] == int((logits > config.logit_threshold).sum())
+        assert probe.candidates(gpu)["num_candidates"] == int((logits > config.logit_threshold).sum())
         np.testing.assert_array_equal(gpu.download_head()[0], logits)
     assert not fake_cuda.live, "close() left device memory allocated"
     assert not fake_cuda.stack, "a context was left pushed"
@@ -762,7 +763,7 @@ def test_pipeline_matches_numpy(fake_cuda: FakeDriver, mapped: bool) -> None:
         (lambda gpu: gpu.preprocess(np.zeros((0, 10, 3), np.uint8)), "(0, 10, 3)"),
         (lambda gpu: gpu.preprocess([[1, 2, 3]]), "numpy array"),
         (lambda gpu: gpu.frame_buffer(0, 10), "positive"),
-        (lambda gpu: gpu.upload_head(np.zeros((5, 3)), np.zeros((5, 4))), "logits must have shape"),
+        (lambda gpu: probe.upload_head(gpu, np.zeros((5, 3)), np.zeros((5, 4))), "logits must have shape"),
         (lambda gpu: gpu.upload_input(np.zeros((3, 10, 10))), "input must have shape"),
     ],
 )

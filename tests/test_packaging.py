@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import venv
@@ -71,35 +70,6 @@ def test_each_extra_holds_what_its_command_imports() -> None:
     assert {"onnx", "pycuda"} <= names["trt"]
     assert {"onnxruntime"} <= names["onnx"]
     assert {"torch", "effdet", "timm", "onnx", "onnxruntime"} <= names["export"]
-
-
-def _clean_copy(target: Path) -> Path:
-    """The tracked files only, as a fresh clone has them (a build in the checkout would leave egg-info
-    there, which shadows the installed metadata for anything run from the repository root)."""
-    listed = subprocess.run(["git", "ls-files", "-z"], capture_output=True, cwd=ROOT, timeout=60)
-    if listed.returncode != 0:
-        pytest.skip("git cannot list the tracked files here (not a clone), so no clean copy to build from")
-    for name in filter(None, listed.stdout.decode().split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    source = _clean_copy(tmp_path_factory.mktemp("clone"))
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=out,
-    )
-    if result.returncode != 0 and "No module named" in result.stderr and "setuptools" in result.stderr:
-        pytest.skip("setuptools is not installed here, so no wheel can be built without the network")
-    assert result.returncode == 0, result.stderr
-    (path,) = out.glob("facemask_sdk-*.whl")
-    return path
 
 
 def test_wheel_has_one_namespace_the_models_and_no_checkpoint(wheel: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
+from facemask_tools.build_engine.gpu_probe import parse_nvidia_smi  # noqa: E402
 from facemask_tools.build_engine import tensorrt_build as tb  # noqa: E402
 from facemask_tools.build_engine.precision import PRECISION_KEY  # noqa: E402
 from facemask_sdk.engine_meta import check_compatible, read_sidecar  # noqa: E402
@@ -410,7 +411,7 @@ def test_parser_error_formatting_without_node_names():
     ],
 )
 def test_parse_nvidia_smi(text, expected):
-    info = tb.parse_nvidia_smi(text)
+    info = parse_nvidia_smi(text)
     if expected is None:
         assert info is None
     else:

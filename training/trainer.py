@@ -165,156 +165,198 @@ def train(
     this stint cleanly with a checkpoint, to be resumed later.
     """
     config, state = _resume_state(config, resume, epochs, log)
-    out = Path(config.out)
-    device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    spec = make_spec(config.model, config.image_size, anchor_scale=config.anchor_scale)
-    crop = min(config.crop_size or spec.image_size[0], spec.image_size[0])  # a crop never exceeds the canvas
-    if crop % 2**spec.anchors.max_level:
-        raise FacemaskError(f"--crop-size must be a multiple of {2**spec.anchors.max_level}, got {crop}")
-    train_spec = replace(spec, image_size=(crop, crop))
-    train_set = VocDataset(config.data, "train", spec.classes, config.val_fraction, config.seed)
-    val_set = VocDataset(config.data, "val", spec.classes, config.val_fraction, config.seed)
-    for problem in train_set.report.problems + val_set.report.problems:
-        log(f"data: {problem}")
-    val_records = val_set.records[: config.max_val_images] if config.max_val_images else val_set.records
+    run = _Run(config, state, log)
+    stint = _Stint(time.time(), stop_after_minutes, stop_after_steps)
+    summary: dict = run.summary() if run.history else {}
+    while run.step < run.total_steps:
+        epoch, first = divmod(run.step, run.per_epoch)
+        sums, seen, seconds, stopped = run.train_epoch(epoch, first, stint, progress)
+        if stopped and run.step % run.per_epoch:
+            log(f"stopped at step {run.step} of {run.total_steps}; continue with --resume {run.out}")
+            return summary
+        summary = run.end_epoch(epoch, sums, seen, seconds, progress)
+        if stopped:
+            log(f"stopped at step {run.step} of {run.total_steps}; continue with --resume {run.out}")
+            break
+    return summary
 
-    network = create_network(train_spec)
-    evaluated = create_network(spec)
-    ema = WeightAverage(evaluated, config.ema_decay, config.ema_ramp_steps) if config.ema_decay > 0 else None
-    optimizer = _optimizer(network.parameters(), config)
-    if state is None:
-        init = initialise(network, spec, config.pretrained).describe()
-        history: list[dict] = []
-        step, best_map, elapsed = 0, -1.0, 0.0
-        if ema:
-            ema.copy_from(network)
-    else:
-        network.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema:
-            ema.load_state_dict(state["ema"])
-        init, history = state["init"], state["history"]
-        step, best_map, elapsed = int(state["step"]), float(state.get("best_map", -1.0)), float(state.get("train_seconds", 0.0))
+
+@dataclass
+class _Stint:
+    """This sitting's limits: a stint ends cleanly (checkpoint written) after so many minutes or steps."""
+
+    started: float
+    minutes: float | None
+    steps: int | None
+    done: int = 0
+
+    def over(self) -> bool:
+        return bool((self.steps and self.done >= self.steps)
+                    or (self.minutes and time.time() - self.started >= 60 * self.minutes))
+
+
+class _Run:
+    """One training run's state: data, networks, optimiser, EMA, schedule position and history, set up
+    fresh or from a resume state, with its checkpoints (`last.pt`, `best.pt`) and per-epoch records."""
+
+    def __init__(self, config: TrainConfig, state: dict | None, log) -> None:
+        self.config, self.log, self.out = config, log, Path(config.out)
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.spec = spec = make_spec(config.model, config.image_size, anchor_scale=config.anchor_scale)
+        crop = min(config.crop_size or spec.image_size[0], spec.image_size[0])  # a crop never exceeds the canvas
+        if crop % 2**spec.anchors.max_level:
+            raise FacemaskError(f"--crop-size must be a multiple of {2**spec.anchors.max_level}, got {crop}")
+        train_set = VocDataset(config.data, "train", spec.classes, config.val_fraction, config.seed)
+        val_set = VocDataset(config.data, "val", spec.classes, config.val_fraction, config.seed)
+        for problem in train_set.report.problems + val_set.report.problems:
+            log(f"data: {problem}")
+        self.val_records = val_set.records[: config.max_val_images] if config.max_val_images else val_set.records
+
+        self.network = create_network(replace(spec, image_size=(crop, crop)))
+        self.evaluated = create_network(spec)
+        self.ema = WeightAverage(self.evaluated, config.ema_decay, config.ema_ramp_steps) if config.ema_decay > 0 else None
+        self.optimizer = _optimizer(self.network.parameters(), config)
+        self._restore(state)
+        self.amp_dtype = resolve_amp(config.amp, self.device)
+        log(f"model: {spec.architecture} @ {spec.image_size[0]} px (training crops {crop} px), "
+            f"{count_parameters(self.network) / 1e6:.2f} M parameters, anchor scale {spec.anchors.anchor_scale:g}")
+        log(f"init: {self.init}")
+        log(f"device: {self.device}; precision: {self.amp_dtype or 'fp32'}{', channels_last' if config.channels_last else ''}; "
+            f"train images: {len(train_set)}; val images: {len(self.val_records)}")
+
+        self.bench = train_bench(self.network).to(self.device)
+        self.evaluated.to(self.device)
+        if config.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+        paste_class = spec.classes.index(RARE_CLASS) if RARE_CLASS in spec.classes else -1
+        self.dataset = DetectionDataset(
+            train_set.records, spec, AugmentConfig.strength(config.augment), config.seed, (crop, crop),
+            mosaic=config.mosaic, copy_paste=config.copy_paste, paste_class=paste_class,
+        )
+        self.factors = repeat_factors(train_set.records, spec.num_classes, config.repeat_threshold)
+        self.per_epoch = steps_per_epoch(self.factors, config.batch_size)
+        if config.max_steps:
+            self.per_epoch = min(self.per_epoch, config.max_steps)
+        self.total_steps = int(state["total_steps"]) if state else self.per_epoch * config.epochs
+        if state is not None:
+            torch.set_rng_state(state["torch_rng"])
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _restore(self, state: dict | None) -> None:
+        """Fresh initialisation, or the resume state (with best.pt chosen anew if the evaluation changed)."""
+        if state is None:
+            self.init = initialise(self.network, self.spec, self.config.pretrained).describe()
+            self.history: list[dict] = []
+            self.step, self.best_map, self.elapsed = 0, -1.0, 0.0
+            if self.ema:
+                self.ema.copy_from(self.network)
+            return
+        self.network.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
+        self.init, self.history = state["init"], state["history"]
+        self.step, self.best_map = int(state["step"]), float(state.get("best_map", -1.0))
+        self.elapsed = float(state.get("train_seconds", 0.0))
         if state.get("evaluation") != evaluation_description():
             # val mAP of different post-processing is not comparable: best.pt is chosen anew from here
             earlier = state.get("evaluation") or "not recorded"
-            log(f"the evaluation changed since this run started ({earlier} -> {evaluation_description()}); "
-                f"best.pt will be replaced by the next epoch's weights")
-            best_map = -1.0
-            history = [{**entry, "evaluation": entry.get("evaluation", earlier)} for entry in history]
-    amp_dtype = resolve_amp(config.amp, device)
-    log(f"model: {spec.architecture} @ {spec.image_size[0]} px (training crops {crop} px), "
-        f"{count_parameters(network) / 1e6:.2f} M parameters, anchor scale {spec.anchors.anchor_scale:g}")
-    log(f"init: {init}")
-    log(f"device: {device}; precision: {amp_dtype or 'fp32'}{', channels_last' if config.channels_last else ''}; "
-        f"train images: {len(train_set)}; val images: {len(val_records)}")
+            self.log(f"the evaluation changed since this run started ({earlier} -> {evaluation_description()}); "
+                     f"best.pt will be replaced by the next epoch's weights")
+            self.best_map = -1.0
+            self.history = [{**entry, "evaluation": entry.get("evaluation", earlier)} for entry in self.history]
 
-    bench = train_bench(network).to(device)
-    evaluated.to(device)
-    if config.channels_last:
-        network.to(memory_format=torch.channels_last)
-    dataset = DetectionDataset(
-        train_set.records, spec, AugmentConfig.strength(config.augment), config.seed, (crop, crop),
-        mosaic=config.mosaic, copy_paste=config.copy_paste, paste_class=spec.classes.index(RARE_CLASS) if RARE_CLASS in spec.classes else -1,
-    )
-    factors = repeat_factors(train_set.records, spec.num_classes, config.repeat_threshold)
-    per_epoch = steps_per_epoch(factors, config.batch_size)
-    if config.max_steps:
-        per_epoch = min(per_epoch, config.max_steps)
-    total_steps = int(state["total_steps"]) if state else per_epoch * config.epochs
-    if state is not None:
-        torch.set_rng_state(state["torch_rng"])
-    out.mkdir(parents=True, exist_ok=True)
-
-    def payload(epoch: int) -> dict:
+    def payload(self, epoch: int) -> dict:
         return {
-            "spec": spec.to_dict(), "train_config": asdict(config), "init": init, "epoch": epoch, "step": step,
-            "total_steps": total_steps, "history": history, "best_map": best_map, "train_seconds": round(elapsed, 1),
-            "code_version": facemask_sdk.__version__, "evaluation": evaluation_description(),
+            "spec": self.spec.to_dict(), "train_config": asdict(self.config), "init": self.init, "epoch": epoch,
+            "step": self.step, "total_steps": self.total_steps, "history": self.history, "best_map": self.best_map,
+            "train_seconds": round(self.elapsed, 1), "code_version": facemask_sdk.__version__,
+            "evaluation": evaluation_description(),
         }
 
-    def save_last(epoch: int) -> None:
-        save_checkpoint(out / "last.pt", {
-            **payload(epoch), "state_dict": network.state_dict(), "optimizer": optimizer.state_dict(),
-            "ema": ema.state_dict() if ema else None, "torch_rng": torch.get_rng_state(),
+    def save_last(self, epoch: int) -> None:
+        save_checkpoint(self.out / "last.pt", {
+            **self.payload(epoch), "state_dict": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None, "torch_rng": torch.get_rng_state(),
         })
 
-    stint_started, stint_steps = time.time(), 0
-    summary: dict = _summary(config, spec, init, history, network, step, total_steps) if history else {}
-    while step < total_steps:
-        epoch, first = divmod(step, per_epoch)
-        dataset.epoch = epoch
-        order = epoch_indices(factors, epoch, config.seed)
-        order = (order * math.ceil(per_epoch * config.batch_size / len(order)))[: per_epoch * config.batch_size]  # full batches
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, order[first * config.batch_size :]), batch_size=config.batch_size,
+    def _loader(self, epoch: int, first: int):
+        """This epoch's batches from step `first` on: the sampler's order is a function of the epoch alone."""
+        config = self.config
+        self.dataset.epoch = epoch
+        order = epoch_indices(self.factors, epoch, config.seed)
+        order = (order * math.ceil(self.per_epoch * config.batch_size / len(order)))[: self.per_epoch * config.batch_size]
+        return torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.dataset, order[first * config.batch_size :]), batch_size=config.batch_size,
             shuffle=False, num_workers=config.workers, collate_fn=collate, drop_last=False,
             generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG for the steps alone
         )
-        bench.train()
+
+    def train_epoch(self, epoch: int, first: int, stint: _Stint, progress: bool) -> tuple[dict, int, float, bool]:
+        """Steps from `first` to the epoch's end (or the stint's): loss sums, steps, seconds, stopped."""
+        config = self.config
+        self.bench.train()
         sums = {"loss": 0.0, "class_loss": 0.0, "box_loss": 0.0}
         seen, started, stopped = 0, time.time(), False
         epoch_started = started
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", disable=not progress,
-                   initial=first, total=per_epoch)
+        bar = tqdm(self._loader(epoch, first), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
+                   disable=not progress, initial=first, total=self.per_epoch)
         for images, target in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, config)
-            losses = _train_step(bench, optimizer, images, target, device, amp_dtype, config)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, self.total_steps, config)
+            losses = _train_step(self.bench, self.optimizer, images, target, self.device, self.amp_dtype, config)
             if not math.isfinite(losses["loss"]):
-                raise FacemaskError(f"loss became {losses['loss']} at step {step + 1}; lower --lr")
-            if ema:
-                ema.update(network)
-            step, seen, stint_steps = step + 1, seen + 1, stint_steps + 1
+                raise FacemaskError(f"loss became {losses['loss']} at step {self.step + 1}; lower --lr")
+            if self.ema:
+                self.ema.update(self.network)
+            self.step, seen, stint.done = self.step + 1, seen + 1, stint.done + 1
             for key in sums:
                 sums[key] += losses[key]
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            stopped = bool(
-                (stop_after_steps and stint_steps >= stop_after_steps)
-                or (stop_after_minutes and time.time() - stint_started >= 60 * stop_after_minutes)
-            )
-            if stopped or step % config.checkpoint_every == 0 or step == total_steps:
-                elapsed += time.time() - started
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            stopped = stint.over()
+            if stopped or self.step % config.checkpoint_every == 0 or self.step == self.total_steps:
+                self.elapsed += time.time() - started
                 started = time.time()
-                save_last(epoch)
+                self.save_last(epoch)
             if stopped:
                 break
-        elapsed += time.time() - started
-        epoch_seconds = time.time() - epoch_started
-        if stopped and step % per_epoch:
-            log(f"stopped at step {step} of {total_steps}; continue with --resume {out}")
-            return summary
-        if not ema:
-            evaluated.load_state_dict(network.state_dict())
-        metrics, _ = evaluate_network(evaluated, spec, val_records, config.eval_batch_size, device, progress)
-        record = {
-            "epoch": epoch + 1, "step": step,
+        self.elapsed += time.time() - started
+        return sums, seen, time.time() - epoch_started, stopped
+
+    def end_epoch(self, epoch: int, sums: dict, seen: int, seconds: float, progress: bool) -> dict:
+        """Evaluate the (EMA) weights on val, record the epoch, keep best.pt, checkpoint, write metrics."""
+        if not self.ema:
+            self.evaluated.load_state_dict(self.network.state_dict())
+        metrics, _ = evaluate_network(self.evaluated, self.spec, self.val_records, self.config.eval_batch_size,
+                                      self.device, progress)
+        self.history.append({
+            "epoch": epoch + 1, "step": self.step,
             **{f"train_{k}": v / max(1, seen) for k, v in sums.items()},
-            "lr_end": optimizer.param_groups[0]["lr"],
-            "train_seconds": round(epoch_seconds, 1),
-            "train_minutes_total": round(elapsed / 60, 2),
+            "lr_end": self.optimizer.param_groups[0]["lr"],
+            "train_seconds": round(seconds, 1),
+            "train_minutes_total": round(self.elapsed / 60, 2),
             "val": metrics,
             "evaluation": evaluation_description(),
-        }
-        history.append(record)
-        log(
-            f"epoch {epoch + 1} (step {step}/{total_steps}, {elapsed / 60:.1f} min): loss {sums['loss'] / max(1, seen):.4f}  "
-            f"val mAP {metrics['map']:.4f}  mAP@.5 {metrics['map50']:.4f}"
+        })
+        self.log(
+            f"epoch {epoch + 1} (step {self.step}/{self.total_steps}, {self.elapsed / 60:.1f} min): "
+            f"loss {sums['loss'] / max(1, seen):.4f}  val mAP {metrics['map']:.4f}  mAP@.5 {metrics['map50']:.4f}"
         )
-        if metrics["map"] > best_map:
-            best_map = metrics["map"]
-            save_checkpoint(out / "best.pt", {**payload(epoch + 1), "state_dict": evaluated.state_dict(), "metrics": metrics})
-        save_last(epoch + 1)
-        summary = _summary(config, spec, init, history, network, step, total_steps)
-        _write_json(out / "metrics.json", summary)
-        plot_curves(history, out / "curves.png")
-        if stopped:
-            log(f"stopped at step {step} of {total_steps}; continue with --resume {out}")
-            break
-    return summary
+        if metrics["map"] > self.best_map:
+            self.best_map = metrics["map"]
+            save_checkpoint(self.out / "best.pt", {**self.payload(epoch + 1), "state_dict": self.evaluated.state_dict(),
+                                                   "metrics": metrics})
+        self.save_last(epoch + 1)
+        summary = self.summary()
+        _write_json(self.out / "metrics.json", summary)
+        plot_curves(self.history, self.out / "curves.png")
+        return summary
+
+    def summary(self) -> dict:
+        return _summary(self.config, self.spec, self.init, self.history, self.network, self.step, self.total_steps)
 
 
 def evaluation_description() -> str:

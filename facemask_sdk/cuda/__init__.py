@@ -1,12 +1,14 @@
 """CUDA kernels for the TensorRT path: letterbox pre-processing, decoding, top-K and class-aware NMS.
 
-`kernels.cu` holds the CUDA C source (compiled at run time by pycuda, cached on disk);
-`pipeline.CudaPipeline` runs it on one stream with buffers allocated once. Importing this package does
-not import pycuda: only creating a `CudaPipeline` does.
+`kernels.cu` holds the CUDA C source (compiled at run time by pycuda, cached on disk); `plans` turns
+frames and settings into launches (pure Python); `pipeline.CudaPipeline` runs them on one stream with
+buffers allocated once; `probe` reads and writes its device buffers for the kernel tests and benchmark. Importing this package does not import pycuda:
+only creating a `CudaPipeline` does.
 """
 
 from __future__ import annotations
 
-from facemask_sdk.cuda.pipeline import KERNEL_ARGS, KERNEL_SOURCE, NVCC_OPTIONS, CudaPipeline
+from facemask_sdk.cuda.pipeline import CudaPipeline
+from facemask_sdk.cuda.plans import KERNEL_ARGS, KERNEL_SOURCE, NVCC_OPTIONS
 
 __all__ = ["KERNEL_ARGS", "KERNEL_SOURCE", "NVCC_OPTIONS", "CudaPipeline"]

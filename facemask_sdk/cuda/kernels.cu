@@ -2,7 +2,7 @@
 //
 // The NumPy code is the specification: facemask_sdk/preprocess.py (letterbox), facemask_sdk/anchors.py
 // (anchor order) and facemask_sdk/postprocess.py (decoding, top-K, NMS). Launch geometry and argument
-// order live in facemask_sdk/cuda/pipeline.py (`plan_*` functions); keep the two in step.
+// order live in facemask_sdk/cuda/plans.py (`plan_*` functions); keep the two in step.
 //
 // Build rules (checked by tests/test_cuda_source.py):
 // - no include directives: pycuda's SourceModule then hashes the plain text for its disk cache (with
@@ -20,7 +20,7 @@
 // -> fm_topk_select -> fm_rank_decode_* -> fm_nms_mask -> fm_nms_reduce. Buffer sizes are fixed per
 // model (pipeline.decode_buffer_specs), so nothing is allocated per frame.
 
-// The sizes shared with the buffer plans come from facemask_sdk/cuda/pipeline.py (KERNEL_CONSTANTS), passed
+// The sizes shared with the buffer plans come from facemask_sdk/cuda/plans.py (KERNEL_CONSTANTS), passed
 // as -D definitions by the pipeline's compile (and the CPU emulator's): one source, no drift.
 #if !defined(FM_SELECT_THREADS) || !defined(FM_COARSE_BITS) || !defined(FM_NMS_BLOCK) || !defined(FM_MAX_TOPK) \
     || !defined(FM_RANK_THREADS)

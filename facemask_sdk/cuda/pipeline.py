@@ -1,15 +1,10 @@
 """GPU pre-processing, decoding, top-K and NMS (`kernels.cu`) on one CUDA stream, driven by pycuda.
 
-Two layers:
-
-- launch plans (`plan_letterbox`, `plan_decode`, `decode_buffer_specs`): pure Python, no pycuda. They
-  turn a frame, a `Letterbox` and a `PostprocessConfig` into kernel launches (name, grid, block,
-  arguments). The GPU path below runs them; the CPU tests run the very same plans on an emulator of
-  the kernels, so launch geometry and argument order are checked without a GPU.
-- `CudaPipeline`: compiles the kernels (cached on disk), allocates every buffer once, and enqueues
-  pre-processing and decoding + NMS on its stream. The TensorRT runner points the engine's input and
-  outputs at the pipeline's buffers, so a frame goes camera -> GPU -> detections with one
-  synchronisation at the end.
+The launch plans (`facemask_sdk.cuda.plans`: pure Python, checked on CPU against an emulator of the
+kernels) say what to launch; `CudaPipeline` compiles the kernels (cached on disk), allocates every
+buffer once, and enqueues pre-processing and decoding + NMS on its stream. The TensorRT runner points
+the engine's input and outputs at the pipeline's buffers, so a frame goes camera -> GPU -> detections
+with one synchronisation at the end.
 
 Zero copy: frames and detections live in page-locked host memory mapped into the device address space
 (`pagelocked_empty(..., mem_flags=host_alloc_flags.DEVICEMAP)` and `.base.get_device_pointer()`). On
@@ -20,7 +15,7 @@ the frame over PCIe, so there explicit async copies to device buffers are used i
     >>> with CudaPipeline(spec) as gpu:                      # doctest: +SKIP
     ...     frame = gpu.frame_buffer(1080, 1920)              # cap.read(frame) fills it in place
     ...     box = gpu.preprocess(frame)                       # -> gpu.input_ptr, [3, H, W]
-    ...     gpu.upload_head(logits, regressions)              # or let TensorRT write them
+    ...     # TensorRT writes the head outputs into gpu.logits_ptr / gpu.regressions_ptr
     ...     gpu.decode_nms(box); gpu.synchronize()
     ...     boxes, scores, class_ids = gpu.results()
 
@@ -34,193 +29,19 @@ import contextlib
 import os
 import shutil
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from facemask_sdk.backends.base import Runner
+from facemask_sdk.cuda.plans import (
+    KERNEL_ARGS, KERNEL_SOURCE, NVCC_OPTIONS, DecodeSettings, Launch, check_frame, decode_buffer_specs, io_dtype,
+    output_specs, plan_decode, plan_letterbox,
+)
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.preprocess import Letterbox
 from facemask_sdk.spec import ModelSpec
-
-KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
-KERNEL_CONSTANTS: dict[str, int] = {
-    "FM_SELECT_THREADS": 512,  # fm_topk_select runs as one block of this many threads
-    "FM_COARSE_BITS": 11,  # top bits of a key counted by fm_decode_candidates_* (first radix digit)
-    "FM_NMS_BLOCK": 64,  # boxes per NMS mask word
-    "FM_MAX_TOPK": 16384,  # largest top_k the NMS reduction supports (256 mask words)
-    "FM_RANK_THREADS": 256,  # threads per block of fm_rank_decode_*
-}
-"""The one source of the sizes that the kernels and the buffer plans share: passed to nvcc (and to the
-CPU emulator's compiler) as -D definitions; `kernels.cu` refuses to compile without them."""
-
-KERNEL_DEFINES = tuple(f"-D{name}={value}" for name, value in KERNEL_CONSTANTS.items())
-NVCC_OPTIONS = ("--fmad=false", *KERNEL_DEFINES)
-"""No a*b+c contraction (the kernels round like the NumPy reference), and the shared constants."""
-
-MAX_TOP_K = KERNEL_CONSTANTS["FM_MAX_TOPK"]
-COARSE_BINS = 1 << KERNEL_CONSTANTS["FM_COARSE_BITS"]
-NMS_BLOCK = KERNEL_CONSTANTS["FM_NMS_BLOCK"]
-SELECT_THREADS = KERNEL_CONSTANTS["FM_SELECT_THREADS"]
-RANK_THREADS = KERNEL_CONSTANTS["FM_RANK_THREADS"]
-DECODE_THREADS = 256
-REDUCE_THREADS = 256
-LETTERBOX_BLOCK = (32, 8, 1)
-
-KERNEL_ARGS: dict[str, str] = {
-    # struct/pycuda formats: P pointer, d double, f float, i int32, I uint32 (order = kernels.cu)
-    "fm_letterbox_f32": "PPdd" + "i" * 7 + "f" * 6,
-    "fm_letterbox_f16": "PPdd" + "i" * 7 + "f" * 6,
-    "fm_reset_counters": "PP",
-    "fm_decode_candidates_f32": "PPPPIf",
-    "fm_decode_candidates_f16": "PPPPIf",
-    "fm_topk_select": "PPPPI",
-    "fm_rank_decode_f32": "PPPPPPPPIfff",
-    "fm_rank_decode_f16": "PPPPPPPPIfff",
-    "fm_nms_mask": "PPPPfi",
-    "fm_nms_reduce": "PPPPP" + "PPPP" + "I",
-}
-_DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
-
-
-@dataclass(frozen=True)
-class Launch:
-    """One kernel launch: `kernel<<<grid, block>>>(*args)` with `args` in `KERNEL_ARGS[kernel]` order."""
-
-    kernel: str
-    grid: tuple[int, int, int]
-    block: tuple[int, int, int]
-    args: tuple
-
-
-@dataclass(frozen=True)
-class DecodeSettings:
-    """The decoding settings the kernels use; built from a `PostprocessConfig` (or anything alike)."""
-
-    logit_threshold: float
-    iou_threshold: float
-    max_detections: int
-    top_k: int
-    class_agnostic: bool = True
-
-    @classmethod
-    def from_config(cls, config: Any) -> "DecodeSettings":
-        top_k, max_det = int(config.top_k), int(config.max_detections)
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise FacemaskError(f"the CUDA decoder supports top_k in [1, {MAX_TOP_K}], got {top_k}")
-        if max_det < 1:
-            raise FacemaskError(f"max_detections must be a positive integer, got {max_det}")
-        return cls(float(config.logit_threshold), float(config.iou_threshold), max_det, top_k,
-                   bool(getattr(config, "class_agnostic", True)))
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def io_dtype(dtype: Any) -> np.dtype:
-    """float32 or float16, the tensor dtypes the kernels read and write."""
-    dtype = np.dtype(dtype)
-    if dtype not in _DTYPE_SUFFIX:
-        raise FacemaskError(f"CUDA kernels take float32 or float16 tensors, got {dtype}")
-    return dtype
-
-
-def decode_buffer_specs(
-    num_anchors: int, num_classes: int, settings: DecodeSettings
-) -> dict[str, tuple[np.dtype, int]]:
-    """Name -> (dtype, element count) of every buffer decoding + NMS needs (sizes fixed per model)."""
-    k, words = settings.top_k, _cdiv(settings.top_k, NMS_BLOCK)
-    return {
-        "counters": (np.dtype(np.uint32), 4),
-        "coarse_hist": (np.dtype(np.uint32), COARSE_BINS),
-        "cand_keys": (np.dtype(np.uint64), num_anchors * num_classes),
-        "sel_keys": (np.dtype(np.uint64), k),
-        "boxes": (np.dtype(np.float32), 4 * k),
-        "scores": (np.dtype(np.float32), k),
-        "classes": (np.dtype(np.int32), k),
-        "flat_index": (np.dtype(np.uint32), k),
-        "mask": (np.dtype(np.uint64), k * words),
-    }
-
-
-def output_specs(max_detections: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """Name -> (dtype, shape) of the fixed-size output: detections in rank order and their count."""
-    return {
-        "out_boxes": (np.dtype(np.float32), (max_detections, 4)),
-        "out_scores": (np.dtype(np.float32), (max_detections,)),
-        "out_classes": (np.dtype(np.int32), (max_detections,)),
-        "out_count": (np.dtype(np.uint32), (1,)),
-    }
-
-
-def plan_letterbox(
-    frame_ptr: int,
-    frame_hw: tuple[int, int],
-    pitch: int,
-    out_ptr: int,
-    out_dtype: Any,
-    spec: ModelSpec,
-) -> tuple[Launch, Letterbox]:
-    """The launch that letterboxes a BGR uint8 frame (rows `pitch` bytes apart) into a `[3, H, W]` tensor."""
-    box = Letterbox.fit(frame_hw, spec.image_size)
-    (src_h, src_w), (dst_h, dst_w), (rs_h, rs_w) = box.original_hw, box.input_hw, box.resized_hw
-    scale_x, scale_y = 1.0 / (rs_w / src_w), 1.0 / (rs_h / src_h)  # exactly OpenCV's double scales
-    bx, by, _ = LETTERBOX_BLOCK
-    launch = Launch(
-        f"fm_letterbox_{_DTYPE_SUFFIX[io_dtype(out_dtype)]}",
-        (_cdiv(dst_w, bx), _cdiv(dst_h, by), 1),
-        LETTERBOX_BLOCK,
-        (int(frame_ptr), int(out_ptr), scale_x, scale_y, src_h, src_w, int(pitch), dst_h, dst_w, rs_h, rs_w,
-         *(float(m) for m in spec.mean), *(float(s) for s in spec.std)),
-    )
-    return launch, box
-
-
-def plan_decode(
-    ptr: Mapping[str, int],
-    num_anchors: int,
-    num_classes: int,
-    box: Letterbox,
-    settings: DecodeSettings,
-    head_dtype: Any = np.float32,
-) -> list[Launch]:
-    """Launches of decoding, top-K and NMS. `ptr` maps every name of `decode_buffer_specs` and
-    `output_specs` plus "logits" `[A, C]`, "regressions" `[A, 4]` (head dtype) and "anchors" `[A, 4]`
-    (float32 xyxy) to device addresses."""
-    suffix = _DTYPE_SUFFIX[io_dtype(head_dtype)]
-    total = num_anchors * num_classes
-    words = _cdiv(settings.top_k, NMS_BLOCK)
-    height, width = box.original_hw
-    return [
-        Launch("fm_reset_counters", (1, 1, 1), (256, 1, 1), (ptr["counters"], ptr["coarse_hist"])),
-        Launch(f"fm_decode_candidates_{suffix}", (_cdiv(total, DECODE_THREADS), 1, 1), (DECODE_THREADS, 1, 1),
-               (ptr["logits"], ptr["cand_keys"], ptr["counters"], ptr["coarse_hist"], total, settings.logit_threshold)),
-        Launch("fm_topk_select", (1, 1, 1), (SELECT_THREADS, 1, 1),
-               (ptr["cand_keys"], ptr["counters"], ptr["coarse_hist"], ptr["sel_keys"], settings.top_k)),
-        Launch(f"fm_rank_decode_{suffix}", (_cdiv(settings.top_k, RANK_THREADS), 1, 1), (RANK_THREADS, 1, 1),
-               (ptr["sel_keys"], ptr["counters"], ptr["regressions"], ptr["anchors"], ptr["boxes"], ptr["scores"],
-                ptr["classes"], ptr["flat_index"], num_classes, float(np.float32(box.scale)), float(height),
-                float(width))),
-        Launch("fm_nms_mask", (words, words, 1), (NMS_BLOCK, 1, 1),
-               (ptr["boxes"], ptr["classes"], ptr["counters"], ptr["mask"], settings.iou_threshold,
-                int(settings.class_agnostic))),
-        Launch("fm_nms_reduce", (1, 1, 1), (REDUCE_THREADS, 1, 1),
-               (ptr["mask"], ptr["boxes"], ptr["scores"], ptr["classes"], ptr["counters"], ptr["out_boxes"],
-                ptr["out_scores"], ptr["out_classes"], ptr["out_count"], settings.max_detections)),
-    ]
-
-
-def check_frame(frame: object) -> np.ndarray:
-    """A BGR uint8 `HxWx3` array with contiguous pixels (rows may be padded), else `FacemaskError`."""
-    if not isinstance(frame, np.ndarray):
-        raise FacemaskError(f"frame must be a numpy array, got {type(frame).__name__}")
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
-        raise FacemaskError(f"frame must be a BGR uint8 HxWx3 array, got {frame.dtype} with shape {frame.shape}")
-    return frame
-
 
 def find_nvcc() -> str:
     """nvcc on PATH, else the CUDA toolkit's default place (JetPack does not put it on PATH)."""
@@ -521,26 +342,7 @@ class CudaPipeline(Runner):
         return (self._out["out_boxes"][:n].copy(), self._out["out_scores"][:n].copy(),
                 self._out["out_classes"][:n].astype(np.int64))
 
-    # -- helpers for tests, benchmarks and the un-fused path ------------------------------------------
-
-    def upload_head(self, logits: np.ndarray, regressions: np.ndarray) -> None:
-        """Copy one image's head outputs (`[A, C]`, `[A, 4]`, any float dtype) into the device buffers."""
-        expected = {"logits": (self.num_anchors, self.num_classes), "regressions": (self.num_anchors, 4)}
-        with self.active():
-            for name, array in (("logits", logits), ("regressions", regressions)):
-                array = np.asarray(array)
-                if array.shape != expected[name]:
-                    raise FacemaskError(f"{name} must have shape {list(expected[name])}, got {list(array.shape)}")
-                self._cuda.memcpy_htod_async(self._ptr[name], np.ascontiguousarray(array, self.head_dtype), self.stream)
-            self.stream.synchronize()
-
-    def download_input(self) -> np.ndarray:
-        """The input tensor `[3, H, W]` (after `synchronize()`), as a new array."""
-        out = np.empty((3, *self.spec.image_size), self.input_dtype)
-        with self.active():
-            self.stream.synchronize()
-            self._cuda.memcpy_dtoh(out, self.input_ptr)
-        return out
+    # -- the un-fused path: host tensors in and out (TensorRT's own buffers, ONNX parity) ---------------
 
     def upload_input(self, tensor: np.ndarray) -> None:
         """Enqueue a copy of a pre-processed `[3, H, W]` (or `[1, 3, H, W]`) tensor into the input buffer."""
@@ -563,21 +365,3 @@ class CudaPipeline(Runner):
             self._cuda.memcpy_dtoh(logits, self.logits_ptr)
             self._cuda.memcpy_dtoh(regressions, self.regressions_ptr)
         return logits.astype(np.float32), regressions.astype(np.float32)
-
-    def candidates(self) -> dict[str, np.ndarray | int]:
-        """The state after top-K: `num_candidates` (passing the threshold), and the selected ones in rank
-        order: `boxes`, `scores`, `class_ids`, `flat_index` (anchor * C + class)."""
-        with self.active():
-            self.stream.synchronize()
-            self._pending = False
-            counters = np.empty(4, np.uint32)
-            self._cuda.memcpy_dtoh(counters, self._ptr["counters"])
-            m = int(counters[1])
-            out = {}
-            for name, dtype, per in (("boxes", np.float32, 4), ("scores", np.float32, 1), ("classes", np.int32, 1),
-                                     ("flat_index", np.uint32, 1)):
-                host = np.empty(max(m * per, 1), dtype)
-                self._cuda.memcpy_dtoh(host, self._ptr[name])
-                out[name] = host[: m * per].reshape((m, 4) if per == 4 else (m,))
-        return {"num_candidates": int(counters[0]), "boxes": out["boxes"], "scores": out["scores"],
-                "class_ids": out["classes"].astype(np.int64), "flat_index": out["flat_index"].astype(np.int64)}

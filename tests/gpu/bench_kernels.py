@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from facemask_sdk.cuda.pipeline import CudaPipeline, plan_decode, plan_letterbox  # noqa: E402
+from facemask_sdk.cuda import probe  # noqa: E402
+from facemask_sdk.cuda.pipeline import CudaPipeline  # noqa: E402
+from facemask_sdk.cuda.plans import plan_decode, plan_letterbox  # noqa: E402
 from facemask_sdk.postprocess import PostprocessConfig  # noqa: E402
 from facemask_sdk.preprocess import Letterbox  # noqa: E402
 from facemask_sdk.spec import ModelSpec  # noqa: E402
@@ -119,11 +121,11 @@ def bench_decode(iterations: int) -> list[dict]:
         box = Letterbox.fit(FRAME_HW, D0.image_size)
         for kind in ("realistic", "random"):
             logits, regressions = head_outputs(kind)
-            gpu.upload_head(logits, regressions)
+            probe.upload_head(gpu, logits, regressions)
             launches = plan_decode(gpu.pointers, gpu.num_anchors, gpu.num_classes, box, gpu.settings, gpu.head_dtype)
             times = time_enqueues(gpu, [lambda l=l: gpu.launch(l) for l in launches], iterations)
             gpu.synchronize()
-            state = gpu.candidates()
+            state = probe.candidates(gpu)
             label = f"{kind}: {state['num_candidates']} candidates, {len(gpu.results()[0])} kept"
             for launch, t in zip(launches, times):
                 rows.append(row(f"  {launch.kernel} ({label})", t, None))
@@ -140,7 +142,7 @@ def bench_python_path(iterations: int) -> list[dict]:
         rng = np.random.default_rng(2)
         frame = gpu.frame_buffer(*FRAME_HW)
         frame[:] = rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8)
-        gpu.upload_head(*head_outputs("realistic"))
+        probe.upload_head(gpu, *head_outputs("realistic"))
         samples = []
         warmup = min(20, iterations)
         for i in range(warmup + iterations):

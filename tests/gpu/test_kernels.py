@@ -50,7 +50,7 @@ REASON = _gpu_missing()
 if REASON:
     pytest.skip(REASON, allow_module_level=True)
 
-from facemask_sdk.cuda import CudaPipeline  # noqa: E402  (after the skip: needs nothing, but reads better)
+from facemask_sdk.cuda import CudaPipeline, probe  # noqa: E402  (after the skip: needs nothing, but reads better)
 
 _PIPELINES: dict[tuple, CudaPipeline] = {}
 
@@ -90,7 +90,7 @@ def test_letterbox_matches_opencv(frame_hw, dtype, mapped: bool) -> None:
     gpu = pipeline(mapped=mapped, input_dtype=dtype)
     box = gpu.preprocess(frame)
     gpu.synchronize()
-    out = gpu.download_input()
+    out = probe.download_input(gpu)
     reference, ref_box = preprocess(frame, D0)
     assert box == ref_box and out.dtype == dtype
     gap = letterbox_gap(out, reference, D0)
@@ -110,7 +110,7 @@ def test_letterbox_real_images_zero_copy_and_crops() -> None:
             gpu.preprocess(source)
             gpu.synchronize()
             reference, _ = preprocess(np.ascontiguousarray(source), D0)
-            assert letterbox_gap(gpu.download_input(), reference, D0).max() <= 1.0 + 1e-3
+            assert letterbox_gap(probe.download_input(gpu), reference, D0).max() <= 1.0 + 1e-3
 
 
 # --- decoding, top-K, NMS --------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def assert_same_detections(got, expected) -> None:
 
 
 def run(gpu: CudaPipeline, logits, regressions, box: Letterbox):
-    gpu.upload_head(logits, regressions)
+    probe.upload_head(gpu, logits, regressions)
     gpu.decode_nms(box)
     gpu.synchronize()
     return gpu.results()
@@ -167,7 +167,7 @@ def test_decode_nms_matches_numpy(case: str, mapped: bool) -> None:
     flat = logits.reshape(-1)
     passing = np.flatnonzero(flat > config.logit_threshold)
     chosen = passing[top_k_indices(flat[passing], config.top_k)]
-    state = gpu.candidates()
+    state = probe.candidates(gpu)
     assert state["num_candidates"] == len(passing)
     np.testing.assert_array_equal(state["flat_index"], chosen)
     ids = chosen // 3

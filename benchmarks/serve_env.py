@@ -1,0 +1,69 @@
+"""A Python environment that can run the servers: the wheel plus its `[serve]` extra.
+
+PyTriton needs numpy < 2 while the development environment has numpy 2, so the servers run from a
+virtual environment of their own. It sees the development environment's packages (system site) and
+adds only what `[serve]` asks for; it is kept under `~/.cache/facemask-sdk/`, keyed by those
+requirements, so only the first run installs. The wheel is reinstalled every time: the server imports
+the SDK as an installed package, the one being tested.
+
+    python -m facemask_tools.benchmarks.serve_env dist/facemask_sdk-0.1.0-py3-none-any.whl   # prints its python
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facemask-sdk"
+
+
+def serve_requirements(wheel: Path) -> list[str]:
+    """The `[serve]` extra's requirements, from the wheel's own metadata (one source: pyproject)."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(archive.read(n).decode() for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+    found = [match.group(1) for line in metadata.splitlines()
+             if (match := re.match(r"Requires-Dist: (.+?)\s*;\s*extra\s*==\s*[\"']serve[\"']", line))]
+    if not found:
+        raise RuntimeError(f"{wheel.name} declares no [serve] extra")
+    return found
+
+
+def _pip(python: Path, *args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *args],
+                            capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"pip install {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+
+
+def serve_environment(wheel: Path) -> Path:
+    """The environment's Python, with `wheel` installed and numpy < 2 checked."""
+    requirements = serve_requirements(wheel)
+    key = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:12]
+    env_dir = CACHE / f"serve-env-{key}"
+    python = env_dir / "bin" / "python"
+    installed = env_dir / ".installed"
+    if not installed.is_file():
+        venv.EnvBuilder(system_site_packages=True, with_pip=False, clear=True).create(env_dir)
+        _pip(python, *requirements)
+        installed.write_text("\n".join(requirements) + "\n")
+    _pip(python, "--no-deps", "--force-reinstall", str(wheel))
+    probe = subprocess.run([str(python), "-c", "import numpy, pytriton, facemask_sdk; print(numpy.__version__, facemask_sdk.__file__)"],
+                           capture_output=True, text=True, timeout=120, cwd="/")
+    if probe.returncode != 0:
+        raise RuntimeError(f"the serving environment {env_dir} is broken:\n{probe.stderr[-2000:]}")
+    numpy_version, package = probe.stdout.split()
+    if not numpy_version.startswith("1."):
+        raise RuntimeError(f"PyTriton needs numpy < 2; {env_dir} has {numpy_version}")
+    if str(env_dir) not in package:
+        raise RuntimeError(f"{env_dir} imports the SDK from {package}, not from its installed wheel")
+    return python
+
+
+if __name__ == "__main__":
+    print(serve_environment(Path(sys.argv[1])))

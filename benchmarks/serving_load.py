@@ -1,0 +1,132 @@
+"""Load benchmark of the serving paths on loopback: throughput, p50 and p99 latency at several client
+concurrencies, for `facemask-sdk serve` (PyTriton), the generated repository on PyTriton's
+tritonserver, and the in-process `Detector` shared by the same number of threads.
+
+    python -m facemask_tools.benchmarks.serving_load --onnx facemask.dynamic.onnx --python ENV/bin/python \\
+        --concurrency 1,2,4,8 --seconds 15 --out benchmarks/serving-load.json
+
+`--python` is an environment with `facemask-sdk[serve]` (`python -m facemask_tools.benchmarks.serve_env
+WHEEL` makes one). Each level is a bounded closed loop: N client threads, each sending the next sample
+as soon as its previous answer came, for `--seconds`; one gRPC client shared by the threads. Requests
+are single images, so any batching is the server's dynamic batcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from facemask_sdk import Detector
+from facemask_sdk.image_io import read_image
+from facemask_sdk.serving.client import TritonClient
+from facemask_sdk.serving.repository import NETWORK, RepositoryOptions, write_repository
+from facemask_tools.benchmarks.machine import machine_info
+from facemask_tools.benchmarks.server_process import ServerProcess, bundled_server_argv, free_ports, serve_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((ROOT / "samples" / "images").glob("*.png"))
+
+
+def closed_loop(call: Callable[[int], object], concurrency: int, seconds: float) -> dict:
+    """`concurrency` threads calling `call(i)` back to back for `seconds`: requests/s, p50, p99 (ms)."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    stop_at = time.perf_counter() + seconds
+
+    def worker(slot: int) -> None:
+        i = slot
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            call(i % len(SAMPLES))
+            latencies[slot].append(time.perf_counter() - start)
+            i += concurrency
+
+    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(concurrency)]
+    begin = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - begin
+    flat = np.array([t for per_thread in latencies for t in per_thread]) * 1e3
+    return {"concurrency": concurrency, "requests": int(flat.size), "seconds": round(elapsed, 2),
+            "requests_per_s": round(flat.size / elapsed, 2), "p50_ms": round(float(np.percentile(flat, 50)), 1),
+            "p99_ms": round(float(np.percentile(flat, 99)), 1)}
+
+
+def _measure(name: str, call: Callable[[int], object], levels: list[int], seconds: float, rows: list[dict],
+             batching: Callable[[], tuple[int, int]] | None = None) -> None:
+    for _ in range(2):
+        call(0)  # warm-up: first requests load lazily initialised state
+    for level in tqdm(levels, desc=name, leave=False):
+        before = batching() if batching else None
+        row = {"target": name, **closed_loop(call, level, seconds)}
+        if batching:
+            images, executions = (after - start for after, start in zip(batching(), before))
+            row["mean_batch"] = round(images / max(executions, 1), 2)
+        rows.append(row)
+        print(json.dumps(row))
+
+
+def run(onnx: Path, python: Path, levels: list[int], seconds: float, threads: int, workdir: Path) -> dict:
+    rows: list[dict] = []
+    images = [read_image(path) for path in SAMPLES]
+    encoded = [path.read_bytes() for path in SAMPLES]
+    with Detector(onnx, threads=threads) as detector:
+        _measure("in-process Detector", lambda i: detector(images[i]), levels, seconds, rows)
+
+    http_port, grpc_port = free_ports(2)
+    argv = serve_argv(python, onnx, http_port, grpc_port, "--threads", str(threads), "--access-token", "bench")
+    with ServerProcess(argv, workdir / "serve.log", http_port, grpc_port) as server:
+        server.wait_ready()
+        with TritonClient(server.grpc_url, timeout_s=300, access_token="bench") as client:
+            _measure("facemask-sdk serve (PyTriton)", lambda i: client.detect(encoded[i]), levels, seconds, rows,
+                     batching=client.batching)
+
+    repository = write_repository(workdir / "repository", onnx,
+                                  RepositoryOptions(backend="python", network_threads=threads), force=True).path
+    http_port, grpc_port = free_ports(2)
+    argv = bundled_server_argv(python, repository, workdir, http_port, grpc_port)
+    with ServerProcess(argv, workdir / "tritonserver.log", http_port, grpc_port) as server:
+        server.wait_ready()
+        with TritonClient(server.grpc_url, timeout_s=300) as client:
+            _measure("repository ensemble (tritonserver 2.51)", lambda i: client.detect(encoded[i]), levels, seconds,
+                     rows, batching=lambda: client.batching(NETWORK))
+    return {"machine": machine_info(), "onnx": onnx.name, "seconds_per_level": seconds, "threads": threads,
+            "samples": [p.name for p in SAMPLES], "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| target | concurrency | requests/s | p50 ms | p99 ms | mean batch |", "|---|---:|---:|---:|---:|---:|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['target']} | {row['concurrency']} | {row['requests_per_s']:.2f} | {row['p50_ms']:.0f} | "
+                     f"{row['p99_ms']:.0f} | {row.get('mean_batch', '')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--onnx", type=Path, required=True, help="ONNX with a dynamic batch axis")
+    parser.add_argument("--python", type=Path, required=True, help="Python of an environment with facemask-sdk[serve]")
+    parser.add_argument("--concurrency", default="1,2,4,8")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of every target")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.concurrency.split(",")]
+    with tempfile.TemporaryDirectory(prefix="serving-load-") as workdir:
+        result = run(args.onnx, args.python, levels, args.seconds, args.threads, Path(workdir))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
