@@ -12,6 +12,7 @@
 # BUILD_FLAGS override them). pip inside the build uses the host's CA bundle and index settings.
 #
 # Writes OUT_DIR/detect.log, OUT_DIR/detect/summary.json (the container's results) and prints them.
+# SERVE_IMAGE=NAME also builds the serving image (docker/serve.Dockerfile) on top, as NAME.
 # Exit status: 0 on success, 3 when podman or debootstrap is missing, else the failing step's.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,3 +57,13 @@ chmod a+rwx "$OUT_DIR"  # the image runs as uid 10001
     "$IMAGE" /data --out /out/detect 2>&1 | tee "$OUT_DIR/detect.log"
 test -f "$OUT_DIR/detect/summary.json"
 "${PODMAN[@]}" image inspect "$IMAGE" --format 'image {{.Id}} size {{.Size}} user {{.Config.User}}'
+
+# SERVE_IMAGE=localhost/facemask-sdk:serve also builds docker/serve.Dockerfile on top of the CPU image
+# (the [serve] extra: PyTriton); tests/test_docker.py then runs it as a server and queries it.
+if [ -n "${SERVE_IMAGE:-}" ]; then
+    echo "== podman build -f docker/serve.Dockerfile --build-arg BASE_IMAGE=$IMAGE -t $SERVE_IMAGE"
+    "${PODMAN[@]}" build "${BUILD[@]}" "${PIP_ARGS[@]}" -f "$ROOT/docker/serve.Dockerfile" \
+        --build-arg "BASE_IMAGE=$IMAGE" -t "$SERVE_IMAGE" "$ROOT" > "$OUT_DIR/build-serve.log" 2>&1 \
+        || { tail -n 30 "$OUT_DIR/build-serve.log" >&2; exit 5; }
+    "${PODMAN[@]}" image inspect "$SERVE_IMAGE" --format 'serve image {{.Id}} size {{.Size}} user {{.Config.User}}'
+fi

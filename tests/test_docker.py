@@ -19,6 +19,7 @@ DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 EXPECTED_BASES = {
     "cpu.Dockerfile": "python:3.11-slim-bookworm",
+    "serve.Dockerfile": "localhost/facemask-sdk:cpu",
     "jetson.Dockerfile": "nvcr.io/nvidia/l4t-jetpack:r36.4.0",
     "x86-gpu.Dockerfile": "nvcr.io/nvidia/tensorrt:25.01-py3",
 }
@@ -100,16 +101,28 @@ def _podman_ready() -> str | None:
     return None
 
 
-@pytest.mark.slow
-def test_cpu_image_builds_and_detects_the_same_faces_as_the_host(tmp_path: Path) -> None:
+SERVE_IMAGE = "localhost/facemask-sdk:serve"
+PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
+
+
+@pytest.fixture(scope="module")
+def built_images(tmp_path_factory) -> tuple[Path, str]:
+    """The CPU image built and run on the samples by `docker/build-cpu-image.sh`, and the serving image
+    on top of it: (its output folder, its stdout)."""
     reason = _podman_ready()
     if reason:
         pytest.skip(reason)
     pytest.importorskip("onnxruntime")
-    out = tmp_path / "docker"
+    out = tmp_path_factory.mktemp("docker")
     result = subprocess.run(["bash", str(DOCKER / "build-cpu-image.sh"), str(out)], capture_output=True, text=True,
-                            timeout=1200)
+                            timeout=1800, env={**os.environ, "SERVE_IMAGE": SERVE_IMAGE})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result.stdout
+
+
+@pytest.mark.slow
+def test_cpu_image_builds_and_detects_the_same_faces_as_the_host(built_images) -> None:
+    out, stdout = built_images
     in_image = json.loads((out / "detect" / "summary.json").read_text())
 
     from facemask_sdk import Detector
@@ -120,4 +133,36 @@ def test_cpu_image_builds_and_detects_the_same_faces_as_the_host(tmp_path: Path)
             host.update(detector(image).labels)
     assert in_image["faces"] == sum(host.values()) > 0, (in_image, host)
     assert {k: v for k, v in in_image["per_class"].items() if v} == dict(host), (in_image["per_class"], host)
-    assert "user 10001" in result.stdout
+    assert "user 10001" in stdout
+
+
+@pytest.mark.slow
+def test_serve_image_answers_like_the_host_and_stops_on_sigterm(built_images, tmp_path: Path) -> None:
+    """The serving image as a server on 127.0.0.1 (host network, free ports), queried from here over
+    gRPC, stopped by SIGTERM to the PID of `podman run`, which hands it to the container."""
+    pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc] (the [client] extra)")
+    from facemask_sdk import Detector
+    from facemask_sdk.serving.client import TritonClient
+    from facemask_tools.benchmarks.server_process import ServerProcess, free_ports
+
+    _, stdout = built_images
+    assert "serve image" in stdout and "user 10001" in stdout.split("serve image", 1)[1]
+    http_port, grpc_port = free_ports(2)
+    nofile = subprocess.run(["bash", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout.strip()
+    argv = [*PODMAN, "run", "--rm", "--network=host", "--ulimit", f"nofile={nofile}:{nofile}",
+            "--ulimit", "nproc=4096:4096", SERVE_IMAGE, "--host", "127.0.0.1",
+            "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+    server = ServerProcess(argv, tmp_path / "serve-image.log", http_port, grpc_port)
+    try:
+        server.wait_ready(timeout_s=300)
+        samples = sorted((ROOT / "samples" / "images").glob("*.png"))
+        with TritonClient(server.grpc_url, timeout_s=120) as client, Detector() as detector:
+            for path, served in zip(samples, client.detect_batch(samples)):
+                local = detector(path)
+                assert len(served) == len(local) > 0, path.name
+                assert served.labels == local.labels, path.name
+    finally:
+        code = server.stop(timeout_s=60)
+    log = server.log(tail=10**6)
+    assert code == 0, log[-3000:]
+    assert log.rstrip().endswith("stopped"), log[-3000:]

@@ -91,7 +91,9 @@ def _exercise(client: TritonClient, detector, sample_images: list[Path], batchin
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda i: client.detect(sample_images[i]), work))
     images, runs = (after - before for after, before in zip(batching(), (images_before, runs_before)))
-    assert images == len(work) and runs < images, f"the dynamic batcher never batched: {images} images in {runs} runs"
+    # statistics may count the previous request late (one more image and run): fewer runs than the 16
+    # single-image requests still means that the batcher grouped some
+    assert images >= len(work) and runs < len(work), f"the dynamic batcher never batched: {images} images in {runs} runs"
     for i, served in zip(work, answers):
         _assert_same(served, local[i], f"{sample_images[i].name} from 4 threads")
     with pytest.raises(FacemaskError, match="cannot decode image"):
