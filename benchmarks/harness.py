@@ -151,9 +151,9 @@ def run_benchmark(config: BenchConfig, progress: bool = True, log: Callable[[str
             "ground_truth_boxes": int(sum(len(r.boxes) for r in records)),
             "classes": list(CLASSES),
         },
-        "decode_ms": _stats(decode_ms),
+        "decode_ms": latency_stats(decode_ms),
         "machine": machine,
-        "busy_warning": _busy_warning(machine),
+        "busy_warning": busy_warning(machine),
         "libraries": library_versions(),
         "git_commit": git_commit(ROOT) if (ROOT / ".git").exists() else None,
         "baseline": BASELINE,
@@ -260,9 +260,9 @@ def _summarise(rows: list[dict]) -> None:
         single = row.pop("single")
         single.pop("images_per_call")
         row["samples_ms"] = {k: [round(v, 4) for v in values] for k, values in single.items()}
-        row["accuracy_pass_ms"] = _stats(row["accuracy_pass_ms"])
-        latency = {"end_to_end": _stats(single["end_to_end_ms"])}
-        latency.update({stage.removesuffix("_ms"): _stats(single[stage]) for stage in STAGES})
+        row["accuracy_pass_ms"] = latency_stats(row["accuracy_pass_ms"])
+        latency = {"end_to_end": latency_stats(single["end_to_end_ms"])}
+        latency.update({stage.removesuffix("_ms"): latency_stats(single[stage]) for stage in STAGES})
         row["latency_ms"] = latency
         mean = latency["end_to_end"]["mean"]
         row["fps"] = 1000.0 / mean
@@ -357,7 +357,7 @@ def evaluate_goals(rows: list[dict], goals_table: dict[str, float] | None = None
     return goals
 
 
-def _busy_warning(machine: dict) -> str | None:
+def busy_warning(machine: dict) -> str | None:
     """A warning when other work kept the CPUs busy as the run started (1-minute load above half the
     usable CPUs; the load at the end includes the benchmark itself, so it is reported but not judged)."""
     cpus = machine.get("usable_cpus") or 1
@@ -368,7 +368,8 @@ def _busy_warning(machine: dict) -> str | None:
     return None
 
 
-def _stats(values: list[float]) -> dict:
+def latency_stats(values: list[float]) -> dict:
+    """n, mean, p50, p90, p99, min, max and std of some latencies (any unit): one definition for every report."""
     data = np.asarray(values, dtype=np.float64)
     if data.size == 0:
         return {"n": 0}

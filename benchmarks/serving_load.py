@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from tqdm import tqdm
 
 from facemask_sdk import Detector
 from facemask_sdk.image_io import read_image
 from facemask_sdk.serving.client import TritonClient
 from facemask_sdk.serving.repository import NETWORK, RepositoryOptions, write_repository
+from facemask_tools.benchmarks.harness import busy_warning, latency_stats
 from facemask_tools.benchmarks.machine import machine_info
 from facemask_tools.benchmarks.server_process import ServerProcess, bundled_server_argv, free_ports, serve_argv
 
@@ -55,10 +56,10 @@ def closed_loop(call: Callable[[int], object], concurrency: int, seconds: float)
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - begin
-    flat = np.array([t for per_thread in latencies for t in per_thread]) * 1e3
-    return {"concurrency": concurrency, "requests": int(flat.size), "seconds": round(elapsed, 2),
-            "requests_per_s": round(flat.size / elapsed, 2), "p50_ms": round(float(np.percentile(flat, 50)), 1),
-            "p99_ms": round(float(np.percentile(flat, 99)), 1)}
+    stats = latency_stats([1e3 * t for per_thread in latencies for t in per_thread])
+    return {"concurrency": concurrency, "requests": stats["n"], "seconds": round(elapsed, 2),
+            "requests_per_s": round(stats["n"] / elapsed, 2), "p50_ms": round(stats["p50"], 1),
+            "p99_ms": round(stats["p99"], 1)}
 
 
 def _measure(name: str, call: Callable[[int], object], levels: list[int], seconds: float, rows: list[dict],
@@ -76,6 +77,7 @@ def _measure(name: str, call: Callable[[int], object], levels: list[int], second
 
 
 def run(onnx: Path, python: Path, levels: list[int], seconds: float, threads: int, workdir: Path) -> dict:
+    load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     rows: list[dict] = []
     images = [read_image(path) for path in SAMPLES]
     encoded = [path.read_bytes() for path in SAMPLES]
@@ -99,7 +101,8 @@ def run(onnx: Path, python: Path, levels: list[int], seconds: float, threads: in
         with TritonClient(server.grpc_url, timeout_s=300) as client:
             _measure("repository ensemble (tritonserver 2.51)", lambda i: client.detect(encoded[i]), levels, seconds,
                      rows, batching=lambda: client.batching(NETWORK))
-    return {"machine": machine_info(), "onnx": onnx.name, "seconds_per_level": seconds, "threads": threads,
+    machine = {**machine_info(), "load_average_at_start": [round(v, 2) for v in load_start] if load_start else None}
+    return {"machine": machine, "busy_warning": busy_warning(machine), "onnx": onnx.name, "seconds_per_level": seconds, "threads": threads,
             "samples": [p.name for p in SAMPLES], "rows": rows}
 
 
@@ -126,6 +129,8 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
+    if result["busy_warning"]:
+        print(f"warning: {result['busy_warning']}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facemask_tools.benchmarks.harness import BenchConfig, _stats, evaluate_goals
+from facemask_tools.benchmarks.harness import BenchConfig, evaluate_goals, latency_stats
 from facemask_tools.benchmarks.runners import BASELINE, RunnerSpec, discover_runners, make_runner, variant_path
 from facemask_sdk.errors import FacemaskError
 
@@ -196,10 +196,10 @@ def test_goals_without_baseline():
 
 
 def test_stats_percentiles():
-    stats = _stats([1.0, 2.0, 3.0, 4.0])
+    stats = latency_stats([1.0, 2.0, 3.0, 4.0])
     assert stats["mean"] == 2.5 and stats["p50"] == 2.5 and stats["n"] == 4
     assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
-    assert _stats([]) == {"n": 0}
+    assert latency_stats([]) == {"n": 0}
 
 
 @pytest.mark.parametrize(
