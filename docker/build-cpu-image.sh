@@ -59,7 +59,7 @@ test -f "$OUT_DIR/detect/summary.json"
 "${PODMAN[@]}" image inspect "$IMAGE" --format 'image {{.Id}} size {{.Size}} user {{.Config.User}}'
 
 # SERVE_IMAGE=localhost/facemask-sdk:serve also builds docker/serve.Dockerfile on top of the CPU image
-# (the [serve] extra: PyTriton); tests/test_docker.py then runs it as a server and queries it.
+# (the [serve] extra: PyTriton); tests/system/test_docker.py then runs it as a server and queries it.
 if [ -n "${SERVE_IMAGE:-}" ]; then
     echo "== podman build -f docker/serve.Dockerfile --build-arg BASE_IMAGE=$IMAGE -t $SERVE_IMAGE"
     "${PODMAN[@]}" build "${BUILD[@]}" "${PIP_ARGS[@]}" -f "$ROOT/docker/serve.Dockerfile" \

@@ -5,13 +5,15 @@
     ...     detections = detector("photo.jpg")            # or a BGR uint8 HxWx3 array
     ...     detections.summary(), detector.last_timing
 
-Three stages behind one contract (`HostStages` / `DeviceStages`: `detect(frames) -> (detections, stage
-seconds)`, `frame_buffer(h, w)`), chosen once when the model loads; `detect_batch` never asks which:
-- `.onnx` on ONNX Runtime: `HostStages`: letterbox + normalise (`facemask_sdk.preprocess`), the runner's
-  `run(batch)`, then decoding, NMS (one box per face) and top-k in NumPy (`facemask_sdk.postprocess`);
-- `.engine` on TensorRT: `DeviceStages`: CUDA pre-processing, TensorRT and CUDA post-processing sharing
-  device buffers (`facemask_sdk.backends.tensorrt`, imported only then). `HostStages` over the same
-  runner (its `run`) is the debugging path that checks the kernels against the NumPy reference.
+Three stages composed once, when the model loads (`facemask_sdk.stages.Pipeline`); `detect_batch` never
+asks which they are:
+- pre-processing: `"numpy"` (letterbox + normalise, `facemask_sdk.preprocess`) or `"cuda"` (the kernels);
+- the network: ONNX Runtime for `.onnx`, TensorRT for `.engine` (`NETWORKS`, imported only when used);
+- post-processing: `"numpy"` (decoding, one box per face, top-k: `facemask_sdk.postprocess`) or `"cuda"`.
+`"auto"` (the default) takes the network's own side: NumPy around ONNX Runtime, the CUDA kernels around
+TensorRT, sharing its device buffers (no copy). Any other mix works too: `Detector("m.engine",
+postprocess="numpy")` checks the kernels against the reference; `Detector("m.onnx", preprocess="cuda")`
+runs the kernels around ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from facemask_sdk.anchors import generate_anchors
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.image_io import read_image, to_bgr8
 from facemask_sdk.models import default_model_path
-from facemask_sdk.postprocess import PostprocessConfig, postprocess_detections
-from facemask_sdk.preprocess import Letterbox, preprocess
+from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.spec import ModelSpec
+from facemask_sdk.stages import (
+    DEVICE, HOST, STAGE_KINDS, NumpyPostprocess, NumpyPreprocess, Pipeline, close_in_order,
+)
 
 ImageInput = Union[np.ndarray, str, os.PathLike]
 
@@ -52,15 +55,16 @@ class Detector:
     (`facemask_sdk.models.default_model_path`). `backend`: `"auto"` (by file type), `"onnxruntime"`
     or `"tensorrt"`. Thresholds are in [0, 1]; `providers`/`threads` go to ONNX Runtime.
     `class_agnostic` (default True): one box per face, with its best class; False keeps overlapping
-    boxes of different classes (effdet's class-aware NMS).
+    boxes of different classes (effdet's class-aware NMS). `preprocess` / `postprocess`: `"auto"`,
+    `"numpy"` or `"cuda"` (see the module's docstring); `stages` says which were chosen.
 
     After each call `last_timing` holds `preprocess_ms`, `inference_ms`, `postprocess_ms` and
     `total_ms` of that call (summed over the images of `detect_batch`) and `images`.
 
-    Threads: an ONNX Runtime `Detector` may be shared by several threads (its session runs concurrent
-    calls); `last_timing` is per thread, the timing of that thread's own last call. A TensorRT
-    `Detector` belongs to the thread that created it (one CUDA stream and buffer set): create one
-    per thread; they share the deserialized engine.
+    Threads: a `Detector` of NumPy stages around ONNX Runtime may be shared by several threads (its
+    session runs concurrent calls); `last_timing` is per thread, the timing of that thread's own last
+    call. One with any CUDA stage, and every TensorRT one, belongs to the thread that created it (one
+    CUDA stream and buffer set): create one per thread; TensorRT ones share the deserialized engine.
     """
 
     def __init__(
@@ -73,6 +77,8 @@ class Detector:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         class_agnostic: bool = True,
+        preprocess: str = "auto",
+        postprocess: str = "auto",
     ) -> None:
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise FacemaskError(f"model must be a path to an .onnx or .engine file (or None), got {type(model).__name__}")
@@ -81,20 +87,15 @@ class Detector:
             score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
             class_agnostic=class_agnostic,
         )
+        kinds = {"preprocess": _stage_kind(preprocess, "preprocess"), "postprocess": _stage_kind(postprocess, "postprocess")}
         self.model_path = default_model_path() if model is None else Path(model)
         self.backend = _resolve_backend(backend, self.model_path)
         if not self.model_path.exists():
             raise FileNotFoundError(f"model file not found: {self.model_path}")
-        self._runner = None
-        if self.backend == "onnxruntime":
-            from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
-
-            self._runner = OnnxRuntimeRunner(self.model_path, providers=providers, threads=threads)
-            self._stages: HostStages | DeviceStages = HostStages(self._runner, self.config)
-        else:
-            self._runner = _tensorrt_runner(self.model_path, self.config)
-            self._stages = DeviceStages(self._runner)
-        self.spec: ModelSpec = self._runner.spec
+        self._pipeline: Pipeline | None = None
+        network = NETWORKS[self.backend](self.model_path, providers=providers, threads=threads)
+        self._pipeline, self.stages = _compose(network, self.config, kinds)  # closes `network` if it fails
+        self.spec: ModelSpec = network.spec
 
     @property
     def last_timing(self) -> dict[str, float]:
@@ -109,23 +110,24 @@ class Detector:
 
     @property
     def closed(self) -> bool:
-        return self._runner is None
+        return self._pipeline is None
 
     @property
     def batch_size(self) -> int | None:
         """The model's static batch size (None when its batch axis is dynamic); `detect_batch` chunks by it."""
-        return getattr(self._runner, "batch_size", 1)
+        self._check_open()
+        return self._pipeline.network.batch_size
 
     @property
     def providers(self) -> list[str]:
         """ONNX Runtime execution providers in use (empty for other backends or once closed)."""
-        return list(getattr(self._runner, "providers", None) or [])
+        return [] if self._pipeline is None else list(self._pipeline.network.providers)
 
     def close(self) -> None:
-        """Free the backend (session, engine, buffers); calling it again does nothing."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.close()
+        """Free the stages (session or engine, device buffers); calling it again does nothing."""
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()
 
     def __enter__(self) -> "Detector":
         self._check_open()
@@ -139,7 +141,7 @@ class Detector:
         return f"Detector({str(self.model_path)!r}, {self.spec.architecture}, {state})"
 
     def _check_open(self) -> None:
-        if self._runner is None:
+        if self._pipeline is None:
             raise FacemaskError(f"this Detector ({self.model_path}) is closed; create a new one")
 
     def stream(self, sources, max_frames: int | None = None, timeout_s: float | None = None):
@@ -163,7 +165,7 @@ class Detector:
                 raise FacemaskError(f"frame_buffer {name} must be a whole number of pixels, got {value!r}")
         if height <= 0 or width <= 0:
             raise FacemaskError(f"frame_buffer needs a positive height and width, got {height}x{width}")
-        return self._stages.frame_buffer(int(height), int(width))
+        return self._pipeline.frame_buffer(int(height), int(width))
 
     # -- detection ---------------------------------------------------------------------------------
 
@@ -181,61 +183,11 @@ class Detector:
         if not frames:
             self.last_timing = _timing(0, 0.0, 0.0, 0.0)
             return []
-        results, stage_seconds = self._stages.detect(frames)
+        results, stage_seconds = self._pipeline.detect(frames)
         load_s = time.perf_counter() - start - sum(stage_seconds)
         pre_s, inference_s, post_s = stage_seconds
         self.last_timing = _timing(len(frames), load_s + pre_s, inference_s, post_s)
         return results
-
-
-class HostStages:
-    """Pre-processing and post-processing on the host (the NumPy reference) around a runner whose
-    `run(batch) -> (logits, boxes)` gives raw head outputs: ONNX Runtime on any device."""
-
-    def __init__(self, runner, config: PostprocessConfig) -> None:
-        self.runner, self.config = runner, config
-        self.spec: ModelSpec = runner.spec
-        self.anchors = generate_anchors(self.spec)
-
-    def frame_buffer(self, height: int, width: int) -> np.ndarray:
-        return np.zeros((height, width, 3), np.uint8)  # an ordinary array: nothing to gain on the host
-
-    def detect(self, frames: list[np.ndarray]) -> tuple[list[Detections], tuple[float, float, float]]:
-        """Detections per frame and the seconds of (pre-processing, inference, post-processing)."""
-        t0 = time.perf_counter()
-        prepared = [preprocess(frame, self.spec) for frame in frames]
-        batch = np.stack([chw for chw, _ in prepared])
-        t1 = time.perf_counter()
-        logits, boxes = self.runner.run(batch)
-        t2 = time.perf_counter()
-        results = [self._postprocess(logits[i], boxes[i], box) for i, (_, box) in enumerate(prepared)]
-        return results, (t1 - t0, t2 - t1, time.perf_counter() - t2)
-
-    def _postprocess(self, logits: np.ndarray, boxes: np.ndarray, letterbox: Letterbox) -> Detections:
-        return postprocess_detections(logits, boxes, self.anchors, letterbox, self.config, self.spec.classes)
-
-
-class DeviceStages:
-    """CUDA pre-processing, TensorRT and CUDA post-processing sharing device buffers: the runner's
-    `infer(frame) -> Detections` does all three and reports each stage's GPU time (`last_timing`)."""
-
-    def __init__(self, runner) -> None:
-        self.runner = runner
-
-    def frame_buffer(self, height: int, width: int) -> np.ndarray:
-        return self.runner.frame_buffer(height, width)  # pinned memory the kernels read in place
-
-    def detect(self, frames: list[np.ndarray]) -> tuple[list[Detections], tuple[float, float, float]]:
-        results, totals = [], [0.0, 0.0, 0.0]
-        for frame in frames:
-            t0 = time.perf_counter()
-            results.append(self.runner.infer(frame))
-            timing = dict(getattr(self.runner, "last_timing", None) or {})
-            keys = ("preprocess_ms", "inference_ms", "postprocess_ms")
-            stages = [float(timing[k]) / 1e3 for k in keys] if all(k in timing for k in keys) else \
-                [0.0, time.perf_counter() - t0, 0.0]  # a runner that does not split its stages
-            totals = [a + b for a, b in zip(totals, stages)]
-        return results, (totals[0], totals[1], totals[2])
 
 
 def load_image(image: ImageInput, source: str = "image") -> np.ndarray:
@@ -271,15 +223,78 @@ def _resolve_backend(backend: str, path: Path) -> str:
     return BACKEND_ALIASES[name]
 
 
-def _tensorrt_runner(path: Path, config: PostprocessConfig):
-    """The TensorRT backend (it runs the whole pipeline, `infer(image_bgr) -> Detections`)."""
+def _open_onnxruntime(path: Path, providers: Sequence[str] | None, threads: int | None):
+    from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(path, providers=providers, threads=threads)
+
+
+def _open_tensorrt(path: Path, providers: Sequence[str] | None, threads: int | None):
+    """TensorRT takes no providers or threads: one engine, one CUDA device."""
     try:
         from facemask_sdk.backends.tensorrt import TensorRTRunner
 
-        return TensorRTRunner(path, config=config)
+        return TensorRTRunner(path)
     except ImportError as exc:  # tensorrt / pycuda missing, at import or when the runner loads them
         missing = getattr(exc, "name", None) or str(exc)
         raise FacemaskError(
             f"{path} is a TensorRT engine, which needs TensorRT and pycuda on an NVIDIA GPU "
             f"(missing: {missing}); use the .onnx model on this machine instead"
         ) from None
+
+
+NETWORKS = {"onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt}
+"""The network stage of each backend: `open(path, providers=, threads=) -> Runner`."""
+
+DEFAULT_KIND = {HOST: "numpy", DEVICE: "cuda"}
+"""`"auto"` pre- and post-processing: on the network's own side, so nothing is copied across."""
+
+
+def _stage_kind(kind: str, name: str) -> str:
+    if kind == "auto" or kind in STAGE_KINDS:
+        return kind
+    raise FacemaskError(f"unknown {name} {kind!r}; choose auto, {' or '.join(STAGE_KINDS)}")
+
+
+def _cuda_stage(name: str):
+    def make(spec: ModelSpec, config: PostprocessConfig, device):
+        from facemask_sdk.cuda import stages
+
+        return getattr(stages, name)(device)
+
+    return make
+
+
+STAGES = {
+    "preprocess": {"numpy": lambda spec, config, device: NumpyPreprocess(spec), "cuda": _cuda_stage("CudaPreprocess")},
+    "postprocess": {"numpy": lambda spec, config, device: NumpyPostprocess(spec, config),
+                    "cuda": _cuda_stage("CudaPostprocess")},
+}
+"""Each host/device stage's implementations: `make(spec, config, device)`."""
+
+
+def _compose(network, config: PostprocessConfig, kinds: dict[str, str]) -> tuple[Pipeline, dict[str, str]]:
+    """The pipeline of `network` with the chosen pre- and post-processing (and the kinds chosen), and
+    the device buffers any device stage shares, created with the network's tensor dtypes on its GPU.
+    If anything fails, what was built is closed, `network` included."""
+    spec = network.spec
+    kinds = {role: DEFAULT_KIND[network.side] if kind == "auto" else kind for role, kind in kinds.items()}
+    device = None
+    try:
+        if network.side == DEVICE or "cuda" in kinds.values():
+            from facemask_sdk.cuda.pipeline import CudaPipeline
+
+            input_dtype, head_dtype = network.device_dtypes
+            device = CudaPipeline(spec, config, input_dtype=input_dtype, head_dtype=head_dtype,
+                                  device=network.device_ordinal)
+        if network.side == DEVICE:
+            network.bind(device)
+        pre = STAGES["preprocess"][kinds["preprocess"]](spec, config, device)
+        post = STAGES["postprocess"][kinds["postprocess"]](spec, config, device)
+        return Pipeline(pre, network, post, device), kinds
+    except BaseException as exc:
+        try:
+            close_in_order(network, device)  # the engine before the buffers it points at
+        except Exception:  # noqa: BLE001  (the original error is the one to report)
+            pass
+        raise exc

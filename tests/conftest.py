@@ -4,6 +4,8 @@
 scores are around 0.01-0.1, so tests that compare detections use a low score threshold).
 `tiny_onnx` is its ONNX export with metadata. Both need the training extras (torch, effdet, onnx);
 without them the tests that use them are skipped. `wheel` is the package built from the tracked files.
+Fixtures that only one part's tests share live beside them: tests/facemask_sdk/conftest.py (the CUDA
+emulator and stand-in pycuda, VOC folders), tests/build_engine/conftest.py (the tiny model's inputs).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Inference backends: each runs the exported network on a batch of pre-processed images.
+"""Inference backends: the network stage of `facemask_sdk.stages`, one runner per backend.
 
 - `facemask_sdk.backends.onnxrt.OnnxRuntimeRunner`: `.onnx` files on ONNX Runtime (CPU, or CUDA
-  where the CUDA provider is available).
-- `facemask_sdk.backends.tensorrt.TensorRTRunner`: `.engine` files on TensorRT (with the CUDA pre- and
-  post-processing; its `run` gives raw head outputs too).
+  where the CUDA provider is available), on the host: `run(batch)`.
+- `facemask_sdk.backends.tensorrt.TensorRTRunner`: `.engine` files on TensorRT, on the device:
+  `bind(cuda_pipeline)`, then `enqueue()` (its `run` gives raw head outputs too, for parity checks).
 
 Both share one lifecycle, `facemask_sdk.backends.base.Runner`: open until `close()` or the end of a
 `with` block, then refused; TensorRT runners also belong to their creating thread.

@@ -23,6 +23,9 @@ class Runner:
     thread_hint = "create one per thread"
     """What the refusal from another thread advises."""
 
+    providers: tuple[str, ...] = ()
+    """ONNX Runtime's execution providers in use; empty for other backends."""
+
     _closed = True
     _owner: int | None = None
 

@@ -18,6 +18,7 @@ import numpy as np
 from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.spec import METADATA_KEY, OUTPUT_NAMES, ModelSpec
+from facemask_sdk.stages import HOST
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -40,6 +41,12 @@ class OnnxRuntimeRunner(Runner):
     `providers`: ONNX Runtime execution providers in order of preference (default: CUDA if available,
     then CPU). `threads`: intra-op threads (default: ONNX Runtime's choice).
     """
+
+    side = HOST
+    device_dtypes = (np.dtype(np.float32), np.dtype(np.float32))
+    """The host arrays it takes and gives (it casts for an FP16 model): device buffers next to it use these."""
+    device_ordinal = 0
+    """The GPU of CUDA stages next to it (ONNX Runtime's own CUDA provider chooses its device itself)."""
 
     def __init__(
         self,

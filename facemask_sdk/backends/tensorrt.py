@@ -1,26 +1,27 @@
-"""TensorRT backend: `.engine` files, with pre-processing, decoding and NMS on the GPU too.
+"""TensorRT backend: `.engine` files as the network stage (`facemask_sdk.stages`), on the device.
 
-One `infer(frame)` enqueues, on one CUDA stream: the letterbox kernel writing straight into the
-engine's input tensor, `execute_async_v3`, then the decoding/top-K/NMS kernels reading the engine's
-output tensors and writing detections into mapped host memory; one synchronisation at the end
-(`facemask_sdk.cuda.CudaPipeline` holds the kernels and buffers). The engine's JSON sidecar
-(`facemask_sdk.engine_meta`) supplies the model settings and is checked against this machine's
-TensorRT version and GPU first: engines are not portable, and a mismatch says how to rebuild.
+`bind(device)` points the engine's input and outputs at the buffers of a `facemask_sdk.cuda.CudaPipeline`;
+`enqueue()` runs `execute_async_v3` on that pipeline's stream. With the CUDA pre- and post-processing
+stages over the same pipeline a frame goes letterbox kernel -> engine -> decoding/top-K/NMS kernels with
+no copy and one synchronisation (`Detector` composes exactly that for an `.engine`). The engine's JSON
+sidecar (`facemask_sdk.engine_meta`) supplies the model settings and is checked against this machine's
+TensorRT version and GPU first: engines are not portable, and a mismatch says how to rebuild. Output
+roles come from the fixed names the export writes (`facemask_sdk.spec.OUTPUT_NAMES`), never guessed.
 
-Threading model: a runner belongs to the thread that created it (one execution context, one stream,
-one set of buffers); calling it from another thread, or after `close()`, raises `FacemaskError`. For
-several threads create one runner per thread: runners of the same engine file share one deserialized
-engine and each gets its own execution context, which is how TensorRT supports concurrency.
+Threading model: a runner belongs to the thread that created it (one execution context); calling it
+from another thread, or after `close()`, raises `FacemaskError`. For several threads create one
+`Detector` per thread: runners of the same engine file share one deserialized engine and each gets
+its own execution context, which is how TensorRT supports concurrency.
 
 TensorRT 10 and 11 Python API only (`deserialize_cuda_engine`, `create_execution_context`,
 `num_io_tensors`/`get_tensor_name`/`get_tensor_mode`/`get_tensor_dtype`/`get_tensor_shape`,
 `set_input_shape`, `set_tensor_address`, `execute_async_v3`); `tensorrt` and `pycuda` are imported
 only when a runner is created.
 
-    >>> with TensorRTRunner("models/facemask.fp16.engine") as runner:   # doctest: +SKIP
-    ...     frame = runner.frame_buffer(1080, 1920)     # capture straight into mapped memory
-    ...     ok, _ = cap.read(frame)
-    ...     detections = runner.infer(frame)
+    >>> runner = TensorRTRunner("models/facemask.fp16.engine")            # doctest: +SKIP
+    >>> device = CudaPipeline(runner.spec, input_dtype=runner.input_dtype, head_dtype=runner.head_dtype)
+    >>> runner.bind(device)
+    >>> pipeline = Pipeline(CudaPreprocess(device), runner, CudaPostprocess(device), device)
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import numpy as np
 from facemask_sdk.engine_meta import check_compatible, read_sidecar
 from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError, InternalError, ModelFileError
-from facemask_sdk.spec import ModelSpec
+from facemask_sdk.spec import INPUT_NAME, OUTPUT_NAMES, ModelSpec
+from facemask_sdk.stages import DEVICE
 
 _LOGGER: Any = None  # TensorRT's logger is a process-wide singleton: create it once
 _ENGINES: dict[tuple, list] = {}  # (real path, mtime, size, device) -> [runtime, engine, users]
@@ -108,23 +110,15 @@ def _release_engine(key: tuple) -> None:
 
 
 class TensorRTRunner(Runner):
-    """A TensorRT engine plus the CUDA pre/post-processing pipeline: `infer(frame) -> Detections`.
+    """A TensorRT engine, the network stage on the device: `bind(device)`, then `enqueue()` per frame.
 
-    `config`: a `PostprocessConfig` (thresholds, top_k, max_detections; default if None). `mapped`:
-    zero-copy mapped host memory for frames and detections (True), explicit async copies (False), or
-    None: mapped on an integrated GPU (Jetson), copies on a discrete one (`use_mapped_memory`). After
-    each `infer` `last_timing` holds GPU times (CUDA events) of the three stages.
+    `input_dtype` / `head_dtype`: the engine's input and output dtypes, which the `CudaPipeline` it is
+    bound to must be created with. `device`: the CUDA device ordinal.
     """
 
-    def __init__(
-        self,
-        engine_path: str | os.PathLike,
-        config: Any = None,
-        *,
-        mapped: bool | None = None,
-        device: int = 0,
-        cache_dir: str | os.PathLike | None = None,
-    ) -> None:
+    side = DEVICE
+
+    def __init__(self, engine_path: str | os.PathLike, *, device: int = 0) -> None:
         self._claim()
         self.path = Path(engine_path)
         if not self.path.exists():
@@ -133,23 +127,20 @@ class TensorRTRunner(Runner):
             raise ModelFileError(f"engine path is not a file: {self.path}")
         self.sidecar = read_sidecar(self.path)
         self.spec = ModelSpec.from_dict(self.sidecar["spec"])
-        if config is None:
-            from facemask_sdk.postprocess import PostprocessConfig
-
-            config = PostprocessConfig()
-        self.config = config
-        self.last_timing: dict[str, float] = {}
+        self.batch_size = 1
+        self.device_ordinal = int(device)
+        self._device = None
 
         trt = import_tensorrt()
-        from facemask_sdk.cuda.pipeline import CudaPipeline, import_pycuda, primary_context
+        from facemask_sdk.cuda.pipeline import import_pycuda, primary_context
 
         cuda = import_pycuda()
         gpu = cuda.Device(int(device))
         major, minor = gpu.compute_capability()
         check_compatible(self.sidecar, trt.__version__, gpu.name(), f"{major}.{minor}", engine_path=self.path)
 
-        context = primary_context(cuda, int(device))
-        context.push()  # deserialising and creating the execution context use the primary context
+        self._cuda, self._primary = cuda, primary_context(cuda, int(device))
+        self._primary.push()  # deserialising and creating the execution context use the primary context
         try:
             self._engine_key, engine = _acquire_engine(trt, self.path, int(device))
             self._engine = engine
@@ -158,7 +149,7 @@ class TensorRTRunner(Runner):
                 raise FacemaskError(
                     f"TensorRT could not create an execution context for {self.path} (out of GPU memory?)"
                 )
-            names = self._bind_shapes(trt, engine)
+            self._names = self._bind_shapes(trt, engine)
         except BaseException:
             if hasattr(self, "_engine_key"):
                 self._context = None
@@ -166,26 +157,8 @@ class TensorRTRunner(Runner):
             raise
         finally:
             cuda.Context.pop()
-
-        self._pipeline = None
-        try:
-            self._pipeline = CudaPipeline(
-                self.spec, config, input_dtype=self._dtypes["input"], head_dtype=self._dtypes["logits"],
-                mapped=mapped, device=int(device), cache_dir=cache_dir,
-            )
-            addresses = {"input": self._pipeline.input_ptr, "logits": self._pipeline.logits_ptr,
-                         "regressions": self._pipeline.regressions_ptr}
-            with self._pipeline.active():
-                for role, name in names.items():
-                    if not self._context.set_tensor_address(name, addresses[role]):
-                        raise InternalError(f"TensorRT refused the address of tensor {name!r}")
-                self._events = [cuda.Event() for _ in range(4)]
-        except BaseException:  # free what was built, then report the original error
-            self._context = self._engine = None
-            _release_engine(self._engine_key)
-            if self._pipeline is not None:
-                self._pipeline.close()
-            raise
+        self.input_dtype, self.head_dtype = self._dtypes["input"], self._dtypes["logits"]
+        self.device_dtypes = (self.input_dtype, self.head_dtype)
         self._closed = False
 
     def _bind_shapes(self, trt, engine) -> dict[str, str]:
@@ -193,24 +166,19 @@ class TensorRTRunner(Runner):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 2:
-            raise ModelFileError(
-                f"{self.path}: expected 1 input and 2 outputs (logits, boxes), found {inputs} -> {outputs}"
-            )
+        roles = io_roles(inputs, outputs, self.path)
         height, width = self.spec.image_size
-        shape = tuple(engine.get_tensor_shape(inputs[0]))
+        shape = tuple(engine.get_tensor_shape(roles["input"]))
         if len(shape) != 4 or shape[1:] != (3, height, width) or shape[0] not in (1, -1):
             raise ModelFileError(
-                f"{self.path}: input {inputs[0]!r} has shape {shape}, expected (1, 3, {height}, {width})"
+                f"{self.path}: input {roles['input']!r} has shape {shape}, expected (1, 3, {height}, {width})"
             )
-        if shape[0] == -1 and not self._context.set_input_shape(inputs[0], (1, 3, height, width)):
+        if shape[0] == -1 and not self._context.set_input_shape(roles["input"], (1, 3, height, width)):
             raise ModelFileError(f"{self.path}: its optimisation profile does not allow batch 1")
 
         from facemask_sdk.anchors import generate_anchors
 
         anchors, classes = len(generate_anchors(self.spec)), self.spec.num_classes
-        shapes = [tuple(self._context.get_tensor_shape(name)) for name in outputs]
-        roles = {"input": inputs[0], **_output_roles(outputs, shapes, classes)}
         expected = {"logits": (anchors, classes), "regressions": (anchors, 4)}
         for role in ("logits", "regressions"):
             found = tuple(self._context.get_tensor_shape(roles[role]))
@@ -227,79 +195,71 @@ class TensorRTRunner(Runner):
     # -- lifecycle (closed, close, with, the owner-thread check: `Runner`) ------------------------------
 
     owner_thread_only = True
-    thread_hint = "create one runner per thread (runners of one engine file share the engine)"
+    thread_hint = "create one Detector per thread (runners of one engine file share the engine)"
 
     def _release(self) -> None:
-        """Free the execution context, the buffers and (with the last runner) the engine."""
-        with self._pipeline.active():
-            self._pipeline.synchronize()
+        """Free the execution context and (with the last runner) the engine; the bound device stays."""
+        self._primary.push()
+        try:
+            if self._device is not None and not self._device.closed:
+                self._device.synchronize()
             self._context = None
             self._engine = None
             _release_engine(self._engine_key)
-        self._pipeline.close()
+        finally:
+            self._cuda.Context.pop()
+            self._device = None
 
-    # -- inference ------------------------------------------------------------------------------------
+    # -- the network stage ----------------------------------------------------------------------------
 
-    def frame_buffer(self, height: int, width: int) -> np.ndarray:
-        """A BGR uint8 `[height, width, 3]` view of pinned memory (mapped into the GPU on Jetson); `infer`
-        reads it in place."""
+    def bind(self, device) -> None:
+        """Point the engine's input and outputs at `device`'s buffers (a `CudaPipeline` created with
+        this runner's `input_dtype` and `head_dtype`)."""
         self._check_open()
-        return self._pipeline.frame_buffer(height, width)
+        if device.ordinal != self.device_ordinal:
+            raise InternalError(
+                f"{self.path} is loaded on GPU {self.device_ordinal}, the buffers are on GPU {device.ordinal}"
+            )
+        if (device.input_dtype, device.head_dtype) != (self.input_dtype, self.head_dtype):
+            raise InternalError(
+                f"{self.path} has {self.input_dtype} input and {self.head_dtype} outputs, the device buffers "
+                f"{device.input_dtype} and {device.head_dtype}"
+            )
+        addresses = {"input": device.input_ptr, "logits": device.logits_ptr, "regressions": device.regressions_ptr}
+        with device.active():
+            for role, name in self._names.items():
+                if not self._context.set_tensor_address(name, addresses[role]):
+                    raise InternalError(f"TensorRT refused the address of tensor {name!r}")
+        self._device = device
 
-    def infer(self, image_bgr: np.ndarray):
-        """Detections in one BGR uint8 HxWx3 frame (original-image pixels), best first."""
-        from facemask_sdk.detections import Detections
-
+    def enqueue(self) -> None:
+        """Run the engine on the bound device's stream: its input buffer -> its head buffers."""
         self._check_open()
-        pipeline, start, pre, net, post = self._pipeline, *self._events
-        with pipeline.active():
-            start.record(pipeline.stream)
-            box = pipeline.preprocess(image_bgr)
-            pre.record(pipeline.stream)
-            self._execute()
-            net.record(pipeline.stream)
-            pipeline.decode_nms(box)
-            post.record(pipeline.stream)
-            pipeline.synchronize()
-            self.last_timing = {
-                "preprocess_ms": pre.time_since(start),
-                "inference_ms": net.time_since(pre),
-                "postprocess_ms": post.time_since(net),
-                "total_ms": post.time_since(start),
-            }
-        boxes, scores, class_ids = pipeline.results()
-        return Detections(boxes, scores, class_ids, self.spec.classes)
-
-    __call__ = infer
+        device = self._device
+        if device is None:
+            raise InternalError(f"{self.path}: bind(device) before enqueue()")
+        with device.active():
+            if not self._context.execute_async_v3(stream_handle=device.stream.handle):
+                raise InternalError(f"TensorRT could not enqueue {self.path} (see its log above)")
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The bare network on one pre-processed image `[1, 3, H, W]` -> float32 logits `[1, A, C]`,
         boxes `[1, A, 4]` (like `OnnxRuntimeRunner.run`), for parity checks against other backends."""
         self._check_open()
-        with self._pipeline.active():
-            self._pipeline.upload_input(batch)
-            self._execute()
-            logits, regressions = self._pipeline.download_head()
+        if self._device is None:
+            raise InternalError(f"{self.path}: bind(device) before run()")
+        self._device.upload_input(batch)
+        self.enqueue()
+        logits, regressions = self._device.download_head()
         return logits[None], regressions[None]
 
-    def _execute(self) -> None:
-        if not self._context.execute_async_v3(stream_handle=self._pipeline.stream.handle):
-            raise InternalError(f"TensorRT could not enqueue {self.path} (see its log above)")
 
-
-def _output_roles(names: list[str], shapes: list[tuple[int, ...]], num_classes: int) -> dict[str, str]:
-    """Which output is the logits and which the box regressions: by name, else by the last dimension."""
-    by_name = {}
-    for name in names:
-        lowered = name.lower()
-        if any(word in lowered for word in ("logit", "class", "cls", "score")):
-            by_name.setdefault("logits", name)
-        elif any(word in lowered for word in ("box", "reg", "bbox")):
-            by_name.setdefault("regressions", name)
-    if len(by_name) == 2:
-        return by_name
-    if num_classes != 4:
-        by_dim = {("logits" if shape[-1] == num_classes else "regressions"): name for name, shape in zip(names, shapes)}
-        if len(by_dim) == 2 and all(shape[-1] in (num_classes, 4) for shape in shapes):
-            return by_dim
-    raise ModelFileError(f"cannot tell the logits from the boxes among outputs {dict(zip(names, shapes))}")
+def io_roles(inputs: list[str], outputs: list[str], path: Path) -> dict[str, str]:
+    """Role -> tensor name, from the fixed names `facemask-sdk export` writes (`INPUT_NAME`, `OUTPUT_NAMES`)."""
+    logits, boxes = OUTPUT_NAMES
+    if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
+        raise ModelFileError(
+            f"{path}: expected input {INPUT_NAME!r} and outputs {logits!r}, {boxes!r} (the names facemask-sdk "
+            f"export writes), found {inputs} -> {outputs}; rebuild the engine from the exported ONNX"
+        )
+    return {"input": INPUT_NAME, "logits": logits, "regressions": boxes}

@@ -1,9 +1,10 @@
-"""CUDA kernels for the TensorRT path: letterbox pre-processing, decoding, top-K and class-aware NMS.
+"""CUDA kernels: letterbox pre-processing, decoding, top-K and NMS, the device side of the stages.
 
 `kernels.cu` holds the CUDA C source (compiled at run time by pycuda, cached on disk); `plans` turns
 frames and settings into launches (pure Python); `pipeline.CudaPipeline` runs them on one stream with
-buffers allocated once; `probe` reads and writes its device buffers for the kernel tests and benchmark. Importing this package does not import pycuda:
-only creating a `CudaPipeline` does.
+buffers allocated once (the device buffers every device stage shares); `stages` are the CUDA pre- and
+post-processing stages over it; `probe` reads the top-K state for the kernel tests and benchmark.
+Importing this package does not import pycuda: only creating a `CudaPipeline` does.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 // (anchor order) and facemask_sdk/postprocess.py (decoding, top-K, NMS). Launch geometry and argument
 // order live in facemask_sdk/cuda/plans.py (`plan_*` functions); keep the two in step.
 //
-// Build rules (checked by tests/test_cuda_source.py):
+// Build rules (checked by tests/facemask_sdk/cuda/test_kernels.py):
 // - no include directives: pycuda's SourceModule then hashes the plain text for its disk cache (with
 //   one it runs the preprocessor on every load), and the CPU emulator in the tests compiles this file
 //   as C++ with a small shim for the CUDA built-ins;

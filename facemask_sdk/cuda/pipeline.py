@@ -136,8 +136,9 @@ class CudaPipeline(Runner):
         anchors = np.ascontiguousarray(generate_anchors(spec), dtype=np.float32)
         self.num_anchors, self.num_classes = anchors.shape[0], spec.num_classes
         self._cuda = cuda = import_pycuda()
-        self._context = primary_context(cuda, int(device))
-        self.device = cuda.Device(int(device))
+        self.ordinal = int(device)
+        self._context = primary_context(cuda, self.ordinal)
+        self.device = cuda.Device(self.ordinal)
         attribute = cuda.device_attribute
         self.mapped = use_mapped_memory(
             mapped, bool(self.device.get_attribute(attribute.INTEGRATED)),
@@ -163,6 +164,7 @@ class CudaPipeline(Runner):
         self._module = module
         self._functions = {name: module.get_function(name).prepare(fmt) for name, fmt in KERNEL_ARGS.items()}
         self.stream = cuda.Stream()
+        self._events = [cuda.Event() for _ in range(4)]  # stage boundaries (`mark`, `stage_ms`)
         height, width = self.spec.image_size
         self._ptr: dict[str, int] = {
             "input": self._alloc(3 * height * width * self.input_dtype.itemsize),
@@ -342,18 +344,53 @@ class CudaPipeline(Runner):
         return (self._out["out_boxes"][:n].copy(), self._out["out_scores"][:n].copy(),
                 self._out["out_classes"][:n].astype(np.int64))
 
-    # -- the un-fused path: host tensors in and out (TensorRT's own buffers, ONNX parity) ---------------
+    # -- stage timing: CUDA events on the stream ----------------------------------------------------
+
+    def mark(self, index: int) -> None:
+        """Record event `index` (0-3) on the stream: the boundaries of pre-processing, network, decoding."""
+        with self.active():
+            self._events[index].record(self.stream)
+
+    def stage_ms(self) -> tuple[float, float, float]:
+        """GPU milliseconds between marks 0-1, 1-2 and 2-3 (after `synchronize()`)."""
+        with self.active():  # cuEventElapsedTime needs a current context
+            start, pre, net, post = self._events
+            return pre.time_since(start), net.time_since(pre), post.time_since(net)
+
+    # -- host tensors in and out: where a neighbouring stage runs on the host -------------------------
 
     def upload_input(self, tensor: np.ndarray) -> None:
-        """Enqueue a copy of a pre-processed `[3, H, W]` (or `[1, 3, H, W]`) tensor into the input buffer."""
+        """Copy a pre-processed `[3, H, W]` (or `[1, 3, H, W]`) host tensor into the input buffer."""
         expected = (3, *self.spec.image_size)
         tensor = np.asarray(tensor)
         if tensor.shape not in (expected, (1, *expected)):
             raise FacemaskError(f"input must have shape {list(expected)}, got {list(tensor.shape)}")
+        with self.active():  # a pageable host array: a synchronous copy after the queued work
+            self.stream.synchronize()
+            self._pending = False
+            self._cuda.memcpy_htod(self.input_ptr, np.ascontiguousarray(tensor.reshape(expected), self.input_dtype))
+
+    def download_input(self) -> np.ndarray:
+        """The input tensor `[3, H, W]` in the buffer's dtype, a new array (synchronises first)."""
+        out = np.empty((3, *self.spec.image_size), self.input_dtype)
         with self.active():
-            self._host_input = np.ascontiguousarray(tensor.reshape(expected), self.input_dtype)  # alive until copied
-            self._cuda.memcpy_htod_async(self.input_ptr, self._host_input, self.stream)
-            self._pending = True
+            self.stream.synchronize()
+            self._pending = False
+            self._cuda.memcpy_dtoh(out, self.input_ptr)
+        return out
+
+    def upload_head(self, logits: np.ndarray, regressions: np.ndarray) -> None:
+        """Copy one image's head outputs (`[A, C]`, `[A, 4]`, any float dtype) into the head buffers."""
+        expected = {"logits": (self.num_anchors, self.num_classes), "regressions": (self.num_anchors, 4)}
+        arrays = {"logits": np.asarray(logits), "regressions": np.asarray(regressions)}
+        for name, array in arrays.items():
+            if array.shape != expected[name]:
+                raise FacemaskError(f"{name} must have shape {list(expected[name])}, got {list(array.shape)}")
+        with self.active():  # pageable host arrays: synchronous copies after the queued work
+            self.stream.synchronize()
+            self._pending = False
+            for name, array in arrays.items():
+                self._cuda.memcpy_htod(self._ptr[name], np.ascontiguousarray(array, self.head_dtype))
 
     def download_head(self) -> tuple[np.ndarray, np.ndarray]:
         """The head outputs `[A, C]`, `[A, 4]` as float32 (synchronises first)."""

@@ -1,6 +1,6 @@
-"""Direct access to a `CudaPipeline`'s device buffers, for the kernel tests and the kernel benchmark:
-they write head outputs without TensorRT, read the input tensor back, and read the top-K state, to
-check each kernel against the NumPy reference. Production code never needs these.
+"""The top-K state inside a `CudaPipeline`, for the kernel tests and the kernel benchmark, to check
+that kernel against the NumPy reference on its own. Production code never needs it (head outputs in
+and the input tensor out are the pipeline's own `upload_head` / `download_input`).
 """
 
 from __future__ import annotations
@@ -8,28 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 from facemask_sdk.cuda.pipeline import CudaPipeline
-from facemask_sdk.errors import FacemaskError
-
-
-def upload_head(gpu: CudaPipeline, logits: np.ndarray, regressions: np.ndarray) -> None:
-    """Copy one image's head outputs (`[A, C]`, `[A, 4]`, any float dtype) into the device buffers."""
-    expected = {"logits": (gpu.num_anchors, gpu.num_classes), "regressions": (gpu.num_anchors, 4)}
-    with gpu.active():
-        for name, array in (("logits", logits), ("regressions", regressions)):
-            array = np.asarray(array)
-            if array.shape != expected[name]:
-                raise FacemaskError(f"{name} must have shape {list(expected[name])}, got {list(array.shape)}")
-            gpu._cuda.memcpy_htod_async(gpu._ptr[name], np.ascontiguousarray(array, gpu.head_dtype), gpu.stream)
-        gpu.stream.synchronize()
-
-
-def download_input(gpu: CudaPipeline) -> np.ndarray:
-    """The input tensor `[3, H, W]` (after `synchronize()`), as a new array."""
-    out = np.empty((3, *gpu.spec.image_size), gpu.input_dtype)
-    with gpu.active():
-        gpu.stream.synchronize()
-        gpu._cuda.memcpy_dtoh(out, gpu.input_ptr)
-    return out
 
 
 def candidates(gpu: CudaPipeline) -> dict[str, np.ndarray | int]:

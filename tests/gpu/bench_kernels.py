@@ -121,7 +121,7 @@ def bench_decode(iterations: int) -> list[dict]:
         box = Letterbox.fit(FRAME_HW, D0.image_size)
         for kind in ("realistic", "random"):
             logits, regressions = head_outputs(kind)
-            probe.upload_head(gpu, logits, regressions)
+            gpu.upload_head(logits, regressions)
             launches = plan_decode(gpu.pointers, gpu.num_anchors, gpu.num_classes, box, gpu.settings, gpu.head_dtype)
             times = time_enqueues(gpu, [lambda l=l: gpu.launch(l) for l in launches], iterations)
             gpu.synchronize()
@@ -142,7 +142,7 @@ def bench_python_path(iterations: int) -> list[dict]:
         rng = np.random.default_rng(2)
         frame = gpu.frame_buffer(*FRAME_HW)
         frame[:] = rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8)
-        probe.upload_head(gpu, *head_outputs("realistic"))
+        gpu.upload_head(*head_outputs("realistic"))
         samples = []
         warmup = min(20, iterations)
         for i in range(warmup + iterations):

@@ -10,7 +10,8 @@
 #    setuptools and numpy (--no-build-isolation).
 # 2. Where TensorRT is installed, builds an engine from models/facemask.fp16.onnx (facemask-sdk
 #    build-engine) and points FACEMASK_TEST_ENGINE at it.
-# 3. Runs the GPU tests (tests/gpu, marked `gpu`), the engine-vs-NumPy test and the CPU kernel tests.
+# 3. Runs the GPU tests (tests/gpu, marked `gpu`: the kernels, and every stage combination of `Detector`
+#    against the NumPy pipeline, around the engine too) and the CPU kernel, backend and stage tests.
 # 4. Times every kernel with CUDA events (tests/gpu/bench_kernels.py, $BENCH_ITERATIONS iterations,
 #    default 300) and prints the table.
 # With $OUT set, the pytest log and the timing table (kernel_timings.md / .json) are written there too.
@@ -43,8 +44,8 @@ fi
 "$PY" -c "import sys, facemask_tools.training as t; sys.exit(not t.__file__.startswith('$ROOT/'))" 2>/dev/null \
     || "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
 
-# TensorRT present: build an engine from the shipped FP16 ONNX, so the engine-vs-NumPy test runs
-# TensorRT and the CUDA kernels together (tests/test_tensorrt_backend.py::test_engine_matches_numpy_pipeline)
+# TensorRT present: build an engine from the shipped FP16 ONNX, so the stage tests run TensorRT with the
+# CUDA kernels and with the NumPy stages (tests/gpu/test_stages.py::test_stage_combinations_around_tensorrt)
 if "$PY" -c "import tensorrt" 2>/dev/null; then
     echo "== TensorRT engine from models/facemask.fp16.onnx"
     ENGINE_DIR="${LOG_DIR:-$(mktemp -d)}"
@@ -61,7 +62,8 @@ fi
 
 echo "== tests"
 status=0
-"$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu tests/test_cuda_source.py tests/test_tensorrt_backend.py \
+"$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu tests/facemask_sdk/cuda tests/facemask_sdk/backends/test_tensorrt.py \
+    tests/facemask_sdk/test_stages.py \
     2>&1 | tee ${LOG_DIR:+"$LOG_DIR/pytest.log"}
 status=${PIPESTATUS[0]}
 [ "${build_failed:-0}" = 1 ] && [ "$status" -eq 0 ] && status=4

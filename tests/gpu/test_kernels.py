@@ -1,6 +1,6 @@
 """The CUDA kernels on a real GPU against the NumPy reference (tests/gpu/run.sh runs this file).
 
-Skipped without pycuda or a CUDA GPU. What is checked, kernel by kernel, through `CudaPipeline`:
+Skipped without pycuda or a CUDA GPU (tests/gpu/conftest.py). What is checked, kernel by kernel, through `CudaPipeline`:
 - letterbox: within 1 LSB of cv2's uint8 resize before normalisation (|diff| * std <= 1 + eps; the
   CPU emulator shows it bit-exact, so any 1-LSB pixel here is reported), float32 and float16 outputs,
   mapped and copied frames, pitched crops, real images;
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from facemask_sdk.anchors import generate_anchors
+from facemask_sdk.cuda import CudaPipeline, probe
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig, decode_boxes, postprocess, top_k_indices
 from facemask_sdk.preprocess import Letterbox, preprocess
@@ -31,26 +32,6 @@ pytestmark = pytest.mark.gpu
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGES = sorted((REPO / "samples" / "images").glob("*.png"))
 D0 = ModelSpec("tf_efficientdet_d0", (512, 512))
-
-
-def _gpu_missing() -> str | None:
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        return "pycuda is not installed (pip install 'facemask-sdk[trt]'); these tests need a CUDA GPU"
-    try:
-        cuda.init()
-        count = cuda.Device.count()
-    except cuda.Error as exc:
-        return f"no usable CUDA GPU: {exc}"
-    return None if count else "no CUDA GPU found"
-
-
-REASON = _gpu_missing()
-if REASON:
-    pytest.skip(REASON, allow_module_level=True)
-
-from facemask_sdk.cuda import CudaPipeline, probe  # noqa: E402  (after the skip: needs nothing, but reads better)
 
 _PIPELINES: dict[tuple, CudaPipeline] = {}
 
@@ -90,7 +71,7 @@ def test_letterbox_matches_opencv(frame_hw, dtype, mapped: bool) -> None:
     gpu = pipeline(mapped=mapped, input_dtype=dtype)
     box = gpu.preprocess(frame)
     gpu.synchronize()
-    out = probe.download_input(gpu)
+    out = gpu.download_input()
     reference, ref_box = preprocess(frame, D0)
     assert box == ref_box and out.dtype == dtype
     gap = letterbox_gap(out, reference, D0)
@@ -110,7 +91,7 @@ def test_letterbox_real_images_zero_copy_and_crops() -> None:
             gpu.preprocess(source)
             gpu.synchronize()
             reference, _ = preprocess(np.ascontiguousarray(source), D0)
-            assert letterbox_gap(probe.download_input(gpu), reference, D0).max() <= 1.0 + 1e-3
+            assert letterbox_gap(gpu.download_input(), reference, D0).max() <= 1.0 + 1e-3
 
 
 # --- decoding, top-K, NMS --------------------------------------------------------------------------------
@@ -133,7 +114,7 @@ def assert_same_detections(got, expected) -> None:
 
 
 def run(gpu: CudaPipeline, logits, regressions, box: Letterbox):
-    probe.upload_head(gpu, logits, regressions)
+    gpu.upload_head(logits, regressions)
     gpu.decode_nms(box)
     gpu.synchronize()
     return gpu.results()

@@ -1,0 +1,198 @@
+"""The three stages a `Detector` composes: pre-processing, the network, post-processing.
+
+Each stage is one small interface with interchangeable implementations:
+- pre-processing: `NumpyPreprocess` (the reference, `facemask_sdk.preprocess`) | `CudaPreprocess`;
+- network: `OnnxRuntimeRunner` | `TensorRTRunner` (`facemask_sdk.backends`, one `Runner` lifecycle);
+- post-processing: `NumpyPostprocess` (the reference, `facemask_sdk.postprocess`) | `CudaPostprocess`.
+
+A stage says on which side its tensors live (`side`): `HOST` (NumPy arrays) or `DEVICE` (the buffers
+of one `facemask_sdk.cuda.CudaPipeline`, shared by every device stage). `Pipeline` joins three stages
+and copies a tensor across only where two neighbours live on different sides, so CUDA pre-processing,
+TensorRT and CUDA post-processing pass their tensors with no copy at all (the Jetson path), while
+TensorRT with the NumPy post-processing (to debug the kernels) or ONNX Runtime with the CUDA kernels
+fall out of the same code.
+
+    >>> pipeline = Pipeline(NumpyPreprocess(spec), runner, NumpyPostprocess(spec, config))
+    >>> detections, (pre_s, network_s, post_s) = pipeline.detect([frame])     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import numpy as np
+
+from facemask_sdk.anchors import generate_anchors
+from facemask_sdk.detections import Detections
+from facemask_sdk.errors import FacemaskError
+from facemask_sdk.postprocess import PostprocessConfig, postprocess_detections
+from facemask_sdk.preprocess import Letterbox, preprocess
+from facemask_sdk.spec import ModelSpec
+
+HOST, DEVICE = "host", "device"
+STAGE_KINDS = ("numpy", "cuda")
+"""The implementations of the pre- and post-processing stages, by the name `Detector` takes."""
+
+
+class Preprocess(Protocol):
+    side: str
+
+    def frame_buffer(self, height: int, width: int) -> np.ndarray: ...
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray | None, Letterbox]:
+        """The `[3, H, W]` input tensor on the host (None on the device: it is in the input buffer)."""
+
+
+class Network(Protocol):
+    """A `facemask_sdk.backends` runner. `device_dtypes` / `device_ordinal`: the dtypes and GPU of device
+    buffers next to it; a device network also offers `bind(cuda_pipeline)`, called once before use."""
+
+    side: str
+    spec: ModelSpec
+    batch_size: int | None
+    providers: tuple[str, ...]
+    device_dtypes: tuple[np.dtype, np.dtype]
+    device_ordinal: int
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Host side: `[N, 3, H, W]` -> logits `[N, A, C]`, boxes `[N, A, 4]`."""
+
+    def enqueue(self) -> None:
+        """Device side: the device's input buffer -> its head buffers, on its stream."""
+
+    def close(self) -> None: ...
+
+
+class Postprocess(Protocol):
+    """A device implementation also offers `enqueue(letterbox)` and `collect()`: the two halves of
+    `__call__` around the frame's one synchronisation."""
+
+    side: str
+
+    def __call__(self, head: tuple[np.ndarray, np.ndarray] | None, letterbox: Letterbox) -> Detections:
+        """Detections from one image's head outputs (host arrays; None: in the device's head buffers)."""
+
+
+class NumpyPreprocess:
+    """Letterbox + normalisation on the host: the reference every other implementation is checked against."""
+
+    side = HOST
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    def frame_buffer(self, height: int, width: int) -> np.ndarray:
+        return np.zeros((height, width, 3), np.uint8)  # an ordinary array: nothing to gain on the host
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        return preprocess(frame, self.spec)
+
+
+class NumpyPostprocess:
+    """Decoding, NMS and top-k on the host: the reference of the CUDA kernels."""
+
+    side = HOST
+
+    def __init__(self, spec: ModelSpec, config: PostprocessConfig) -> None:
+        self.spec, self.config = spec, config
+        self.anchors = generate_anchors(spec)
+
+    def __call__(self, head: tuple[np.ndarray, np.ndarray] | None, letterbox: Letterbox) -> Detections:
+        logits, boxes = head
+        return postprocess_detections(logits, boxes, self.anchors, letterbox, self.config, self.spec.classes)
+
+
+def close_in_order(*resources: Any) -> None:
+    """Close each resource (None skipped) even if an earlier one fails; the first failure is raised."""
+    failure = None
+    for resource in resources:
+        try:
+            if resource is not None:
+                resource.close()
+        except Exception as exc:  # noqa: BLE001  (re-raised below, after the others are closed)
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+class Pipeline:
+    """Three stages and, where any of them lives on the device, the `CudaPipeline` whose buffers they share.
+
+    `detect(frames)` returns the detections of each frame and the seconds spent in (pre-processing, the
+    network, post-processing); a copy of the input tensor across sides counts as pre-processing, a copy
+    of the head outputs as the network's (downloaded) or post-processing's (uploaded). A host network
+    sees all frames as one batch; a device network (a batch-1 engine) runs frame by frame, timed by CUDA
+    events when all three stages are on the device (nothing synchronises in between), else by the host
+    clock with the device synchronised at each boundary.
+    """
+
+    def __init__(self, preprocess: Preprocess, network: Network, postprocess: Postprocess, device: Any = None) -> None:
+        sides = {preprocess.side, network.side, postprocess.side}
+        if DEVICE in sides and device is None:
+            raise FacemaskError("a CUDA stage needs the device buffers (a CudaPipeline) it shares")
+        self.preprocess, self.network, self.postprocess, self.device = preprocess, network, postprocess, device
+        self.fused = sides == {DEVICE}
+
+    def frame_buffer(self, height: int, width: int) -> np.ndarray:
+        return self.preprocess.frame_buffer(height, width)
+
+    def detect(self, frames: list[np.ndarray]) -> tuple[list[Detections], tuple[float, float, float]]:
+        if self.network.side == HOST:
+            return self._batched(frames)
+        results, totals = [], np.zeros(3)
+        for frame in frames:
+            detections, seconds = self._fused(frame) if self.fused else self._staged(frame)
+            results.append(detections)
+            totals += seconds
+        return results, (float(totals[0]), float(totals[1]), float(totals[2]))
+
+    def close(self) -> None:
+        """The network first (its engine uses the device's buffers), then the device; idempotent."""
+        close_in_order(self.network, self.device)
+
+    def _batched(self, frames: list[np.ndarray]) -> tuple[list[Detections], tuple[float, float, float]]:
+        t0 = time.perf_counter()
+        tensors, letterboxes = [], []
+        for frame in frames:
+            tensor, letterbox = self.preprocess(frame)
+            tensors.append(self.device.download_input() if tensor is None else tensor)
+            letterboxes.append(letterbox)
+        t1 = time.perf_counter()
+        logits, boxes = self.network.run(np.stack(tensors))
+        t2 = time.perf_counter()
+        results = []
+        for i, letterbox in enumerate(letterboxes):
+            head = (logits[i], boxes[i])
+            if self.postprocess.side == DEVICE:
+                self.device.upload_head(*head)
+                head = None
+            results.append(self.postprocess(head, letterbox))
+        return results, (t1 - t0, t2 - t1, time.perf_counter() - t2)
+
+    def _fused(self, frame: np.ndarray) -> tuple[Detections, np.ndarray]:
+        device = self.device
+        device.mark(0)
+        _, letterbox = self.preprocess(frame)
+        device.mark(1)
+        self.network.enqueue()
+        device.mark(2)
+        self.postprocess.enqueue(letterbox)
+        device.mark(3)
+        device.synchronize()  # the one synchronisation of the frame
+        return self.postprocess.collect(), np.asarray(device.stage_ms()) / 1e3
+
+    def _staged(self, frame: np.ndarray) -> tuple[Detections, np.ndarray]:
+        device = self.device
+        t0 = time.perf_counter()
+        tensor, letterbox = self.preprocess(frame)
+        if tensor is not None:
+            device.upload_input(tensor)
+        device.synchronize()
+        t1 = time.perf_counter()
+        self.network.enqueue()
+        head = device.download_head() if self.postprocess.side == HOST else None
+        device.synchronize()
+        t2 = time.perf_counter()
+        detections = self.postprocess(head, letterbox)
+        return detections, np.array([t1 - t0, t2 - t1, time.perf_counter() - t2])

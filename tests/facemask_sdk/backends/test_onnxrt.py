@@ -1,0 +1,77 @@
+"""`OnnxRuntimeRunner` (facemask_sdk.backends.onnxrt): batch and input checks, lifecycle, and a float16 model's
+input cast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facemask_sdk import Detector
+from facemask_sdk.errors import FacemaskError
+from facemask_sdk.spec import METADATA_KEY
+
+pytest.importorskip("onnxruntime")
+
+
+def test_runner_checks_batches(tiny_onnx) -> None:
+    from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(tiny_onnx, threads=1)
+    assert runner.providers[-1] == "CPUExecutionProvider" and runner.batch_size == 1
+    for bad, match in [
+        (np.zeros((1, 3, 128, 128), np.float32), r"shape \[N, 3, 256, 256\]"),
+        (np.zeros((3, 256, 256), np.float32), r"shape \[N, 3, 256, 256\]"),
+        (np.zeros((1, 3, 256, 256), np.uint8), "float array"),
+        ([[0.0]], "numpy array"),
+    ]:
+        with pytest.raises(FacemaskError, match=match):
+            runner.run(bad)
+    runner.close()
+    with pytest.raises(FacemaskError, match="closed"):
+        runner.run(np.zeros((1, 3, 256, 256), np.float32))
+
+
+def test_fp16_model_input_is_cast(tiny_onnx, tmp_path) -> None:
+    """A model whose input is float16 (an FP16 variant) gets float16 in and gives float32 out."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from facemask_sdk.anchors import generate_anchors
+    from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
+
+    from facemask_sdk.spec import ModelSpec
+
+    INT64 = TensorProto.INT64
+    source = onnx.load(str(tiny_onnx))
+    spec_json = {p.key: p.value for p in source.metadata_props}[METADATA_KEY]
+    anchors = len(generate_anchors(ModelSpec.from_json(spec_json)))
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),  # mean over everything -> scalar
+        helper.make_node("Constant", [], ["logits_shape"], value=helper.make_tensor("s1", INT64, [3], [1, anchors, 3])),
+        helper.make_node("Constant", [], ["boxes_shape"], value=helper.make_tensor("s2", INT64, [3], [1, anchors, 4])),
+        helper.make_node("Expand", ["mean", "logits_shape"], ["logits"]),
+        helper.make_node("Expand", ["mean", "boxes_shape"], ["boxes"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fp16",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT16, [1, 3, 256, 256])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT16, [1, anchors, 3]),
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT16, [1, anchors, 4]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key=METADATA_KEY, value=spec_json)
+    path = tmp_path / "fp16.onnx"
+    onnx.save(model, str(path))
+
+    with OnnxRuntimeRunner(path) as runner:
+        assert runner.input_dtype == np.float16
+        batch = np.full((2, 3, 256, 256), 0.25, np.float32)  # static batch 1: runs as two chunks
+        logits, boxes = runner.run(batch)
+    assert logits.dtype == boxes.dtype == np.float32
+    assert logits.shape == (2, anchors, 3) and boxes.shape == (2, anchors, 4)
+    np.testing.assert_allclose(logits, 0.25)
+    with Detector(path, score_threshold=0.0, max_detections=5) as detector:
+        assert len(detector(np.zeros((50, 60, 3), np.uint8))) == 5

@@ -1,0 +1,61 @@
+"""Bad input and faults, as a table: each row is a command line, the exit code it must give, a fragment
+of its one `error:` line, and the files that must survive it untouched (issue 12's cases)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "facemask_sdk.cli.main"]
+SAMPLES = ROOT / "samples"
+
+
+def _earlier_run(tmp: Path) -> dict[str, bytes]:
+    run = tmp / "run"
+    run.mkdir()
+    files = {"best.pt": b"weights of an earlier run", "metrics.json": b'{"best": 1}'}
+    for name, data in files.items():
+        (run / name).write_bytes(data)
+    return {f"run/{name}": data for name, data in files.items()}
+
+
+def _config_less_checkpoint(tmp: Path) -> dict[str, bytes]:
+    torch = pytest.importorskip("torch")
+    torch.save({"state_dict": {}, "spec": {}, "optimizer": {}, "step": 1, "total_steps": 2}, tmp / "noconfig.pt")
+    return {}
+
+
+CASES = [
+    # id, args (TMP is the test folder), setup, exit code, fragment of the error/notice, needs
+    ("out-not-creatable", ["detect", str(SAMPLES / "images"), "--out", "/sys/facemask-sdk-test"], None, 2,
+     "permission denied", ["onnxruntime"]),
+    ("out-under-a-file", ["detect", str(SAMPLES / "images"), "--out", "TMP/file.txt/out"],
+     lambda tmp: (tmp / "file.txt").write_text("x") and {}, 2, "Not a directory", ["onnxruntime"]),
+    ("train-over-earlier-run", ["train", "--data", str(SAMPLES), "--out", "TMP/run", "--image-size", "128"],
+     _earlier_run, 2, "already holds a training run (best.pt, metrics.json)", ["torch", "effdet"]),
+    ("resume-without-config", ["train", "--out", "TMP/r", "--resume", "TMP/noconfig.pt"], _config_less_checkpoint, 2,
+     "lacks train_config", ["torch", "effdet"]),
+    ("conflicting-precisions", ["build-engine", "--fp16", "--int8", "--onnx-only"], None, 2,
+     "--fp16 and --int8 conflict", ["onnx"]),
+    ("bad-checkpoint", ["eval", "--checkpoint", str(ROOT / "README.md")], None, 2,
+     "not a readable PyTorch checkpoint", ["torch", "effdet"]),
+]
+
+
+@pytest.mark.parametrize(("case", "args", "setup", "code", "fragment", "needs"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_line_and_keeps_files(tmp_path, case, args, setup, code, fragment, needs):
+    for module in needs:
+        pytest.importorskip(module)
+    survivors = (setup(tmp_path) or {}) if setup else {}
+    result = subprocess.run(
+        CLI + [a.replace("TMP", str(tmp_path)) for a in args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == code, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
+    for name, data in survivors.items():
+        assert (tmp_path / name).read_bytes() == data, f"{name} was changed"

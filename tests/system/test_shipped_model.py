@@ -1,0 +1,69 @@
+"""The shipped model: it loads by default, detects faces on the samples, and its val mAP (ONNX Runtime +
+NumPy post-processing) matches what `facemask-sdk eval` measured on the checkpoint (effdet's own)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models"
+SHARED = ROOT.parent / "shared" / "datasets" / "face-mask-detection"
+
+pytest.importorskip("onnxruntime")
+
+
+def test_detector_uses_the_shipped_model_and_finds_faces():
+    from facemask_sdk import Detector
+    from facemask_sdk.models import shipped_model_path
+
+    with Detector() as detector:
+        assert detector.model_path == shipped_model_path() == ROOT / "models" / "facemask.onnx"
+        found = [len(detector(path)) for path in sorted((ROOT / "samples" / "images").glob("*.png"))]
+    assert sum(found) > 0, found
+
+
+def test_readme_main_command_annotates_the_samples(tmp_path):
+    out = tmp_path / "detect"
+    result = subprocess.run(
+        [sys.executable, "-m", "facemask_sdk.cli.main", "detect", str(ROOT / "samples" / "images"), "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = (out / "detections.jsonl").read_text().splitlines()
+    assert len(lines) == len(list((ROOT / "samples" / "images").glob("*.png")))
+    assert json.loads((out / "summary.json").read_text())["frames"] == len(lines)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/datasets/face-mask-detection for the val split")
+def test_shipped_onnx_reproduces_the_checkpoint_val_map():
+    from facemask_sdk import Detector
+    from facemask_sdk.metrics import evaluate_detections
+    from facemask_sdk.voc import VocDataset
+
+    stated = json.loads((MODELS / "facemask.eval.json").read_text())
+    val = VocDataset(SHARED, "val")
+    predictions = []
+    with Detector(MODELS / "facemask.onnx", score_threshold=0.001, max_detections=100) as detector:
+        for record in val.records:
+            d = detector(record.load())
+            predictions.append(d)
+    ground_truth = [r.ground_truth() for r in val.records]
+    metrics = evaluate_detections(ground_truth, predictions, detector.spec.classes)
+    assert metrics["map"] == pytest.approx(stated["map"], abs=0.002)
+    assert metrics["map50"] == pytest.approx(stated["map50"], abs=0.002)
+
+
+def test_frame_buffer_on_onnx_runtime_is_a_plain_capture_array():
+    from facemask_sdk import Detector, FacemaskError
+
+    with Detector() as detector:
+        frame = detector.frame_buffer(120, 160)
+        assert frame.shape == (120, 160, 3) and frame.dtype.name == "uint8"
+        assert detector(frame).xyxy.shape[1:] == (4,)  # a black frame runs through the whole pipeline
+        with pytest.raises(FacemaskError, match="positive height and width"):
+            detector.frame_buffer(0, 10)

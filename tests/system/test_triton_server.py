@@ -1,0 +1,137 @@
+"""Real Triton servers on 127.0.0.1, answering like the in-process `Detector`.
+
+The servers run from the serving environment (`facemask_tools.benchmarks.serve_env`: the wheel built
+from the tracked files plus its `[serve]` extra, because PyTriton needs numpy < 2 and this suite's
+environment has numpy 2). Each server is started on free ports, waited for on its model's ready
+endpoint and stopped by its PID with SIGTERM, which must end it cleanly (exit code 0).
+"""
+
+from __future__ import annotations
+
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facemask_sdk import Detector
+from facemask_sdk.errors import FacemaskError
+
+pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc] (the [client] extra)")
+from facemask_sdk.serving.client import TritonClient  # noqa: E402
+from facemask_sdk.serving.repository import NETWORK, RepositoryOptions, write_repository  # noqa: E402
+from facemask_tools.benchmarks.serve_env import serve_environment  # noqa: E402
+from facemask_tools.benchmarks.server_process import (  # noqa: E402
+    ServerProcess, bundled_server_argv, free_ports, serve_argv,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def serve_python(wheel: Path) -> Path:
+    """The Python of the serving environment, with this session's wheel installed."""
+    try:
+        return serve_environment(wheel)
+    except RuntimeError as exc:
+        if "No matching distribution" in str(exc) or "Could not find a version" in str(exc):
+            pytest.skip(f"the [serve] extra cannot be installed here (no package index has nvidia-pytriton): {exc}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def shipped_dynamic_onnx(tmp_path_factory) -> Path:
+    """The shipped weights exported with a dynamic batch axis, as a batching server needs them."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxslim")
+    from facemask_tools.build_engine.export import export_onnx
+
+    return export_onnx(ROOT / "models" / "facemask.pt", tmp_path_factory.mktemp("serve") / "facemask.dynamic.onnx",
+                       dynamic_batch=True).path
+
+
+@pytest.fixture(scope="session")
+def detector(shipped_dynamic_onnx: Path):
+    with Detector(shipped_dynamic_onnx) as in_process:
+        yield in_process
+
+
+def _started(server: ServerProcess) -> ServerProcess:
+    try:
+        server.wait_ready()
+    except RuntimeError as exc:
+        server.stop()
+        pytest.fail(str(exc))
+    return server
+
+
+def _assert_same(served, local, where: str) -> None:
+    assert len(served) == len(local), f"{where}: {len(served)} served vs {len(local)} in-process"
+    np.testing.assert_array_equal(served.class_ids, local.class_ids, err_msg=where)
+    np.testing.assert_allclose(served.xyxy, local.xyxy, atol=1e-3, err_msg=where)
+    np.testing.assert_allclose(served.scores, local.scores, atol=1e-5, err_msg=where)
+
+
+def _exercise(client: TritonClient, detector, sample_images: list[Path], batching) -> None:
+    """Each sample alone, all in one request (and in requests of 3), and from 4 threads at once: all
+    equal to `Detector`; the 4 threads' single-image requests must have been batched by the server."""
+    local = [detector(path) for path in sample_images]
+    assert sum(len(d) for d in local) > 0, "the samples must have faces for the comparison to mean anything"
+    for path, expected in zip(sample_images, local):
+        _assert_same(client.detect(path), expected, path.name)
+    for path, served, expected in zip(sample_images, client.detect_batch(sample_images), local):
+        _assert_same(served, expected, f"{path.name} in a batch")
+    client.max_batch_size = 3
+    for path, served, expected in zip(sample_images, client.detect_batch(sample_images), local):
+        _assert_same(served, expected, f"{path.name} in requests of 3")
+    work = [i % len(sample_images) for i in range(16)]
+    images_before, runs_before = batching()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: client.detect(sample_images[i]), work))
+    images, runs = (after - before for after, before in zip(batching(), (images_before, runs_before)))
+    # statistics may count the previous request late (one more image and run): fewer runs than the 16
+    # single-image requests still means that the batcher grouped some
+    assert images >= len(work) and runs < len(work), f"the dynamic batcher never batched: {images} images in {runs} runs"
+    for i, served in zip(work, answers):
+        _assert_same(served, local[i], f"{sample_images[i].name} from 4 threads")
+    with pytest.raises(FacemaskError, match="cannot decode image"):
+        client.detect(b"these bytes are no image")
+    _assert_same(client.detect(sample_images[0]), local[0], "after a bad request")
+
+
+def test_tritonserver_serves_the_generated_repository_like_detector(
+    serve_python, shipped_dynamic_onnx, detector, sample_images, tmp_path
+) -> None:
+    repository = write_repository(tmp_path / "repository", shipped_dynamic_onnx,
+                                  RepositoryOptions(backend="python", network_threads=2)).path
+    http_port, grpc_port = free_ports(2)
+    server = _started(ServerProcess(bundled_server_argv(serve_python, repository, tmp_path, http_port, grpc_port),
+                                    tmp_path / "tritonserver.log", http_port, grpc_port))
+    try:
+        with TritonClient(f"127.0.0.1:{grpc_port}", timeout_s=120) as client:
+            assert client.is_ready()
+            _exercise(client, detector, sample_images, batching=lambda: client.batching(NETWORK))
+    finally:
+        code = server.stop()
+    assert code == 0, server.log()
+
+
+def test_serve_command_answers_like_detector_and_stops_on_sigterm(
+    serve_python, shipped_dynamic_onnx, detector, sample_images, tmp_path
+) -> None:
+    http_port, grpc_port = free_ports(2)
+    argv = serve_argv(serve_python, shipped_dynamic_onnx, http_port, grpc_port, "--threads", "2",
+                      "--access-token", "test-token")  # the wheel's own `facemask-sdk` entry point
+    server = _started(ServerProcess(argv, tmp_path / "serve.log", http_port, grpc_port))
+    try:
+        with TritonClient(f"127.0.0.1:{grpc_port}", timeout_s=120, access_token="test-token") as client:
+            _exercise(client, detector, sample_images, batching=client.batching)
+    finally:
+        code = server.stop()
+    log = server.log(tail=10**7)
+    assert code == 0, log[-4000:]
+    assert "serving model 'facemask'" in log and log.rstrip().endswith("stopped"), log[-4000:]
+    with socket.socket() as probe:  # the ports are free again: nothing was left running
+        probe.bind(("127.0.0.1", grpc_port))

@@ -1,0 +1,65 @@
+"""Augmentation (facemask_tools.training.augment): seeded, boxes kept inside, crops keep the evaluation face scale,
+mosaic and copy-paste keep boxes valid."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("effdet")
+
+from facemask_tools.training.augment import AugmentConfig, augment  # noqa: E402
+from facemask_tools.training.model import make_spec  # noqa: E402
+
+
+def test_augmentation_is_seeded_and_keeps_boxes_inside():
+    import numpy as np
+
+    spec = make_spec("tf_efficientdet_lite0", 256)
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 80], [300, 200, 390, 290]], np.float32)
+    classes = np.array([0, 2])
+    a = augment(image, boxes, classes, spec, AugmentConfig.strength("strong"), np.random.default_rng(5))
+    b = augment(image, boxes, classes, spec, AugmentConfig.strength("strong"), np.random.default_rng(5))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[0].shape == (3, 256, 256)
+    assert (a[1] >= 0).all() and (a[1] <= 256).all()
+    plain = augment(image, boxes, classes, spec, AugmentConfig.strength("none"), np.random.default_rng(5))
+    np.testing.assert_allclose(plain[1], boxes * 256 / 400, atol=1e-3)  # no jitter: pure letterbox scale
+
+
+def test_crop_training_keeps_the_evaluation_face_scale():
+    import numpy as np
+
+    spec = make_spec("tf_efficientdet_lite0", 256)
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 80], [300, 200, 390, 290]], np.float32)
+    none = AugmentConfig.strength("none")
+    tensor, out_boxes, _ = augment(image, boxes, np.array([0, 2]), spec, none, np.random.default_rng(1), (128, 128))
+    assert tensor.shape == (3, 128, 128)
+    widths = out_boxes[:, 2] - out_boxes[:, 0]
+    full_width = (boxes[:, 2] - boxes[:, 0]) * 256 / 400
+    # every box kept whole inside the crop has the width it has at the 256 px input
+    whole = (out_boxes[:, 0] > 0) & (out_boxes[:, 2] < 128) & (out_boxes[:, 1] > 0) & (out_boxes[:, 3] < 128)
+    assert np.isin(np.round(widths[whole], 3), np.round(full_width, 3)).all()
+
+
+def test_mosaic_and_copy_paste_keep_boxes_valid():
+    import numpy as np
+
+    from facemask_tools.training.augment import mosaic, paste_patches
+
+    spec = make_spec("tf_efficientdet_lite0", 256)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 80], [300, 200, 390, 290]], np.float32)
+    patch = np.full((30, 20, 3), 7, np.uint8)
+    pasted, new_boxes, new_classes = paste_patches(image, boxes, np.array([0, 1]), [(patch, 2)], rng)
+    assert len(new_boxes) == 3 and new_classes.tolist() == [0, 1, 2] and not np.shares_memory(pasted, image)
+    x0, y0, x1, y1 = new_boxes[2].astype(int)
+    assert (pasted[y0:y1, x0:x1] == 7).all() and (image != pasted).any()
+    canvas, m_boxes, m_classes = mosaic([(pasted, new_boxes, new_classes)] * 4, spec, AugmentConfig(), rng, (256, 256))
+    assert canvas.shape == (3, 256, 256) and len(m_boxes) == len(m_classes) > 0
+    assert (m_boxes >= 0).all() and (m_boxes <= 256).all()
+    assert (m_boxes[:, 2] > m_boxes[:, 0]).all() and (m_boxes[:, 3] > m_boxes[:, 1]).all()

@@ -1,0 +1,40 @@
+"""training/gpu_run.sh, the one script for a GPU machine, end to end on CPU: a compact copy of the data, a
+time-boxed stint, weights and metrics in one folder, then a resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("effdet")
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_a_tiny_stint_on_cpu(tmp_path):
+    """training/gpu_run.sh, the one script for a GPU machine, end to end on CPU with a tiny configuration:
+    a compact JPEG copy of the data, a time-boxed stint, weights and metrics in one folder, then a resume."""
+    from facemask_tools.training.compact_data import compact
+
+    data = tmp_path / "compact"
+    assert compact(SAMPLES, data) > 0 and len(list((data / "images").glob("*.jpg"))) == 4
+    env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "PRETRAINED": "none", "PYTHON": sys.executable}
+    args = ["bash", str(ROOT / "training" / "gpu_run.sh"), str(data), "5", "--image-size", "128", "--batch-size", "2",
+            "--max-steps", "1", "--epochs", "2", "--val-fraction", "0.25", "--threads", "1"]
+    first = subprocess.run(args + ["--stop-after-steps", "1"], capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:] + first.stdout[-2000:]
+    out = tmp_path / "out"
+    assert "available False" in (out / "device.txt").read_text()
+    assert (out / "best-weights.pt").is_file() and json.loads((out / "metrics.json").read_text())["step"] == 1
+    resumed = subprocess.run(args, capture_output=True, text=True, env={**env, "RESUME": "1"}, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2
+    weights = torch.load(out / "best-weights.pt", weights_only=True)
+    assert "optimizer" not in weights and tuple(weights["spec"]["image_size"]) == (128, 128)

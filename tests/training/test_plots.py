@@ -1,0 +1,23 @@
+"""Plots (facemask_tools.training.plots): mAP against training time, read from a run's metrics.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("effdet")
+
+
+def test_map_vs_time_plot_from_metrics(tmp_path):
+    from facemask_tools.training.plots import plot_map_vs_time, run_from_metrics
+
+    metrics = tmp_path / "metrics.json"
+    history = [{"train_seconds": 60.0, "val": {"map50": 0.1, "map": 0.05}},
+               {"train_minutes_total": 2.5, "val": {"map50": 0.2, "map": 0.1}}]
+    metrics.write_text(json.dumps({"history": history}))
+    run = run_from_metrics("r", metrics, start_minutes=10)
+    assert run["minutes"] == [1.0, 2.5] and run["start_minutes"] == 10 and run["map50"] == [0.1, 0.2]
+    path = plot_map_vs_time([run], tmp_path / "plot.png")
+    assert path.stat().st_size > 5000
