@@ -20,6 +20,7 @@ DEFAULT_DATA = "../shared/datasets/face-mask-detection"
 @click.option("--crop-size", type=int, default=384, show_default=True, help="Train on random crops of this size of the input canvas (faces keep their scale); 0: the full canvas.")
 @click.option("--mosaic", type=float, default=0.5, show_default=True, help="Chance of a four-image mosaic per sample.")
 @click.option("--copy-paste", type=float, default=0.3, show_default=True, help="Chance of pasting 1-3 mask_weared_incorrect faces into a sample.")
+@click.option("--rare-class-weight", type=float, default=1.0, show_default=True, help="Class-loss weight of the anchors matched to mask_weared_incorrect faces (1: effdet's loss).")
 @click.option("--anchor-scale", type=float, default=None, help="Smallest anchor = 8 px x this (default: effdet's, 3 for Lite0).")
 @click.option("--ema-decay", type=float, default=0.999, show_default=True, help="Weight-average decay; the EMA weights are evaluated and shipped. 0 disables.")
 @click.option("--ema-ramp-steps", type=int, default=200, show_default=True)
@@ -59,6 +60,8 @@ def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | No
         raise FacemaskError("--epochs, --batch-size and --checkpoint-every must be at least 1")
     if not 0.0 <= options["mosaic"] <= 1.0 or not 0.0 <= options["copy_paste"] <= 1.0:
         raise FacemaskError("--mosaic and --copy-paste are probabilities between 0 and 1")
+    if options["rare_class_weight"] <= 0:
+        raise FacemaskError("--rare-class-weight must be positive")
     if not 0.0 <= options["ema_decay"] < 1.0:
         raise FacemaskError("--ema-decay must lie in [0, 1)")
     options["crop_size"] = options["crop_size"] or None

@@ -25,6 +25,7 @@ from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
 from facemask_tools.training.ema import WeightAverage
 from facemask_tools.training.data import DetectionDataset, collate, epoch_indices, repeat_factors, steps_per_epoch
 from facemask_tools.training.evaluate import evaluate_network
+from facemask_tools.training.loss import ClassWeightedDetectionLoss, class_weights_for
 from facemask_tools.training.model import count_parameters, create_network, make_spec, train_bench
 from facemask_tools.training.plots import plot_curves
 from facemask_tools.training.pretrained import initialise
@@ -52,6 +53,7 @@ class TrainConfig:
     crop_size: int | None = 384  # train on random crops of the model-size canvas; None: full canvas
     mosaic: float = 0.5  # chance of a four-image mosaic per sample
     copy_paste: float = 0.3  # chance of pasting 1-3 mask_weared_incorrect faces into a sample
+    rare_class_weight: float = 1.0  # class-loss weight of anchors matched to mask_weared_incorrect faces
     anchor_scale: float | None = None  # None: effdet's (3.0 for Lite0, 4.0 for D0)
     ema_decay: float = 0.999  # 0 disables the weight average (then the raw weights are evaluated)
     ema_ramp_steps: int = 200
@@ -227,7 +229,13 @@ class _Run:
         log(f"device: {self.device}; precision: {self.amp_dtype or 'fp32'}{', channels_last' if config.channels_last else ''}; "
             f"train images: {len(train_set)}; val images: {len(self.val_records)}")
 
-        self.bench = train_bench(self.network).to(self.device)
+        self.bench = train_bench(self.network)
+        if config.rare_class_weight != 1.0:
+            if RARE_CLASS not in spec.classes:
+                raise FacemaskError(f"--rare-class-weight weights {RARE_CLASS}, which this model's classes lack")
+            weights = class_weights_for(spec.classes, {RARE_CLASS: config.rare_class_weight})
+            self.bench.loss_fn = ClassWeightedDetectionLoss(self.network.config, weights)
+        self.bench.to(self.device)
         self.evaluated.to(self.device)
         if config.channels_last:
             self.network.to(memory_format=torch.channels_last)
