@@ -35,8 +35,9 @@ def measure(case: SpeedCase, data: str, model: str, image_size: int, batch_size:
     from facemask_sdk.voc import VocDataset
     from facemask_tools.training.augment import AugmentConfig
     from facemask_tools.training.data import DetectionDataset, collate
+    from facemask_tools.training.device import resolve_amp
     from facemask_tools.training.model import create_network, make_spec, train_bench
-    from facemask_tools.training.trainer import TrainConfig, _train_step, resolve_amp
+    from facemask_tools.training.trainer import TrainConfig, _train_step
 
     spec = make_spec(model, image_size)
     train_spec = replace(spec, image_size=(case.crop, case.crop))
@@ -78,7 +79,7 @@ def main(data: str, model: str, image_size: int, batch_size: int, steps: int, wa
     """images/s of the real training step for every case; writes a JSON table and prints it."""
     import torch
 
-    from facemask_tools.training.trainer import cpu_has_fast_bf16
+    from facemask_tools.training.device import cpu_has_fast_bf16
 
     bf16 = cpu_has_fast_bf16() if bf16 is None else bf16
     cases = []

@@ -93,7 +93,7 @@ def evaluate(checkpoint: str, data: str, split: str, out: str | None, batch_size
     from facemask_sdk.voc import VocDataset
     from facemask_tools.training.checkpoint import load_network
     from facemask_tools.training.evaluate import evaluate_network, save_prediction_grid
-    from facemask_tools.training.trainer import resolve_device
+    from facemask_tools.training.device import resolve_device
 
     network, spec, payload = load_network(checkpoint)
     out_dir = Path(out) if out else Path("runs") / "eval" / f"{Path(checkpoint).stem}-{split}"

@@ -22,8 +22,9 @@ from facemask_sdk.files import write_atomically
 from facemask_sdk.voc import VocDataset
 from facemask_tools.training.augment import AugmentConfig
 from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
-from facemask_tools.training.ema import WeightAverage
 from facemask_tools.training.data import DetectionDataset, collate, epoch_indices, repeat_factors, steps_per_epoch
+from facemask_tools.training.device import resolve_amp, resolve_device
+from facemask_tools.training.ema import WeightAverage
 from facemask_tools.training.evaluate import evaluate_network
 from facemask_tools.training.loss import ClassWeightedDetectionLoss, class_weights_for
 from facemask_tools.training.model import count_parameters, create_network, make_spec, train_bench
@@ -73,36 +74,6 @@ class TrainConfig:
 
 RUNTIME_FIELDS = ("out", "device", "workers", "threads")
 """Fields a resumed run may change: where and how it runs, never what it computes."""
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FacemaskError(f"--device {name} asked for, but CUDA is not available to torch here")
-    return name
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX-512-BF16 or AMX); elsewhere bf16 is emulated, slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_amp(amp: str, device: str) -> torch.dtype | None:
-    """The autocast dtype for the network's forward pass, or None for fp32."""
-    if amp == "off":
-        return None
-    if amp == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else None
-    if amp == "fp16" and not device.startswith("cuda"):
-        raise FacemaskError("--amp fp16 needs CUDA; on a CPU use --amp bf16 or off")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def lr_at(step: int, total: int, config: TrainConfig) -> float:
