@@ -26,6 +26,7 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
+from facemask_sdk.cuda.stages import CudaPostprocess, CudaPreprocess  # pycuda is imported only by CudaPipeline()
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.image_io import read_image, to_bgr8
@@ -87,7 +88,8 @@ class Detector:
             score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
             class_agnostic=class_agnostic,
         )
-        kinds = {"preprocess": _stage_kind(preprocess, "preprocess"), "postprocess": _stage_kind(postprocess, "postprocess")}
+        kinds = {"preprocess": _stage_kind(preprocess, "preprocess"),
+                 "postprocess": _stage_kind(postprocess, "postprocess")}
         self.model_path = default_model_path() if model is None else Path(model)
         self.backend = _resolve_backend(backend, self.model_path)
         if not self.model_path.exists():
@@ -256,19 +258,11 @@ def _stage_kind(kind: str, name: str) -> str:
     raise FacemaskError(f"unknown {name} {kind!r}; choose auto, {' or '.join(STAGE_KINDS)}")
 
 
-def _cuda_stage(name: str):
-    def make(spec: ModelSpec, config: PostprocessConfig, device):
-        from facemask_sdk.cuda import stages
-
-        return getattr(stages, name)(device)
-
-    return make
-
-
 STAGES = {
-    "preprocess": {"numpy": lambda spec, config, device: NumpyPreprocess(spec), "cuda": _cuda_stage("CudaPreprocess")},
+    "preprocess": {"numpy": lambda spec, config, device: NumpyPreprocess(spec),
+                   "cuda": lambda spec, config, device: CudaPreprocess(device)},
     "postprocess": {"numpy": lambda spec, config, device: NumpyPostprocess(spec, config),
-                    "cuda": _cuda_stage("CudaPostprocess")},
+                    "cuda": lambda spec, config, device: CudaPostprocess(device)},
 }
 """Each host/device stage's implementations: `make(spec, config, device)`."""
 

@@ -191,8 +191,11 @@ class Pipeline:
         device.synchronize()
         t1 = time.perf_counter()
         self.network.enqueue()
-        head = device.download_head() if self.postprocess.side == HOST else None
-        device.synchronize()
+        if self.postprocess.side == HOST:
+            head = device.download_head()  # synchronises
+        else:
+            head = None
+            device.synchronize()
         t2 = time.perf_counter()
         detections = self.postprocess(head, letterbox)
         return detections, np.array([t1 - t0, t2 - t1, time.perf_counter() - t2])
