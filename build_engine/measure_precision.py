@@ -11,18 +11,20 @@ Rows:
   between consecutive such ops: FP16 weights, mostly FP32 activations (optimistic).
 - `fp16 (emulated)`: `facemask_tools.build_engine.fp16.emulate_fp16`, every tensor that is FP16 in the file rounded
   to FP16, FP32 arithmetic inside each op: how FP16 storage with FP32 accumulation behaves (TensorRT).
-- `int8 <method>`: the Q/DQ file; ONNX Runtime runs Q/DQ as quantise-dequantise around FP32 ops,
+- `int8 <method>`: the Q/DQ file as `build-engine --int8` writes it (the stem conv in float,
+  `int8.DEFAULT_EXCLUDE`); ONNX Runtime runs Q/DQ as quantise-dequantise around FP32 ops,
   numerically what an INT8 kernel with INT32 accumulation computes. With `--high-precision fp16`
   (the default, as `build-engine --int8` writes it) the FP16 part is measured through
   `emulate_fp16` like the FP16 row. The same file run as is by ONNX Runtime's CPU provider is shown
   once: ORT's `WeightBiasQuantization` transformer re-quantises the float Conv biases to INT32 with
   an FP16 scale (input scale x weight scale) and loses accuracy there; TensorRT keeps biases float.
 - `--sensitivity` adds INT8 rows with one group of layers (stem, backbone stages, BiFPN, heads) left
-  in float, to find the layers that cost accuracy.
-- `--modelopt-python PY` adds NVIDIA ModelOpt ONNX PTQ rows (`max`, `entropy`; same calibration
-  images, FP32 high precision, CPU calibration), run by the interpreter `PY` of an environment with
-  `nvidia-modelopt[onnx]` (it pins onnx/onnxruntime versions this project's environment does not
-  use, so it lives in its own virtual environment).
+  in float and everything else quantised (the stem too), to find the layers that cost accuracy.
+- `--modelopt-python PY` adds NVIDIA ModelOpt ONNX PTQ rows (`max`, `entropy`; every layer
+  quantised, so compare them with the sensitivity row "nothing"; same calibration images, FP32 high
+  precision, CPU calibration), run by the interpreter `PY` of an environment with `nvidia-modelopt[onnx]`
+  (it pins onnx/onnxruntime versions this project's environment does not use, so it lives in its own
+  virtual environment).
 
 Besides mAP (noisy for a weak model on 170 images), each row gets the mean |difference| from FP32 of
 the scores (sigmoid of the logits) and box codes of the 1000 top-scoring anchors per image, on the
@@ -46,7 +48,7 @@ import numpy as np
 import onnx
 
 from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16
-from facemask_tools.build_engine.int8 import METHODS, to_int8
+from facemask_tools.build_engine.int8 import METHODS, STEM, to_int8
 from facemask_tools.build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
 from facemask_tools.build_engine.precision import load_model, metadata, model_spec, set_metadata
 from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
@@ -56,8 +58,13 @@ from facemask_sdk.metrics import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, eval
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.voc import VocDataset
 
-SENSITIVITY_GROUPS = {
-    "stem (first conv)": ["/network/backbone/conv_stem/Conv"],
+EARLY_STAGES = [STEM, *(f"/network/backbone/blocks.{i}/" for i in range(3))]
+SENSITIVITY_GROUPS = {  # `to_int8` exclude entries: module prefixes ending in "/" name their Convs
+    "nothing": [],
+    "stem (first conv)": [STEM],
+    "stem + backbone stage 1": EARLY_STAGES[:2],
+    "stem + backbone stages 1-2": EARLY_STAGES[:3],
+    "stem + backbone stages 1-3": EARLY_STAGES[:4],
     "backbone": ["/network/backbone/"],
     "BiFPN": ["/network/fpn/"],
     "class head": ["/network/class_net/"],
@@ -140,12 +147,6 @@ def emulated_if_fp16(report) -> Path:
     return emulated
 
 
-def conv_groups(model_path: Path, prefixes: list[str]) -> list[str]:
-    """Conv node names starting with any of `prefixes` (node names of the exported graph)."""
-    model = onnx.load(str(model_path), load_external_data=False)
-    return [n.name for n in model.graph.node if n.op_type == "Conv" and any(n.name.startswith(p) for p in prefixes)]
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="val", choices=["val", "train", "all"], help="split to measure mAP on")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N images only")
     parser.add_argument("--sensitivity", default=None, metavar="METHOD", help="per-group INT8 sensitivity with METHOD")
+    parser.add_argument("--groups", default=",".join(SENSITIVITY_GROUPS), help="with --sensitivity: the groups to run (comma-separated)")
     parser.add_argument("--skip", default="", help="comma-separated rows to skip: fp16,fp16-emulated")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument("--error-images", type=int, default=32, help="val images for the output-error columns")
@@ -165,6 +167,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--high-precision", choices=["fp16", "fp32"], default="fp16", help="type of the non-INT8 part")
     parser.add_argument("--modelopt-python", default=None, help="python of a venv with nvidia-modelopt[onnx]")
     args = parser.parse_args(argv)
+    groups = list(filter(None, args.groups.split(",")))
+    unknown = [g for g in groups if g not in SENSITIVITY_GROUPS]
+    if unknown:
+        parser.error(f"unknown sensitivity group(s) {', '.join(map(repr, unknown))}; choose from {', '.join(SENSITIVITY_GROUPS)}")
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -215,12 +221,11 @@ def main(argv: list[str] | None = None) -> dict:
             path = modelopt_int8(args.modelopt_python, fp32, work / f"model.int8.modelopt-{method}.onnx", calib, method, work)
             run(f"int8 ModelOpt {method}", path, f"quantised in {time.perf_counter() - started:.0f} s")
     if args.sensitivity:
-        for group, prefixes in SENSITIVITY_GROUPS.items():
-            excluded = conv_groups(fp32, prefixes)
+        for group in groups:
             report = to_int8(fp32, work / "model.int8.sensitivity.onnx", calib, method=args.sensitivity,
-                                cache_dir=work / "cache", exclude=excluded, op_types=op_types,
+                                cache_dir=work / "cache", exclude=SENSITIVITY_GROUPS[group], op_types=op_types,
                                 high_precision=args.high_precision, overwrite=True)
-            run(f"int8 {args.sensitivity}, {group} in float", emulated_if_fp16(report), f"{len(excluded)} Conv excluded")
+            run(f"int8 {args.sensitivity}, {group} in float", emulated_if_fp16(report), f"{len(report.excluded)} Conv excluded")
 
     summary = {
         "onnx": str(fp32),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from facemask_tools.build_engine.calibration import DEFAULT_METHOD
+from facemask_tools.build_engine.int8 import DEFAULT_EXCLUDE
 from facemask_tools.build_engine.precision import (
     PRECISIONS,
     load_model,
@@ -48,6 +49,17 @@ DEFAULT_CALIB_IMAGES = 256
 DEFAULT_CALIB_METHOD = DEFAULT_METHOD
 
 
+@dataclass(frozen=True)
+class Int8Options:
+    """How an INT8 variant is made: calibration data and method, what stays in float and in which type."""
+
+    calib_data: Path | None = None
+    calib_images: int = DEFAULT_CALIB_IMAGES
+    method: str = DEFAULT_CALIB_METHOD
+    float_type: str = "fp16"
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+
+
 @dataclass
 class BuildResult:
     precision: str
@@ -62,16 +74,13 @@ class BuildResult:
 def build(
     onnx: Path | None = None,
     precision: str = "fp16",
-    calib_data: Path | None = None,
-    calib_images: int = DEFAULT_CALIB_IMAGES,
-    calib_method: str = DEFAULT_CALIB_METHOD,
+    int8: Int8Options = Int8Options(),
     batch: BatchProfile | None = None,
     workspace_gb: float | None = None,
     out: Path | None = None,
     onnx_only: bool = False,
     force: bool = False,
     echo: Callable[[str], None] = print,
-    int8_float: str = "fp16",
 ) -> BuildResult:
     """Write the precision ONNX (unless `onnx` already is one), then the engine; see the module docs."""
     from facemask_sdk.models import default_model_path
@@ -102,7 +111,7 @@ def build(
         raise FacemaskError(f"{engine} already exists; pass --force to replace it")
     if converting and precision_onnx.exists() and not force:
         # a variant records a key of what it was made from: equal keys mean up to date, no re-conversion
-        expected = _conversion_key(source, precision, calib_data, calib_images, calib_method, int8_float)
+        expected = _conversion_key(source, precision, int8)
         if recorded_conversion_key(precision_onnx) != expected:
             raise FacemaskError(
                 f"{precision_onnx} already exists and differs from what these options produce (made from another "
@@ -111,7 +120,7 @@ def build(
             )
         say(f"{precision_onnx} is up to date (made from {source.name} with these options); left as it is")
     elif converting:
-        for line in _convert(source, precision_onnx, precision, calib_data, calib_images, calib_method, force, int8_float):
+        for line in _convert(source, precision_onnx, precision, int8, force):
             say(line)
     else:
         say(f"{precision_onnx} is already {precision}; no conversion needed")
@@ -175,23 +184,18 @@ def calibration_images(source: Path | None = None, count: int = DEFAULT_CALIB_IM
     return [paths[int(i * step)] for i in range(count)]
 
 
-def _conversion_key(
-    source: Path, precision: str, calib_data: Path | None, calib_images: int, calib_method: str, int8_float: str
-) -> str:
+def _conversion_key(source: Path, precision: str, int8: Int8Options) -> str:
     if precision == "fp16":
         from facemask_tools.build_engine.fp16 import fp16_conversion_key
 
         return fp16_conversion_key(source)
     from facemask_tools.build_engine.int8 import int8_conversion_key
 
-    images = calibration_images(calib_data, calib_images)
-    return int8_conversion_key(source, images, method=calib_method, high_precision=int8_float)
+    images = calibration_images(int8.calib_data, int8.calib_images)
+    return int8_conversion_key(source, images, method=int8.method, exclude=int8.exclude, high_precision=int8.float_type)
 
 
-def _convert(
-    source: Path, target: Path, precision: str, calib_data: Path | None, calib_images: int, calib_method: str, force: bool,
-    int8_float: str = "fp16",
-) -> list[str]:
+def _convert(source: Path, target: Path, precision: str, int8: Int8Options, force: bool) -> list[str]:
     if precision == "fp16":
         from facemask_tools.build_engine.fp16 import to_fp16
 
@@ -199,6 +203,7 @@ def _convert(
         return [f"wrote {target}", *report.lines()]
     from facemask_tools.build_engine.int8 import to_int8
 
-    images = calibration_images(calib_data, calib_images)
-    report = to_int8(source, target, images, method=calib_method, high_precision=int8_float, overwrite=force)
+    images = calibration_images(int8.calib_data, int8.calib_images)
+    report = to_int8(source, target, images, method=int8.method, exclude=int8.exclude,
+                     high_precision=int8.float_type, overwrite=force)
     return [f"wrote {target}", *report.lines()]

@@ -85,6 +85,27 @@ def test_cli_without_tensorrt_says_where_to_build(run_cli, model_copy: Path):
     assert model_copy.with_name("model.fp16.onnx").is_file()  # the precision ONNX is written anyway
 
 
+def test_cli_int8_exclude(run_cli, model_copy: Path, sample_images):
+    """--int8-exclude names what stays in float (recorded in the variant); 'none' quantises every Conv."""
+    import json
+
+    import onnx
+
+    convs = [n.name for n in onnx.load(str(model_copy)).graph.node if n.op_type == "Conv"]
+    common = ["build-engine", "--onnx", model_copy, "--int8", "--calib-data", sample_images[0].parent, "--onnx-only"]
+    for option, excluded in ((["--int8-exclude", convs[1]], [convs[1]]), (["--int8-exclude", "none"], [])):
+        out = model_copy.with_name(f"q{len(excluded)}.onnx")
+        result = run_cli([*common, *option, "--out", out])
+        assert result.returncode == 0, result.stderr
+        calibration = {p.key: p.value for p in onnx.load(str(out)).metadata_props}["int8.calibration"]
+        assert json.loads(calibration)["excluded"] == excluded
+    for option, message in ((["none", "stem"], "cannot be combined"), (["conv_missing"], "matches no node")):
+        result = run_cli([*common, *(a for o in option for a in ("--int8-exclude", o)), "--out", model_copy.with_name("bad.onnx")])
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+        assert not model_copy.with_name("bad.onnx").exists()
+
+
 def test_cli_rejects_conflicting_batch_options(run_cli, model_copy: Path):
     result = run_cli(["build-engine", "--onnx", model_copy, "--batch", "2", "--dynamic-batch", "1,2,4", "--onnx-only"])
     assert result.returncode != 0 and "either --batch" in result.stderr

@@ -1,6 +1,6 @@
 """The INT8 ONNX variant (facemask_tools.build_engine.int8) of the tiny model: per-channel INT8 conv weights,
 symmetric activations with FP32 I/O, FP16 high precision by default, metadata kept, outputs close to FP32,
-excluded nodes kept in float."""
+the stem (or any named node) kept in float."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ pytest.importorskip("onnxruntime.quantization")
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 from facemask_tools.build_engine.fp16 import emulate_fp16  # noqa: E402
-from facemask_tools.build_engine.int8 import to_int8  # noqa: E402
+from facemask_tools.build_engine.int8 import (  # noqa: E402
+    DEFAULT_EXCLUDE,
+    FIRST_STAGE,
+    STEM,
+    int8_conversion_key,
+    resolve_exclude,
+    to_int8,
+)
 from facemask_tools.build_engine.precision import PRECISION_KEY  # noqa: E402
 from facemask_sdk.errors import FacemaskError  # noqa: E402
 
@@ -32,12 +39,16 @@ def int8_onnx(tiny_onnx: Path, sample_images: list[Path], tmp_path_factory) -> P
     return to_int8(tiny_onnx, folder / "tiny.int8.onnx", sample_images, method="minmax", cache_dir=folder / "cache").path
 
 
-def test_int8_every_conv_weight_is_per_channel_int8(int8_onnx: Path):
+def test_int8_every_conv_weight_but_the_first_stage_is_per_channel_int8(int8_onnx: Path):
     model = onnx.load(str(int8_onnx))
     onnx.checker.check_model(model, full_check=True)
     inits = {i.name: i for i in model.graph.initializer}
     producers = {out: n for n in model.graph.node for out in n.output}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    in_float = [n for n in convs if n.input[1] in inits]  # the default keeps the stem and the first stage float
+    assert [n.name for n in in_float] == [n.name for n in convs[:3]]
+    assert all(inits[n.input[1]].data_type == TensorProto.FLOAT16 for n in in_float)
+    convs = convs[3:]
     assert convs
     for conv in convs:
         dq = producers[conv.input[1]]
@@ -107,10 +118,32 @@ def test_int8_outputs_close_to_fp32(
             assert np.abs(a - e).mean() < INT8_MAX_MEAN_ABS_RATIO * e.std(), path.name
 
 
-def test_int8_exclude_keeps_a_conv_in_float(tiny_onnx: Path, sample_images, tmp_path: Path):
+def test_int8_exclude_keeps_named_nodes_in_float(tiny_onnx: Path, int8_onnx: Path, sample_images, tmp_path: Path):
     model = onnx.load(str(tiny_onnx))
-    first_conv = next(n.name for n in model.graph.node if n.op_type == "Conv")
-    report = to_int8(tiny_onnx, tmp_path / "x.onnx", sample_images[:1], "minmax", tmp_path, exclude=[first_conv])
-    assert report.excluded == [first_conv] and report.quantized_conv == report.total_conv - 1
-    with pytest.raises(FacemaskError, match="matches no node"):
-        to_int8(tiny_onnx, tmp_path / "y.onnx", sample_images[:1], "minmax", tmp_path, exclude=["nope"])
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    assert resolve_exclude(model, [STEM]) == convs[:1]
+    first_stage = resolve_exclude(model, [FIRST_STAGE])  # a module prefix names its Convs, in graph order
+    assert first_stage == convs[1:3] and all(name.startswith(FIRST_STAGE) for name in first_stage)
+    default = json.loads({p.key: p.value for p in onnx.load(str(int8_onnx)).metadata_props}["int8.calibration"])
+    assert default["excluded"] == resolve_exclude(model, DEFAULT_EXCLUDE) == convs[:3]
+    named = to_int8(tiny_onnx, tmp_path / "x.onnx", sample_images[:1], "minmax", tmp_path, exclude=[STEM, convs[4]])
+    assert named.excluded == [convs[0], convs[4]] and named.quantized_conv == named.total_conv - 2
+    everything = to_int8(tiny_onnx, tmp_path / "y.onnx", sample_images[:1], "minmax", tmp_path, exclude=())
+    assert everything.excluded == [] and everything.quantized_conv == everything.total_conv
+
+
+def test_int8_unknown_exclude_fails_before_calibrating(tiny_onnx: Path, sample_images, tmp_path: Path):
+    with pytest.raises(FacemaskError, match="'nope' matches no node"):
+        to_int8(tiny_onnx, tmp_path / "y.onnx", sample_images[:1], "minmax", tmp_path / "cache", exclude=["nope"])
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "y.onnx").exists()
+
+
+def test_int8_conversion_key_records_the_layers_not_their_spelling(tiny_onnx: Path, sample_images):
+    """`stem` and the stem's node name make the same file, so an existing variant is up to date for both;
+    a typo is named as such rather than reported as a differing file."""
+    first_conv = next(n.name for n in onnx.load(str(tiny_onnx)).graph.node if n.op_type == "Conv")
+    by_alias = int8_conversion_key(tiny_onnx, sample_images[:1], "minmax", exclude=[STEM])
+    assert by_alias == int8_conversion_key(tiny_onnx, sample_images[:1], "minmax", exclude=[first_conv])
+    assert by_alias != int8_conversion_key(tiny_onnx, sample_images[:1], "minmax", exclude=())
+    with pytest.raises(FacemaskError, match="'nope' matches no node"):
+        int8_conversion_key(tiny_onnx, sample_images[:1], "minmax", exclude=["nope"])
