@@ -23,6 +23,18 @@ TINY_ARCHITECTURE = "tf_efficientdet_lite0"
 TINY_IMAGE_SIZE = 256
 
 
+def run_fresh_python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a new interpreter from the repository root: what importing a module loads, unaffected
+    by what this test session has imported already."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+@pytest.fixture(name="fresh_python")
+def fresh_python_fixture():
+    """`fresh_python(code)`: the CompletedProcess of `code` run in a new interpreter (see `run_fresh_python`)."""
+    return run_fresh_python
+
+
 @pytest.fixture(scope="session")
 def sample_images() -> list[Path]:
     """The four sample images (all three classes among them), sorted by name."""

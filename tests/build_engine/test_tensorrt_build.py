@@ -404,9 +404,7 @@ def test_sidecar_path_is_beside_the_engine(tmp_path: Path):
     assert tb.sidecar_path(tmp_path / "m.engine") == tmp_path / "m.engine.json"
 
 
-def test_importing_build_engine_modules_does_not_import_tensorrt():
-    import subprocess
-
+def test_importing_build_engine_modules_does_not_import_tensorrt(fresh_python):
     code = "import facemask_tools.build_engine.tensorrt_build, facemask_tools.build_engine.pipeline, sys; print('tensorrt' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    result = fresh_python(code)
     assert result.stdout.strip() == "False", result.stderr

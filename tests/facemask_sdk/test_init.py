@@ -3,11 +3,9 @@ first."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 
-def test_lazy_exports_are_the_functions_whatever_is_imported_first() -> None:
+def test_lazy_exports_are_the_functions_whatever_is_imported_first(fresh_python) -> None:
     code = (
         "from facemask_sdk.annotation import annotate as direct\n"
         "import facemask_sdk\n"
@@ -16,5 +14,5 @@ def test_lazy_exports_are_the_functions_whatever_is_imported_first() -> None:
         "import facemask_sdk.detections\n"
         "assert facemask_sdk.Detections is facemask_sdk.detections.Detections\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = fresh_python(code)
     assert result.returncode == 0, result.stderr

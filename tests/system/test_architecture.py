@@ -5,8 +5,6 @@ and, in a fresh interpreter, a runtime that never loads torch, ONNX or effdet.""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +80,7 @@ def test_the_runtime_neither_imports_nor_names_its_tooling() -> None:
     assert not offenders, offenders
 
 
-def test_runtime_never_imports_torch_onnx_or_effdet() -> None:
+def test_runtime_never_imports_torch_onnx_or_effdet(fresh_python) -> None:
     code = (
         "import sys, facemask_sdk\n"
         "assert 'cv2' not in sys.modules and 'onnxruntime' not in sys.modules, 'import facemask_sdk is not light'\n"
@@ -92,5 +90,5 @@ def test_runtime_never_imports_torch_onnx_or_effdet() -> None:
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = fresh_python(code)
     assert result.returncode == 0, result.stderr

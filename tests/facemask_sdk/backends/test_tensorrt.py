@@ -5,7 +5,6 @@ emulator: tests/facemask_sdk/conftest.py), plus engine tests that skip here ('Te
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -65,13 +64,13 @@ def fake_pycuda(monkeypatch, gpu_name: str = "NVIDIA H100 80GB HBM3", capability
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
 
 
-def test_importing_the_backend_loads_neither_tensorrt_nor_pycuda() -> None:
+def test_importing_the_backend_loads_neither_tensorrt_nor_pycuda(fresh_python) -> None:
     code = (
         "import sys, facemask_sdk.backends.tensorrt, facemask_sdk.cuda, facemask_sdk.engine_meta\n"
         "heavy = [m for m in ('tensorrt', 'pycuda', 'torch', 'effdet') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = fresh_python(code)
     assert result.returncode == 0, result.stderr
 
 
