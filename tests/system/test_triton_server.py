@@ -9,6 +9,7 @@ endpoint and stopped by its PID with SIGTERM, which must end it cleanly (exit co
 from __future__ import annotations
 
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -74,6 +75,20 @@ def _assert_same(served, local, where: str) -> None:
     np.testing.assert_allclose(served.scores, local.scores, atol=1e-5, err_msg=where)
 
 
+def _batching_since(batching, images_before: int, runs_before: int, at_least: int,
+                    timeout_s: float = 10.0) -> tuple[int, int]:
+    """(images, runs) the server has counted since the `before` figures. Triton updates its statistics
+    after the responses are sent, so a read right after the last answer can miss the last runs: poll
+    until all `at_least` images are counted (or the timeout, and the caller's assertion says what was)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        images, runs = batching()
+        images, runs = images - images_before, runs - runs_before
+        if images >= at_least or time.monotonic() > deadline:
+            return images, runs
+        time.sleep(0.1)
+
+
 def _exercise(client: TritonClient, detector, sample_images: list[Path], batching) -> None:
     """Each sample alone, all in one request (and in requests of 3), and from 4 threads at once: all
     equal to `Detector`; the 4 threads' single-image requests must have been batched by the server."""
@@ -90,7 +105,7 @@ def _exercise(client: TritonClient, detector, sample_images: list[Path], batchin
     images_before, runs_before = batching()
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda i: client.detect(sample_images[i]), work))
-    images, runs = (after - before for after, before in zip(batching(), (images_before, runs_before)))
+    images, runs = _batching_since(batching, images_before, runs_before, at_least=len(work))
     # statistics may count the previous request late (one more image and run): fewer runs than the 16
     # single-image requests still means that the batcher grouped some
     assert images >= len(work) and runs < len(work), f"the dynamic batcher never batched: {images} images in {runs} runs"
