@@ -30,7 +30,7 @@ DEFAULT_DATA = "../shared/datasets/face-mask-detection"
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=None, help="Peak learning rate; default: 1e-2 when BiFPN and heads start random (ImageNet backbone or --pretrained none, measured), 1e-3 from detector weights (COCO or a checkpoint).")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
 @click.option("--warmup-steps", type=int, default=0, show_default=True)

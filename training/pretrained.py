@@ -32,6 +32,7 @@ class InitReport:
     total_tensors: int
     loaded_parameters: int
     total_parameters: int
+    detector_weights: bool = False  # the BiFPN or heads came from the weights, not only the backbone
 
     def describe(self) -> str:
         share = self.loaded_parameters / max(1, self.total_parameters)
@@ -57,6 +58,7 @@ def initialise(network: nn.Module, spec: ModelSpec, pretrained: str = "auto") ->
             total_tensors=report.total_tensors,
             loaded_parameters=report.loaded_parameters,
             total_parameters=report.total_parameters,
+            detector_weights=report.detector_weights,
         )
     if pretrained == "imagenet-lite0":
         return _load_imagenet_lite0(network)
@@ -126,4 +128,5 @@ def _report(network: nn.Module, source: str, matched: dict) -> InitReport:
         total_tensors=len(own),
         loaded_parameters=sum(v.numel() for k, v in matched.items() if k in parameter_names),
         total_parameters=sum(p.numel() for p in network.parameters()),
+        detector_weights=any(not name.startswith("backbone.") for name in matched),
     )

@@ -29,7 +29,7 @@ from facemask_tools.training.evaluate import evaluate_network
 from facemask_tools.training.loss import ClassWeightedDetectionLoss, class_weights_for
 from facemask_tools.training.model import count_parameters, create_network, make_spec, train_bench
 from facemask_tools.training.plots import plot_curves
-from facemask_tools.training.pretrained import initialise
+from facemask_tools.training.pretrained import InitReport, initialise
 
 
 @dataclass
@@ -43,7 +43,7 @@ class TrainConfig:
     batch_size: int = 16
     epochs: int = 5
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: float | None = None  # None: chosen by what initialised the network (default_lr)
     weight_decay: float = 0.0
     schedule: str = "cosine"
     warmup_steps: int = 0
@@ -74,6 +74,18 @@ class TrainConfig:
 
 RUNTIME_FIELDS = ("out", "device", "workers", "threads")
 """Fields a resumed run may change: where and how it runs, never what it computes."""
+
+
+LR_FROM_BACKBONE = 1e-2
+"""BiFPN and heads start random (ImageNet backbone, or none): measured best of 1e-3..3e-2 on short runs
+(models/MODEL_CARD.md, "Learning rate and warm-up")."""
+LR_FROM_DETECTOR = 1e-3
+"""Fine-tuning detector weights (COCO, or a checkpoint of ours): the seed recipe's rate."""
+
+
+def default_lr(init: InitReport) -> float:
+    """The learning rate a run gets when none is given: the network's starting point decides it."""
+    return LR_FROM_DETECTOR if init.detector_weights else LR_FROM_BACKBONE
 
 
 def lr_at(step: int, total: int, config: TrainConfig) -> float:
@@ -191,8 +203,8 @@ class _Run:
         self.network = create_network(replace(spec, image_size=(crop, crop)))
         self.evaluated = create_network(spec)
         self.ema = WeightAverage(self.evaluated, config.ema_decay, config.ema_ramp_steps) if config.ema_decay > 0 else None
-        self.optimizer = _optimizer(self.network.parameters(), config)
-        self._restore(state)
+        self._restore(state)  # a fresh run's learning rate is chosen here, by its initialisation
+        config = self.config
         self.amp_dtype = resolve_amp(config.amp, self.device)
         log(f"model: {spec.architecture} @ {spec.image_size[0]} px (training crops {crop} px), "
             f"{count_parameters(self.network) / 1e6:.2f} M parameters, anchor scale {spec.anchors.anchor_scale:g}")
@@ -227,13 +239,20 @@ class _Run:
     def _restore(self, state: dict | None) -> None:
         """Fresh initialisation, or the resume state (with best.pt chosen anew if the evaluation changed)."""
         if state is None:
-            self.init = initialise(self.network, self.spec, self.config.pretrained).describe()
+            report = initialise(self.network, self.spec, self.config.pretrained)
+            self.init = report.describe()
+            if self.config.lr is None:
+                self.config = replace(self.config, lr=default_lr(report))
+                self.log(f"lr: {self.config.lr:g} (the default for "
+                         f"{'detector weights' if report.detector_weights else 'random BiFPN and heads'}; --lr sets it)")
+            self.optimizer = _optimizer(self.network.parameters(), self.config)
             self.history: list[dict] = []
             self.step, self.best_map, self.elapsed = 0, -1.0, 0.0
             if self.ema:
                 self.ema.copy_from(self.network)
             return
         self.network.load_state_dict(state["state_dict"])
+        self.optimizer = _optimizer(self.network.parameters(), self.config)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema:
             self.ema.load_state_dict(state["ema"])

