@@ -2,6 +2,7 @@
 
     python -m facemask_tools.training.ship runs/RUN/best.pt models/facemask.pt
     python -m facemask_tools.training.ship runs/RUN/last.pt models/facemask.pt    # the last epoch's EMA
+    python -m facemask_tools.training.ship runs/RUN/best.pt models/next.pt --half  # float16 storage
 
 From `last.pt` the EMA weights are shipped (never the raw training weights), with the last epoch's
 val metrics.
@@ -21,7 +22,9 @@ KEPT = ("state_dict", "spec", "train_config", "init", "epoch", "step", "total_st
         "metrics", "history", "best_map", "code_version", "evaluation")
 
 
-def ship(source: Path, target: Path) -> Path:
+def ship(source: Path, target: Path, half: bool = False) -> Path:
+    """`half`: float tensors stored as float16 (half the file; loading casts them back to the network's
+    float32), for a starting point of a next stage kept beside the shipped model, not for shipping."""
     payload = read_checkpoint(source)
     if payload.get("ema"):  # a resume checkpoint: its state_dict is the raw network, the EMA is shipped
         history = payload.get("history") or []
@@ -29,11 +32,16 @@ def ship(source: Path, target: Path) -> Path:
         scored = bool(history) and history[-1].get("step") == payload.get("step")
         payload = {**payload, "state_dict": payload["ema"]["weights"], "metrics": history[-1]["val"] if scored else None}
         payload.pop("best_map", None)  # the run's best, not necessarily these weights
-    return save_checkpoint(target, {key: payload[key] for key in KEPT if key in payload})
+    kept = {key: payload[key] for key in KEPT if key in payload}
+    if half:
+        kept["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in kept["state_dict"].items()}
+        kept["weights_dtype"] = "float16"
+    return save_checkpoint(target, kept)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m facemask_tools.training.ship RUN/best.pt models/facemask.pt")
-    written = ship(Path(sys.argv[1]), Path(sys.argv[2]))
+    args = [a for a in sys.argv[1:] if a != "--half"]
+    if len(args) != 2:
+        raise SystemExit("usage: python -m facemask_tools.training.ship RUN/best.pt models/facemask.pt [--half]")
+    written = ship(Path(args[0]), Path(args[1]), half="--half" in sys.argv[1:])
     print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
