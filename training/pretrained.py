@@ -9,7 +9,7 @@ backbone; for D0's EfficientNet-B0 the tensors whose names and shapes match, squ
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -52,14 +52,7 @@ def initialise(network: nn.Module, spec: ModelSpec, pretrained: str = "auto") ->
         except (OSError, RuntimeError, ValueError) as exc:
             coco_error = f"{type(exc).__name__}: {exc}"
         report = _load_imagenet_lite0(network)
-        return InitReport(
-            source=f"{report.source} (COCO weights unavailable: {coco_error[:120]})",
-            loaded_tensors=report.loaded_tensors,
-            total_tensors=report.total_tensors,
-            loaded_parameters=report.loaded_parameters,
-            total_parameters=report.total_parameters,
-            detector_weights=report.detector_weights,
-        )
+        return replace(report, source=f"{report.source} (COCO weights unavailable: {coco_error[:120]})")
     if pretrained == "imagenet-lite0":
         return _load_imagenet_lite0(network)
     path = Path(pretrained)

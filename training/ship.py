@@ -13,9 +13,9 @@ card quotes: spec, training config, init, epoch and step reached, val metrics an
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from facemask_sdk.errors import FacemaskError
 from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
 
 KEPT = ("state_dict", "spec", "train_config", "init", "epoch", "step", "total_steps", "train_seconds",
@@ -40,8 +40,15 @@ def ship(source: Path, target: Path, half: bool = False) -> Path:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--half"]
-    if len(args) != 2:
-        raise SystemExit("usage: python -m facemask_tools.training.ship RUN/best.pt models/facemask.pt [--half]")
-    written = ship(Path(args[0]), Path(args[1]), half="--half" in sys.argv[1:])
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a run's EMA weights as a weights-only checkpoint")
+    parser.add_argument("source", type=Path, help="RUN/best.pt or RUN/last.pt")
+    parser.add_argument("target", type=Path, help="for example models/facemask.pt")
+    parser.add_argument("--half", action="store_true", help="store the weights in float16 (half the file)")
+    args = parser.parse_args()
+    try:
+        written = ship(args.source, args.target, half=args.half)
+    except (OSError, FacemaskError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
