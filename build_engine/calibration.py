@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from facemask_sdk.files import file_sha256, write_atomically
 from facemask_sdk.errors import InternalError
@@ -93,9 +94,13 @@ def calibrate(
     )
     input_name = calibrator.infer_session.get_inputs()[0].name
     chatter = io.StringIO()  # ONNX Runtime's histogram calibrators print progress to stdout
-    with contextlib.redirect_stdout(chatter):
+    # minutes at 768 px on two cores: a bar on stderr (tqdm, off when stderr is not a terminal)
+    with contextlib.redirect_stdout(chatter), tqdm(total=len(images), desc=f"calibrating ({method})", unit="img",
+                                                   disable=None, leave=False) as bar:
         for start in range(0, len(images), CHUNK):
-            calibrator.collect_data(_ImageReader(images[start : start + CHUNK], spec, input_name))
+            chunk = images[start : start + CHUNK]
+            calibrator.collect_data(_ImageReader(chunk, spec, input_name))
+            bar.update(len(chunk))
         if method == "entropy":
             histograms = calibrator.collector.get_histogram_dict()
             ranges = {}

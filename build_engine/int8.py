@@ -60,7 +60,7 @@ FIRST_STAGE = "/network/backbone/blocks.0/"
 """The backbone's first stage in a facemask-sdk export (EfficientNet's `blocks.0`, at half the input
 resolution; 2 Convs in Lite0). An entry ending in "/" names the Convs of that module of the export."""
 DEFAULT_EXCLUDE: tuple[str, ...] = (STEM, FIRST_STAGE)
-"""Left in float unless told otherwise: 3 of Lite0's 182 Convs. Measured on the shipped 640 px Lite0
+"""Left in float unless told otherwise: 3 of Lite0's 182 Convs. Measured on the 640 px Lite0 shipped then (stage D)
 (model card, "Where INT8 loses it"): every Conv in INT8 loses 5.2 pt mAP, the stem alone in float 3.5,
 the stem and the first stage 1.5 (mAP@.5 -0.05 pt); more of the backbone in float gains no more."""
 CALIBRATION_KEY = "int8.calibration"
