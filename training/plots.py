@@ -52,8 +52,10 @@ def plot_map_vs_time(runs: list[dict], path: Path, peer: dict | None = PEER_YOLO
     for run in runs:
         offset = run.get("start_minutes", 0.0)
         minutes = [offset + m for m in run["minutes"]]
-        ax50.plot(minutes, run["map50"], marker=".", label=run["label"])
-        ax.plot(minutes, run["map"], marker=".", label=run["label"])
+        # a single point (a result, not a run) gets a marker large enough to see beside the curves
+        style = {"marker": "D", "markersize": 7, "zorder": 4} if len(minutes) == 1 else {"marker": "."}
+        ax50.plot(minutes, run["map50"], label=run["label"], **style)
+        ax.plot(minutes, run["map"], label=run["label"], **style)
     if peer:
         ax50.scatter([peer["minutes"]], [peer["map50"]], marker="*", s=160, color="black", zorder=5)
         ax.scatter([peer["minutes"]], [peer["map"]], marker="*", s=160, color="black", label=peer["label"], zorder=5)
@@ -83,22 +85,33 @@ def run_from_metrics(label: str, metrics_path: Path, start_minutes: float = 0.0)
             "map50": [h["val"]["map50"] for h in history], "map": [h["val"]["map"] for h in history]}
 
 
+def runs_from_specs(specs: list[tuple[str, str]]) -> list[dict]:
+    """`plot_map_vs_time` runs from the CLI's ("run", "LABEL=METRICS_JSON[@START]") and
+    ("points", "LABEL=MIN:MAP50:MAP,...") entries, in their order (the legend's order)."""
+    runs = []
+    for kind, spec in specs:
+        label, rest = spec.split("=", 1)
+        if kind == "points":
+            rows = [tuple(float(v) for v in point.split(":")) for point in rest.split(",")]
+            runs.append({"label": label, "minutes": [r[0] for r in rows], "map50": [r[1] for r in rows],
+                         "map": [r[2] for r in rows]})
+        else:
+            path, _, start = rest.partition("@")
+            runs.append(run_from_metrics(label, Path(path), float(start or 0)))
+    return runs
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="val mAP against cumulative training minutes, next to the peer")
-    parser.add_argument("--run", action="append", default=[], metavar="LABEL=METRICS_JSON[@START_MINUTES]")
-    parser.add_argument("--points", action="append", default=[], metavar="LABEL=MIN:MAP50:MAP,MIN:MAP50:MAP,...",
+    # --run and --points share one list, so the legend keeps the order of the command line
+    parser.add_argument("--run", dest="series", action="append", default=[], type=lambda v: ("run", v),
+                        metavar="LABEL=METRICS_JSON[@START_MINUTES]")
+    parser.add_argument("--points", dest="series", action="append", type=lambda v: ("points", v),
+                        metavar="LABEL=MIN:MAP50:MAP,MIN:MAP50:MAP,...",
                         help="a run known only by a few (minutes, mAP@.5, mAP) points")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    runs = []
-    for spec in args.points:
-        label, points = spec.split("=", 1)
-        rows = [tuple(float(v) for v in p.split(":")) for p in points.split(",")]
-        runs.append({"label": label, "minutes": [r[0] for r in rows], "map50": [r[1] for r in rows], "map": [r[2] for r in rows]})
-    for spec in args.run:
-        label, rest = spec.split("=", 1)
-        path, _, start = rest.partition("@")
-        runs.append(run_from_metrics(label, Path(path), float(start or 0)))
+    runs = runs_from_specs(args.series)
     print(plot_map_vs_time(runs, args.out))

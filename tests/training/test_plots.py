@@ -21,3 +21,17 @@ def test_map_vs_time_plot_from_metrics(tmp_path):
     assert run["minutes"] == [1.0, 2.5] and run["start_minutes"] == 10 and run["map50"] == [0.1, 0.2]
     path = plot_map_vs_time([run], tmp_path / "plot.png")
     assert path.stat().st_size > 5000
+
+
+def test_cli_series_keep_their_order_and_points_parse(tmp_path):
+    from facemask_tools.training.plots import plot_map_vs_time, runs_from_specs
+
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"history": [{"train_minutes_total": 3.0, "val": {"map50": 0.3, "map": 0.2}}]}))
+    runs = runs_from_specs([("points", "earlier=1:0.1:0.05,2:0.2:0.1"), ("run", f"run={metrics}@4"),
+                            ("points", "result=9:0.5:0.3")])
+    assert [r["label"] for r in runs] == ["earlier", "run", "result"]
+    assert runs[0]["minutes"] == [1.0, 2.0] and runs[0]["map"] == [0.05, 0.1]
+    assert runs[1]["start_minutes"] == 4.0 and runs[1]["map50"] == [0.3]
+    assert runs[2] == {"label": "result", "minutes": [9.0], "map50": [0.5], "map": [0.3]}
+    assert plot_map_vs_time(runs, tmp_path / "plot.png").stat().st_size > 5000

@@ -1,0 +1,80 @@
+"""Average the weights of shipped checkpoints of one model (a uniform "model soup").
+
+    python -m facemask_tools.training.average runs/stageH.pt runs/stageI.pt --out runs/soup.pt
+
+Two fine-tunes from the same starting weights lie in one basin, and their mean often scores at least
+as well as either; it costs one evaluation instead of a training run. Float tensors (BatchNorm
+statistics included) are averaged; integer buffers (BatchNorm's step counters) are taken from the
+first checkpoint. The inputs must share one `spec` (architecture, input size, anchors, classes), or
+the mean is meaningless; the result keeps the first checkpoint's spec and training config, records
+its sources under `init`, and carries no val metrics (they describe none of the inputs' weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from facemask_sdk.errors import FacemaskError, ModelFileError
+from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
+
+KEPT = ("spec", "train_config", "code_version")
+
+
+def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of float tensors; integer tensors from the first state dict."""
+    first = state_dicts[0]
+    for index, other in enumerate(state_dicts[1:], start=2):
+        if other.keys() != first.keys():
+            missing = sorted(set(first) ^ set(other))[:3]
+            raise ModelFileError(f"checkpoint {index} has other tensors than checkpoint 1 (for example {missing})")
+    averaged = {}
+    for name, tensor in first.items():
+        shapes = {tuple(sd[name].shape) for sd in state_dicts}
+        if len(shapes) > 1:
+            raise ModelFileError(f"tensor {name} differs in shape between the checkpoints: {sorted(shapes)}")
+        if tensor.is_floating_point():
+            averaged[name] = torch.stack([sd[name].float() for sd in state_dicts]).mean(dim=0).to(tensor.dtype)
+        else:
+            averaged[name] = tensor.clone()
+    return averaged
+
+
+def average_checkpoints(sources: Sequence[Path], target: Path) -> Path:
+    """Write the mean of `sources` (at least two weights-only checkpoints of one spec) to `target`."""
+    if len(sources) < 2:
+        raise FacemaskError("averaging needs at least two checkpoints")
+    payloads = [read_checkpoint(path) for path in sources]
+    for path, payload in zip(sources[1:], payloads[1:]):
+        if payload.get("ema"):
+            raise FacemaskError(f"{path} is a resume checkpoint: ship its EMA first (facemask_tools.training.ship)")
+        if payload["spec"] != payloads[0]["spec"]:
+            raise FacemaskError(f"{path} has another model spec than {sources[0]}: {payload['spec']} vs {payloads[0]['spec']}")
+    if payloads[0].get("ema"):
+        raise FacemaskError(f"{sources[0]} is a resume checkpoint: ship its EMA first (facemask_tools.training.ship)")
+    merged = {key: payloads[0][key] for key in KEPT if key in payloads[0]}
+    merged["state_dict"] = average_state_dicts([payload["state_dict"] for payload in payloads])
+    merged["init"] = {"kind": "average", "sources": [str(path) for path in sources],
+                      "sources_init": [payload.get("init") for payload in payloads]}
+    return save_checkpoint(target, merged)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the uniform average of weights-only checkpoints of one model")
+    parser.add_argument("sources", type=Path, nargs="+", help="two or more shipped checkpoints (training.ship output)")
+    parser.add_argument("--out", type=Path, required=True, help="the averaged checkpoint to write")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    args = parser.parse_args()
+    if args.out.exists() and not args.force:
+        raise SystemExit(f"error: {args.out} exists (pass --force to overwrite it)")
+    if args.out.resolve() in {path.resolve() for path in args.sources}:
+        raise SystemExit(f"error: --out {args.out} is one of the sources")
+    try:
+        written = average_checkpoints(args.sources, args.out)
+    except (OSError, FacemaskError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"wrote {written}: the mean of {len(args.sources)} checkpoints")
