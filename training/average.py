@@ -42,23 +42,24 @@ def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[
     return averaged
 
 
-def average_checkpoints(sources: Sequence[Path], target: Path) -> Path:
-    """Write the mean of `sources` (at least two weights-only checkpoints of one spec) to `target`."""
+def average_checkpoints(sources: Sequence[Path], target: Path, overwrite: bool = False) -> Path:
+    """Write the mean of `sources` (at least two weights-only checkpoints of one spec) to `target`;
+    an existing `target` is kept unless `overwrite`."""
     if len(sources) < 2:
         raise FacemaskError("averaging needs at least two checkpoints")
+    if Path(target).resolve() in {Path(path).resolve() for path in sources}:
+        raise FacemaskError(f"the output {target} is one of the checkpoints to average; choose another path")
     payloads = [read_checkpoint(path) for path in sources]
-    for path, payload in zip(sources[1:], payloads[1:]):
+    for path, payload in zip(sources, payloads):
         if payload.get("ema"):
             raise FacemaskError(f"{path} is a resume checkpoint: ship its EMA first (facemask_tools.training.ship)")
         if payload["spec"] != payloads[0]["spec"]:
             raise FacemaskError(f"{path} has another model spec than {sources[0]}: {payload['spec']} vs {payloads[0]['spec']}")
-    if payloads[0].get("ema"):
-        raise FacemaskError(f"{sources[0]} is a resume checkpoint: ship its EMA first (facemask_tools.training.ship)")
     merged = {key: payloads[0][key] for key in KEPT if key in payloads[0]}
     merged["state_dict"] = average_state_dicts([payload["state_dict"] for payload in payloads])
     merged["init"] = {"kind": "average", "sources": [str(path) for path in sources],
                       "sources_init": [payload.get("init") for payload in payloads]}
-    return save_checkpoint(target, merged)
+    return save_checkpoint(target, merged, overwrite=overwrite)
 
 
 if __name__ == "__main__":
@@ -69,12 +70,8 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, required=True, help="the averaged checkpoint to write")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = parser.parse_args()
-    if args.out.exists() and not args.force:
-        raise SystemExit(f"error: {args.out} exists (pass --force to overwrite it)")
-    if args.out.resolve() in {path.resolve() for path in args.sources}:
-        raise SystemExit(f"error: --out {args.out} is one of the sources")
     try:
-        written = average_checkpoints(args.sources, args.out)
+        written = average_checkpoints(args.sources, args.out, overwrite=args.force)
     except (OSError, FacemaskError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"wrote {written}: the mean of {len(args.sources)} checkpoints")

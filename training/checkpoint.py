@@ -23,9 +23,10 @@ from facemask_tools.training.model import create_network
 CHECKPOINT_KEYS = ("state_dict", "spec")
 
 
-def save_checkpoint(path: str | Path, payload: dict) -> Path:
-    """Write `payload` to `path` atomically (temp file in the same folder, then rename)."""
-    return write_atomically(path, lambda handle: torch.save(payload, handle))
+def save_checkpoint(path: str | Path, payload: dict, overwrite: bool = True) -> Path:
+    """Write `payload` to `path` atomically (temp file in the same folder, then rename); with
+    `overwrite=False` an existing `path` is refused (`FacemaskError`)."""
+    return write_atomically(path, lambda handle: torch.save(payload, handle), overwrite=overwrite)
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -62,6 +62,8 @@ def test_average_refuses_other_spec_and_resume_checkpoints(two_checkpoints, tmp_
         average_checkpoints([first, resume], tmp_path / "soup.pt")
     with pytest.raises(FacemaskError, match="at least two"):
         average_checkpoints([first], tmp_path / "soup.pt")
+    with pytest.raises(FacemaskError, match="one of the checkpoints to average"):
+        average_checkpoints([first, other_spec], first, overwrite=True)
     assert not (tmp_path / "soup.pt").exists()
 
 
@@ -72,7 +74,7 @@ def test_cli_keeps_an_existing_output(two_checkpoints, tmp_path):
     result = subprocess.run(AVERAGE + [str(first), str(second), "--out", str(existing)],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [f"error: {existing} exists (pass --force to overwrite it)"]
+    assert result.stderr.strip().splitlines() == [f"error: {existing} already exists; pass --force (overwrite=True) to replace it"]
     assert existing.read_bytes() == b"the user's file"
     result = subprocess.run(AVERAGE + [str(first), str(second), "--out", str(existing), "--force"],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
