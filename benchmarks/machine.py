@@ -13,6 +13,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from facemask_tools.training.allocator import memory_allocator
+
 PACKAGES = (
     "facemask-sdk", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "onnxruntime-gpu",
     "onnx", "torch", "torchvision", "effdet", "timm", "tensorrt", "pycuda", "pycocotools", "matplotlib",
@@ -35,6 +37,7 @@ def machine_info() -> dict:
         "gpus": gpus(),
         "os": platform.platform(),
         "python": sys.version.split()[0],
+        "allocator": memory_allocator(),
     }
     jetson = Path("/proc/device-tree/model")
     if jetson.is_file():

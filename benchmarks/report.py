@@ -94,7 +94,7 @@ def markdown(result: dict) -> str:
         f"{_f(machine['memory_gb'], '.1f')} GB RAM; load average (1, 5, 15 min) at start "
         f"{machine.get('load_average_at_start')}, at the end {machine.get('load_average')}",
         f"- GPU: {gpus}",
-        f"- {machine['os']}, Python {machine['python']}",
+        f"- {machine['os']}, Python {machine['python']}, malloc {machine.get('allocator', 'unknown')}",
         "- Libraries: " + ", ".join(f"{k} {v}" for k, v in result["libraries"].items()), "",
         "## Protocol", "",
         f"- Data: `{ds['root']}` split `{ds['split']}`, {ds['images']} images, {ds['ground_truth_boxes']} boxes; "

@@ -79,6 +79,7 @@ def main(data: str, model: str, image_size: int, batch_size: int, steps: int, wa
     """images/s of the real training step for every case; writes a JSON table and prints it."""
     import torch
 
+    from facemask_tools.training.allocator import memory_allocator
     from facemask_tools.training.device import cpu_has_fast_bf16
 
     bf16 = cpu_has_fast_bf16() if bf16 is None else bf16
@@ -87,6 +88,7 @@ def main(data: str, model: str, image_size: int, batch_size: int, steps: int, wa
         cases += [SpeedCase(crop, "off", False), SpeedCase(crop, "off", True)]
         if bf16:
             cases.append(SpeedCase(crop, "bf16", True))
+    click.echo(f"{_cpu_name()}, {torch.get_num_threads()} threads, malloc {memory_allocator()}")
     rows = []
     for case in cases:
         row = measure(case, data, model, image_size, batch_size, steps, warmup)
@@ -94,7 +96,7 @@ def main(data: str, model: str, image_size: int, batch_size: int, steps: int, wa
         click.echo(f"{row['case']:<28} {row['step_s']:>7.2f} s/step {row['images_per_s']:>7.2f} img/s "
                    f"{row['canvas_equivalent_per_s']:>6.2f} full-canvas img/s")
     report = {"machine": platform.processor() or platform.machine(), "cpu": _cpu_name(), "threads": torch.get_num_threads(),
-              "model": model, "image_size": image_size, "batch_size": batch_size, "rows": rows}
+              "allocator": memory_allocator(), "model": model, "image_size": image_size, "batch_size": batch_size, "rows": rows}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2))
     click.echo(f"wrote {out}")

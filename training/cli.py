@@ -11,6 +11,19 @@ from facemask_sdk.errors import FacemaskError
 
 DEFAULT_DATA = "../shared/datasets/face-mask-detection"
 
+malloc_option = click.option(
+    "--malloc", type=click.Choice(["auto", "tcmalloc", "libc"]), default="auto", show_default=True,
+    help="auto: re-run on tcmalloc where it is installed (measured on CPU: eval 2.4x, a stage-H training step 1.15x faster), else glibc's malloc.")
+
+
+def choose_allocator(choice: str) -> None:
+    """Switch to tcmalloc before torch is imported (may re-execute this command once) and say which malloc runs."""
+    from facemask_tools.training.allocator import INSTALL_HINT, use_tcmalloc
+
+    allocator = use_tcmalloc(choice)
+    hint = f" (tcmalloc is faster on CPU: {INSTALL_HINT})" if allocator == "libc" and choice == "auto" else ""
+    click.echo(f"malloc: {allocator}{hint}")
+
 
 @click.command("train")
 @click.option("--data", default=DEFAULT_DATA, show_default=True, help="VOC folder (images/, annotations/, splits/).")
@@ -43,17 +56,19 @@ DEFAULT_DATA = "../shared/datasets/face-mask-detection"
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@malloc_option
 @click.option("--max-steps", type=int, default=None, help="Cap steps per epoch (smoke runs).")
 @click.option("--max-val-images", type=int, default=None, help="Validate on the first N val images only.")
 @click.option("--resume", type=click.Path(), default=None, help="A run folder or its last.pt to continue at the exact step it stopped.")
 @click.option("--stop-after-minutes", type=float, default=None, help="End this stint cleanly (checkpoint written) after this long; --resume continues.")
 @click.option("--stop-after-steps", type=int, default=None, help="End this stint cleanly after this many optimiser steps.")
 @click.pass_context
-def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | None, stop_after_steps: int | None, **options) -> None:
+def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | None, stop_after_steps: int | None, malloc: str, **options) -> None:
     """Train an EfficientDet face-mask detector; EMA weights evaluated on val after every epoch.
 
     The schedule's length (--epochs) is fixed when a run starts; --resume continues it unchanged.
     """
+    choose_allocator(malloc)
     from facemask_tools.training.trainer import TrainConfig, train as run_training
 
     if options["epochs"] < 1 or options["batch_size"] < 1 or options["checkpoint_every"] < 1:
@@ -88,8 +103,10 @@ def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | No
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
-def evaluate(checkpoint: str, data: str, split: str, out: str | None, batch_size: int, device: str, force: bool) -> None:
+@malloc_option
+def evaluate(checkpoint: str, data: str, split: str, out: str | None, batch_size: int, device: str, force: bool, malloc: str) -> None:
     """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a checkpoint, plus a PNG of predictions."""
+    choose_allocator(malloc)
     from facemask_sdk.voc import VocDataset
     from facemask_tools.training.checkpoint import load_network
     from facemask_tools.training.evaluate import evaluate_network, save_prediction_grid
