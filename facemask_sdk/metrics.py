@@ -24,6 +24,78 @@ EVAL_IOU_THRESHOLD = 0.5
 EVAL_MAX_DETECTIONS = 100
 """At most this many detections per image reach the metric (COCO's maxDets)."""
 
+FACE_SIZE_BUCKETS: tuple[tuple[float, float], ...] = ((0.0, 0.06), (0.06, 0.12), (0.12, 0.25), (0.25, 0.5), (0.5, float("inf")))
+"""Face size = sqrt(box area) / the image's long side. Kaggle faces sit almost all in the first three;
+close-ups (a face filling a webcam frame) in the last two, where the model was measured to fail."""
+FOUND_SCORE_THRESHOLD = 0.3
+"""A face counts as found when a prediction of at least this score overlaps it (size breakdown)."""
+
+
+def bucket_name(bucket: tuple[float, float]) -> str:
+    low, high = bucket
+    return f"<{high:g}" if low == 0 else (f">{low:g}" if high == float("inf") else f"{low:g}-{high:g}")
+
+
+def face_sizes(boxes_xyxy: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """sqrt(area) / long side of the image for each box: the size the breakdown buckets by."""
+    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return np.sqrt(area) / float(max(image_hw))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix [len(a), len(b)] of xyxy boxes."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def size_breakdown(
+    ground_truth: "list[Detections]", predictions: "list[Detections]", image_sizes: list[tuple[int, int]],
+    classes: tuple[str, ...], iou_threshold: float = EVAL_IOU_THRESHOLD, score_threshold: float = FOUND_SCORE_THRESHOLD,
+) -> dict:
+    """Per face-size bucket: how many labelled faces get a prediction (score >= `score_threshold`, IoU >=
+    `iou_threshold`), how many of those have the right class, and the class confusion (rows: labelled
+    class, columns: the class of the face's highest-scoring such prediction, or `missed`).
+
+    mAP hides the failure a user sees (an unmasked face in a close-up called masked); this shows it.
+    Also counts confident predictions that lie on no labelled face (`unmatched_predictions`).
+    """
+    columns = [*classes, "missed"]
+    buckets = {bucket_name(b): {"faces": 0, "found": 0, "right_class": 0,
+                                "confusion": {c: dict.fromkeys(columns, 0) for c in classes}} for b in FACE_SIZE_BUCKETS}
+    confident, unmatched = 0, 0
+    for gt, pred, hw in zip(ground_truth, predictions, image_sizes):
+        keep = np.asarray(pred.scores) >= score_threshold
+        pred_boxes, pred_classes = np.asarray(pred.xyxy)[keep], np.asarray(pred.class_ids)[keep]
+        pred_scores = np.asarray(pred.scores)[keep]
+        overlaps = box_iou(gt.xyxy, pred_boxes) >= iou_threshold
+        confident += len(pred_boxes)
+        unmatched += int((~overlaps.any(0)).sum()) if len(pred_boxes) else 0
+        for face, (size, truth) in enumerate(zip(face_sizes(gt.xyxy, hw), np.asarray(gt.class_ids))):
+            row = buckets[bucket_name(next(b for b in FACE_SIZE_BUCKETS if b[0] <= size < b[1]))]
+            row["faces"] += 1
+            hits = np.flatnonzero(overlaps[face]) if len(pred_boxes) else np.zeros(0, int)
+            if not len(hits):
+                row["confusion"][classes[truth]]["missed"] += 1
+                continue
+            said = int(pred_classes[hits[np.argmax(pred_scores[hits])]])
+            row["found"] += 1
+            row["right_class"] += int(said == truth)
+            row["confusion"][classes[truth]][classes[said]] += 1
+    for row in buckets.values():
+        row["found_share"] = row["found"] / row["faces"] if row["faces"] else None
+        row["right_class_share"] = row["right_class"] / row["found"] if row["found"] else None
+    return {"iou_threshold": iou_threshold, "score_threshold": score_threshold, "buckets": buckets,
+            "confident_predictions": confident, "unmatched_predictions": unmatched}
+
 
 def evaluation_config():
     """The post-processing every accuracy figure uses: the product's own NMS, COCO's low threshold."""
@@ -39,9 +111,13 @@ def evaluate_detections(
     predictions: "list[Detections]",
     classes: tuple[str, ...],
     max_detections: int = 100,
+    iou_threshold: float | None = None,
 ) -> dict:
     """COCO mAP of `predictions` against `ground_truth` (same image order, same length), both as the
-    product's `Detections` (ground truth from `ImageRecord.ground_truth()`; its scores are ignored)."""
+    product's `Detections` (ground truth from `ImageRecord.ground_truth()`; its scores are ignored).
+
+    `iou_threshold` adds AP at that one IoU (`ap_at_iou`, `ap_at_iou_per_class`; COCO's 101 recall
+    points): for sets drawn with another box convention, such as head boxes against our face boxes."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -68,8 +144,11 @@ def evaluate_detections(
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
     empty = {name: 0.0 for name in classes}
     if not results:
-        return {"map": 0.0, "map50": 0.0, "map75": 0.0, "ap50_per_class": dict(empty), "ap_per_class": dict(empty),
-                "images": len(images), "ground_truth_boxes": len(annotations), "detections": 0}
+        report = {"map": 0.0, "map50": 0.0, "map75": 0.0, "ap50_per_class": dict(empty), "ap_per_class": dict(empty),
+                  "images": len(images), "ground_truth_boxes": len(annotations), "detections": 0}
+        if iou_threshold is not None:
+            report.update(iou_threshold=iou_threshold, ap_at_iou=0.0, ap_at_iou_per_class=dict(empty))
+        return report
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -78,26 +157,37 @@ def evaluate_detections(
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.params.maxDets = [1, 10, max_detections]
+        if iou_threshold is not None:
+            evaluator.params.iouThrs = np.unique(np.append(evaluator.params.iouThrs, iou_threshold))
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     # precision: [iou thresholds, recall points, classes, area ranges, max dets]; area 'all', largest maxDets
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
-    ap_per_class, ap50_per_class = {}, {}
-    for k, name in enumerate(classes):
-        has_gt = any(a["category_id"] == k + 1 for a in annotations)
-        ap_per_class[name] = _mean_valid(precision[:, :, k]) if has_gt else None
-        ap50_per_class[name] = _mean_valid(precision[0, :, k]) if has_gt else None
-    return {
-        "map": float(evaluator.stats[0]),
-        "map50": float(evaluator.stats[1]),
-        "map75": float(evaluator.stats[2]),
+    thresholds = np.asarray(evaluator.params.iouThrs)
+    coco = np.flatnonzero(np.isclose(thresholds[:, None], np.linspace(0.5, 0.95, 10)[None]).any(1))
+    at = {t: int(np.flatnonzero(np.isclose(thresholds, t))[0]) for t in (0.5, 0.75)}
+    present = [any(a["category_id"] == k + 1 for a in annotations) for k in range(len(classes))]
+    ap_per_class = {name: _mean_valid(precision[coco, :, k]) if present[k] else None for k, name in enumerate(classes)}
+    ap50_per_class = {name: _mean_valid(precision[at[0.5], :, k]) if present[k] else None for k, name in enumerate(classes)}
+    report = {
+        "map": _mean_valid(precision[coco]),
+        "map50": _mean_valid(precision[at[0.5]]),
+        "map75": _mean_valid(precision[at[0.75]]),
         "ap50_per_class": ap50_per_class,
         "ap_per_class": ap_per_class,
         "images": len(images),
         "ground_truth_boxes": len(annotations),
         "detections": len(results),
     }
+    if iou_threshold is not None:
+        index = int(np.flatnonzero(np.isclose(thresholds, iou_threshold))[0])
+        report["iou_threshold"] = iou_threshold
+        report["ap_at_iou"] = _mean_valid(precision[index])
+        report["ap_at_iou_per_class"] = {
+            name: _mean_valid(precision[index, :, k]) if present[k] else None for k, name in enumerate(classes)
+        }
+    return report
 
 
 def _mean_valid(values: np.ndarray) -> float:

@@ -1,7 +1,8 @@
 """Training augmentation on BGR uint8 images and xyxy pixel boxes, seeded per sample.
 
 Scale jitter around the letterbox scale with a random placement (crop or pad), horizontal flip, and a
-mild HSV jitter. The output goes through the same `normalize_into` as inference, so train and run
+mild HSV jitter; `zoom_on_face` rescales the image around one chosen face so that face sizes from a few
+pixels to nearly the whole crop are all seen, balanced over the evaluation's face-size buckets. The output goes through the same `normalize_into` as inference, so train and run
 time see identical normalisation; evaluation uses `facemask_sdk.preprocess.preprocess` unchanged.
 """
 
@@ -12,12 +13,19 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facemask_sdk.metrics import FACE_SIZE_BUCKETS
 from facemask_sdk.preprocess import Letterbox, normalize_into
 from facemask_sdk.spec import ModelSpec
 
 MIN_KEPT_AREA = 0.4
 """A box cut by the crop is kept only if this share of its area stays inside the image."""
 MIN_KEPT_SIZE = 2.0
+ZOOM_SMALLEST_FACE = 8.0
+"""Zoom never shrinks a face below this many canvas pixels (about the smallest face anchors can match)."""
+ZOOM_MAX_UPSCALE = 4.0
+"""Zoom enlarges a face at most this much over its photo's pixels: beyond it a close-up is mostly blur."""
+ZOOM_LARGEST_SHARE = 0.95
+"""Zoom never grows a face beyond this share of the crop's shorter side: the whole face stays visible."""
 
 
 @dataclass(frozen=True)
@@ -74,18 +82,82 @@ def augment(
     view = canvas[:, dst_y0 : dst_y0 + crop.shape[0], dst_x0 : dst_x0 + crop.shape[1]]
     normalize_into(view, crop, spec.mean, spec.std)
 
+    clipped, class_ids = _clip_boxes(boxes, class_ids, in_h, in_w)
+    return _maybe_flip(canvas, clipped, class_ids, config, rng)
+
+
+def zoom_on_face(
+    image_bgr: np.ndarray, boxes_xyxy: np.ndarray, class_ids: np.ndarray, spec: ModelSpec,
+    config: AugmentConfig, rng: np.random.Generator, out_hw: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like `augment`, but scaled so that one randomly chosen face gets a size drawn evenly over the
+    face-size buckets (a bucket, then a log-uniform size inside it), placed anywhere in the crop.
+
+    Sizes are shares of the model's canvas long side, the measure evaluation reports by; a face is never
+    made smaller than `ZOOM_SMALLEST_FACE` pixels nor larger than `ZOOM_LARGEST_SHARE` of the crop.
+    The training photos hold almost no close-ups; this is where the network sees them.
+    """
+    boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+    if not len(boxes):
+        return augment(image_bgr, boxes, class_ids, spec, config, rng, out_hw)
+    in_h, in_w = out_hw or spec.image_size
+    canvas_side = max(spec.image_size)
+    low, high = FACE_SIZE_BUCKETS[int(rng.integers(0, len(FACE_SIZE_BUCKETS)))]
+    smallest, largest = ZOOM_SMALLEST_FACE, ZOOM_LARGEST_SHARE * min(in_h, in_w)
+    low_px = float(np.clip(max(low, 0.01) * canvas_side, smallest, largest))
+    high_px = float(np.clip(min(high, 1.0) * canvas_side, low_px, largest))
+    target = float(np.exp(rng.uniform(np.log(low_px), np.log(high_px))))
+    # a face that reaches the size without more than ZOOM_MAX_UPSCALE, else the largest face, enlarged that much
+    sides = np.sqrt(np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0))
+    reachable = np.flatnonzero(sides * ZOOM_MAX_UPSCALE >= target)
+    chosen = int(rng.choice(reachable)) if len(reachable) else int(np.argmax(sides))
+    face = boxes[chosen]
+    scale = min(target, float(sides[chosen]) * ZOOM_MAX_UPSCALE) / float(sides[chosen])
+    # the crop window in output pixels: anywhere that keeps the chosen face inside it
+    fx0, fy0, fx1, fy1 = (face * scale).tolist()
+    x0 = rng.uniform(min(fx1 - in_w, fx0), max(fx1 - in_w, fx0))
+    y0 = rng.uniform(min(fy1 - in_h, fy0), max(fy1 - in_h, fy0))
+    source = image_bgr
+    if scale < 0.5:  # shrink with area averaging first: warpAffine's bilinear sampling aliases
+        source = cv2.resize(image_bgr, None, fx=scale * 2, fy=scale * 2, interpolation=cv2.INTER_AREA)
+    step = scale * image_bgr.shape[1] / source.shape[1]
+    matrix = np.array([[step, 0, -x0], [0, step, -y0]], np.float32)
+    crop = cv2.warpAffine(source, matrix, (in_w, in_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    if config.hsv > 0:
+        crop = _hsv_jitter(crop, config.hsv, rng)
+    canvas = np.zeros((3, in_h, in_w), np.float32)
+    normalize_into(canvas, crop, spec.mean, spec.std)
+    # outside the image the canvas is 0, as letterbox padding is after normalisation
+    left, top = max(0, int(np.ceil(-x0))), max(0, int(np.ceil(-y0)))
+    right = min(in_w, int(np.floor(image_bgr.shape[1] * scale - x0)))
+    bottom = min(in_h, int(np.floor(image_bgr.shape[0] * scale - y0)))
+    inside = np.zeros((in_h, in_w), bool)
+    inside[top:bottom, left:right] = True
+    canvas[:, ~inside] = 0.0
+    moved = boxes * np.float32(scale) - np.array([x0, y0, x0, y0], np.float32)
+    clipped, kept_classes = _clip_boxes(moved, class_ids, in_h, in_w)
+    return _maybe_flip(canvas, clipped, kept_classes, config, rng)
+
+
+def _clip_boxes(boxes: np.ndarray, class_ids: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes clipped to the output; a box keeps its place only if enough of it stays inside."""
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     clipped = boxes.copy()
-    np.clip(clipped[:, 0::2], 0, in_w, out=clipped[:, 0::2])
-    np.clip(clipped[:, 1::2], 0, in_h, out=clipped[:, 1::2])
+    np.clip(clipped[:, 0::2], 0, width, out=clipped[:, 0::2])
+    np.clip(clipped[:, 1::2], 0, height, out=clipped[:, 1::2])
     cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     keep = (cw >= MIN_KEPT_SIZE) & (ch >= MIN_KEPT_SIZE) & (cw * ch >= MIN_KEPT_AREA * np.maximum(area, 1e-6))
-    clipped, class_ids = clipped[keep], np.asarray(class_ids)[keep]
+    return clipped[keep], np.asarray(class_ids)[keep]
 
+
+def _maybe_flip(
+    canvas: np.ndarray, boxes: np.ndarray, class_ids: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    width = canvas.shape[2]
     if rng.random() < config.hflip:
         canvas = canvas[:, :, ::-1].copy()
-        clipped = np.stack([in_w - clipped[:, 2], clipped[:, 1], in_w - clipped[:, 0], clipped[:, 3]], 1)
-    return canvas, clipped.astype(np.float32).reshape(-1, 4), class_ids
+        boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+    return canvas, boxes.astype(np.float32).reshape(-1, 4), class_ids
 
 
 def _hsv_jitter(image_bgr: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:

@@ -32,6 +32,7 @@ def choose_allocator(choice: str) -> None:
 @click.option("--image-size", type=int, default=None, help="Input size for evaluation and export (multiple of 128); default: the model's own (512).")
 @click.option("--crop-size", type=int, default=384, show_default=True, help="Train on random crops of this size of the input canvas (faces keep their scale); 0: the full canvas.")
 @click.option("--mosaic", type=float, default=0.5, show_default=True, help="Chance of a four-image mosaic per sample.")
+@click.option("--zoom", type=float, default=0.0, show_default=True, help="Chance that a sample which is no mosaic is rescaled around one face, to a size drawn evenly from tiny to close-up (the face-size buckets of eval).")
 @click.option("--copy-paste", type=float, default=0.3, show_default=True, help="Chance of pasting 1-3 mask_weared_incorrect faces into a sample.")
 @click.option("--rare-class-weight", type=float, default=1.0, show_default=True, help="Class-loss weight of the anchors matched to mask_weared_incorrect faces (1: effdet's loss).")
 @click.option("--anchor-scale", type=float, default=None, help="Smallest anchor = 8 px x this (default: effdet's, 3 for Lite0).")
@@ -73,8 +74,8 @@ def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | No
 
     if options["epochs"] < 1 or options["batch_size"] < 1 or options["checkpoint_every"] < 1:
         raise FacemaskError("--epochs, --batch-size and --checkpoint-every must be at least 1")
-    if not 0.0 <= options["mosaic"] <= 1.0 or not 0.0 <= options["copy_paste"] <= 1.0:
-        raise FacemaskError("--mosaic and --copy-paste are probabilities between 0 and 1")
+    if not all(0.0 <= options[name] <= 1.0 for name in ("mosaic", "copy_paste", "zoom")):
+        raise FacemaskError("--mosaic, --zoom and --copy-paste are probabilities between 0 and 1")
     if options["rare_class_weight"] <= 0:
         raise FacemaskError("--rare-class-weight must be positive")
     if not 0.0 <= options["ema_decay"] < 1.0:
@@ -97,36 +98,55 @@ def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | No
 
 @click.command("eval")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A .pt checkpoint from train.")
-@click.option("--data", default=DEFAULT_DATA, show_default=True)
-@click.option("--split", type=click.Choice(["train", "val", "all"]), default="val", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for eval.json and predictions.png (default: runs/eval/CHECKPOINT-SPLIT).")
+@click.option("--data", default=DEFAULT_DATA, show_default=True, help="VOC folder; its class names must be among the model's (a set with fewer classes is fine).")
+@click.option("--split", type=click.Choice(["train", "val", "all"]), default=None, help="Default: val where the folder has splits/val.txt, else all of it.")
+@click.option("--iou", "iou_threshold", type=float, default=None, help="Also report AP at this one IoU, and match faces at it in the size breakdown (0.3 for head-box sets such as other-cameras).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for eval.json, predictions.png and by-size.png (default: runs/eval/CHECKPOINT-DATA-SPLIT).")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
 @malloc_option
-def evaluate(checkpoint: str, data: str, split: str, out: str | None, batch_size: int, device: str, force: bool, malloc: str) -> None:
-    """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a checkpoint, plus a PNG of predictions."""
+def evaluate(checkpoint: str, data: str, split: str | None, iou_threshold: float | None, out: str | None, batch_size: int,
+             device: str, force: bool, malloc: str) -> None:
+    """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a checkpoint, found / right-class shares and the class
+    confusion by face size, plus a PNG of predictions."""
+    if iou_threshold is not None and not 0.0 < iou_threshold < 1.0:
+        raise FacemaskError(f"--iou must lie between 0 and 1, not {iou_threshold}")
     choose_allocator(malloc)
     from facemask_sdk.voc import VocDataset
     from facemask_tools.training.checkpoint import load_network
-    from facemask_tools.training.evaluate import evaluate_network, save_prediction_grid
     from facemask_tools.training.device import resolve_device
+    from facemask_tools.training.evaluate import breakdown_lines, evaluate_network, save_prediction_grid
+    from facemask_tools.training.plots import plot_by_size
 
     network, spec, payload = load_network(checkpoint)
-    out_dir = Path(out) if out else Path("runs") / "eval" / f"{Path(checkpoint).stem}-{split}"
-    report_path, grid_path = out_dir / "eval.json", out_dir / "predictions.png"
-    if report_path.exists() and not force:
-        raise FacemaskError(f"{report_path} exists; pass --force to overwrite or choose another --out")
+    split = split or ("val" if (Path(data) / "splits" / "val.txt").is_file() else "all")
+    out_dir = Path(out) if out else Path("runs") / "eval" / f"{Path(checkpoint).stem}-{Path(data).name}-{split}"
+    report_path, grid_path, size_plot = out_dir / "eval.json", out_dir / "predictions.png", out_dir / "by-size.png"
+    earlier = [path.name for path in (report_path, grid_path, size_plot) if path.exists()]
+    if earlier and not force:
+        raise FacemaskError(f"{out_dir} already holds {', '.join(earlier)}; pass --force to overwrite or choose another --out")
     train_config = payload.get("train_config") or {}
     dataset = VocDataset(data, split, spec.classes, train_config.get("val_fraction", 0.2), train_config.get("seed", 0))
-    metrics, predictions = evaluate_network(network, spec, dataset.records, batch_size, resolve_device(device))
+    metrics, predictions = evaluate_network(
+        network, spec, dataset.records, batch_size, resolve_device(device), iou_threshold=iou_threshold
+    )
     report = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "spec": spec.to_dict(), **metrics}
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
     save_prediction_grid(dataset.records, predictions, spec.classes, grid_path)
-    click.echo(f"{split}: {metrics['images']} images, {metrics['ground_truth_boxes']} boxes")
+    plot_by_size([(Path(checkpoint).name, report)], size_plot)
+    click.echo(f"{data} ({split}): {metrics['images']} images, {metrics['ground_truth_boxes']} boxes")
     click.echo(f"mAP@[.5:.95] {metrics['map']:.4f}   mAP@.5 {metrics['map50']:.4f}   mAP@.75 {metrics['map75']:.4f}")
+    if iou_threshold is not None:
+        click.echo(f"AP@{iou_threshold:g} {metrics['ap_at_iou']:.4f}")
     for name in spec.classes:
         ap50, ap = metrics["ap50_per_class"][name], metrics["ap_per_class"][name]
-        click.echo(f"  {name:<24} AP@.5 {ap50 if ap50 is not None else float('nan'):.4f}   AP {ap if ap is not None else float('nan'):.4f}")
-    click.echo(f"wrote {report_path} and {grid_path}")
+        if ap is None:
+            click.echo(f"  {name:<24} (not labelled in this set)")
+            continue
+        at_iou = f"   AP@{iou_threshold:g} {metrics['ap_at_iou_per_class'][name]:.4f}" if iou_threshold is not None else ""
+        click.echo(f"  {name:<24} AP@.5 {ap50:.4f}   AP {ap:.4f}{at_iou}")
+    for line in breakdown_lines(metrics["by_size"]):
+        click.echo(line)
+    click.echo(f"wrote {report_path}, {grid_path} and {size_plot}")

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.voc import ImageRecord
-from facemask_tools.training.augment import AugmentConfig, augment, mosaic, paste_patches
+from facemask_tools.training.augment import AugmentConfig, augment, mosaic, paste_patches, zoom_on_face
 
 MIN_PASTE_SIZE = 8.0
 """Faces smaller than this (pixels, either side) are not used as copy-paste patches."""
@@ -23,12 +23,15 @@ class DetectionDataset(Dataset):
     Each sample's augmentation draws from its own generator seeded by (seed, epoch, index), so a run is
     reproducible (and resumable at any step) whatever the number of loader workers. With `crop_hw`
     the samples are crops of the model-size canvas (faces at their evaluation scale); `mosaic` is the
-    chance of a four-image mosaic, `copy_paste` the chance of pasting 1-3 faces of `paste_class`.
+    chance of a four-image mosaic, `zoom` the chance that a sample which is no mosaic is rescaled around
+    one face to a size drawn evenly over the face-size buckets, `copy_paste` the chance of pasting 1-3
+    faces of `paste_class`.
     """
 
     def __init__(
         self, records: list[ImageRecord], spec: ModelSpec, augment_config: AugmentConfig | None, seed: int = 0,
         crop_hw: tuple[int, int] | None = None, mosaic: float = 0.0, copy_paste: float = 0.0, paste_class: int = 2,
+        zoom: float = 0.0,
     ):
         self.records = records
         self.spec = spec
@@ -36,6 +39,7 @@ class DetectionDataset(Dataset):
         self.seed = seed
         self.crop_hw = tuple(crop_hw) if crop_hw else tuple(spec.image_size)
         self.mosaic = mosaic
+        self.zoom = zoom
         self.copy_paste = copy_paste
         self.epoch = 0
         self._cache: dict[int, np.ndarray] = {}
@@ -80,6 +84,8 @@ class DetectionDataset(Dataset):
                 partners = [index] + [int(i) for i in rng.integers(0, len(self.records), 3)]
                 samples = [self._sample(i, rng) for i in partners]
                 tensor, boxes, classes = mosaic(samples, self.spec, self.augment_config, rng, self.crop_hw)
+            elif self.zoom and rng.random() < self.zoom:  # no draw at zoom 0: earlier runs replay exactly
+                tensor, boxes, classes = zoom_on_face(*self._sample(index, rng), self.spec, self.augment_config, rng, self.crop_hw)
             else:
                 tensor, boxes, classes = augment(*self._sample(index, rng), self.spec, self.augment_config, rng, self.crop_hw)
         yxyx = boxes[:, [1, 0, 3, 2]] if len(boxes) else np.zeros((0, 4), np.float32)

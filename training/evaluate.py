@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from facemask_sdk.anchors import generate_anchors
 from facemask_sdk.detections import Detections
-from facemask_sdk.metrics import evaluate_detections, evaluation_config
+from facemask_sdk.metrics import EVAL_IOU_THRESHOLD, evaluate_detections, evaluation_config, size_breakdown
 from facemask_sdk.postprocess import postprocess
 from facemask_sdk.preprocess import Letterbox, preprocess
 from facemask_sdk.spec import ModelSpec
@@ -46,11 +46,40 @@ def predict_records(
 
 def evaluate_network(
     network: torch.nn.Module, spec: ModelSpec, records: list[ImageRecord], batch_size: int = 8,
-    device: str = "cpu", progress: bool = True,
+    device: str = "cpu", progress: bool = True, iou_threshold: float | None = None,
 ) -> tuple[dict, list[Detections]]:
+    """COCO metrics (plus AP at `iou_threshold` when given) and, under `by_size`, the face-size breakdown
+    at `iou_threshold` (COCO's 0.5 when not given)."""
     predictions = predict_records(network, spec, records, batch_size, device, progress)
     ground_truth = [r.ground_truth(spec.classes) for r in records]
-    return evaluate_detections(ground_truth, predictions, spec.classes), predictions
+    metrics = evaluate_detections(ground_truth, predictions, spec.classes, iou_threshold=iou_threshold)
+    metrics["by_size"] = size_breakdown(
+        ground_truth, predictions, [(r.height, r.width) for r in records], spec.classes,
+        iou_threshold=EVAL_IOU_THRESHOLD if iou_threshold is None else iou_threshold,
+    )
+    return metrics, predictions
+
+
+def breakdown_lines(by_size: dict) -> list[str]:
+    """The size breakdown as a text table: faces, found and right-class shares, and where each class went."""
+    def share(value: float | None) -> str:
+        return "   -" if value is None else f"{value:.2f}"
+
+    lines = [f"by face size (sqrt(area) / long side; found: score >= {by_size['score_threshold']:g}, "
+             f"IoU >= {by_size['iou_threshold']:g}):",
+             f"  {'size':<10}{'faces':>6}{'found':>7}{'right class':>13}   labelled -> said (counts)"]
+    for name, row in by_size["buckets"].items():
+        if not row["faces"]:
+            lines.append(f"  {name:<10}{0:>6}")
+            continue
+        confusion = "; ".join(
+            f"{truth} -> " + ", ".join(f"{said} {n}" for said, n in said_counts.items() if n)
+            for truth, said_counts in row["confusion"].items() if any(said_counts.values())
+        )
+        lines.append(f"  {name:<10}{row['faces']:>6}{share(row['found_share']):>7}{share(row['right_class_share']):>13}   {confusion}")
+    lines.append(f"  {by_size['unmatched_predictions']} of {by_size['confident_predictions']} predictions at score "
+                 f">= {by_size['score_threshold']:g} lie on no labelled face")
+    return lines
 
 
 def save_prediction_grid(

@@ -1,4 +1,5 @@
-"""Plots of training runs: per-epoch curves of one run, and val mAP against training wall time.
+"""Plots of training runs: per-epoch curves of one run, val mAP against training wall time, and the
+found / right-class shares of evaluations by face size.
 
 The wall-time plot is how recipes are compared in this project (issue: beat a peer per CPU hour):
 every run's val mAP after each epoch, at the cumulative training minutes it took to get there.
@@ -71,6 +72,36 @@ def plot_map_vs_time(runs: list[dict], path: Path, peer: dict | None = PEER_YOLO
     return path
 
 
+def plot_by_size(series: list[tuple[str, dict]], path: Path) -> Path:
+    """Found share and right-class share per face-size bucket, one line per (label, eval.json report).
+
+    The close-up failure (an unmasked face filling the frame called masked) is a fall of the right-class
+    line at the large buckets; mAP alone does not show it.
+    """
+    plt = _pyplot()
+    fig, (ax_found, ax_right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for label, report in series:
+        buckets = report["by_size"]["buckets"]
+        names = list(buckets)
+        for axis, key in ((ax_found, "found_share"), (ax_right, "right_class_share")):
+            values = [buckets[name][key] for name in names]
+            shown = [(i, v) for i, v in enumerate(values) if v is not None]
+            axis.plot([i for i, _ in shown], [v for _, v in shown], marker="o", label=label)
+            axis.set_xticks(range(len(names)), names)
+    iou = series[0][1]["by_size"]["iou_threshold"] if series else 0.5
+    ax_found.set(title=f"faces found (score >= 0.3, IoU >= {iou:g})", xlabel="face size (sqrt(area) / long side)",
+                 ylabel="share of labelled faces", ylim=(0, 1.02))
+    ax_right.set(title="found faces with the right class", xlabel="face size (sqrt(area) / long side)", ylim=(0, 1.02))
+    for axis in (ax_found, ax_right):
+        axis.grid(True, alpha=0.3)
+    ax_right.axhline(0.9, color="grey", linestyle="--", linewidth=1)
+    ax_right.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def run_from_metrics(label: str, metrics_path: Path, start_minutes: float = 0.0) -> dict:
     """A `plot_map_vs_time` run from a run's metrics.json (cumulative minutes from `train_seconds`
     where a history predates `train_minutes_total`)."""
@@ -111,7 +142,14 @@ if __name__ == "__main__":
     parser.add_argument("--points", dest="series", action="append", type=lambda v: ("points", v),
                         metavar="LABEL=MIN:MAP50:MAP,MIN:MAP50:MAP,...",
                         help="a run known only by a few (minutes, mAP@.5, mAP) points")
+    parser.add_argument("--by-size", action="append", default=[], metavar="LABEL=EVAL_JSON",
+                        help="instead: found / right-class shares by face size of these evaluations")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    runs = runs_from_specs(args.series)
-    print(plot_map_vs_time(runs, args.out))
+    if args.by_size:
+        import json
+
+        pairs = [spec.split("=", 1) for spec in args.by_size]
+        print(plot_by_size([(label, json.loads(Path(file).read_text())) for label, file in pairs], args.out))
+    else:
+        print(plot_map_vs_time(runs_from_specs(args.series), args.out))

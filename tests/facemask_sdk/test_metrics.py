@@ -53,3 +53,41 @@ def test_lower_scored_false_positive_halves_precision_only_at_its_rank():
     # with_mask: the false positive ranks first, then the true one: precision 0.5 at full recall
     assert result["ap_per_class"]["with_mask"] == pytest.approx(0.5, abs=0.01)
     assert result["ap_per_class"]["without_mask"] == pytest.approx(1.0)
+
+
+def test_ap_at_one_iou_counts_boxes_a_stricter_threshold_misses():
+    # shifted by 10 px the two 40x50 boxes overlap at IoU 0.43: missed at 0.5, found at 0.3
+    shifted = as_predictions(GT, 10.0)
+    result = evaluate_detections(GT, shifted, CLASSES, iou_threshold=0.3)
+    assert result["iou_threshold"] == 0.3 and result["ap_at_iou"] == pytest.approx(1.0)
+    assert result["map50"] == pytest.approx(1 / 3)  # the COCO figures are unchanged by the extra threshold
+    assert result["map"] == pytest.approx(evaluate_detections(GT, shifted, CLASSES)["map"])
+    assert evaluate_detections(GT, shifted, CLASSES, iou_threshold=0.6)["ap_at_iou"] == pytest.approx(0.0)
+
+
+def test_a_class_missing_from_the_labels_has_no_ap():
+    two_class = [GT[0]]  # with_mask and without_mask only, as in a two-class set
+    result = evaluate_detections(two_class, as_predictions(two_class), CLASSES, iou_threshold=0.3)
+    assert result["ap_per_class"]["mask_weared_incorrect"] is None
+    assert result["ap_at_iou_per_class"]["mask_weared_incorrect"] is None
+    assert result["ap_at_iou"] == pytest.approx(1.0)
+
+
+def test_size_breakdown_buckets_faces_and_counts_found_right_class_and_confusion():
+    from facemask_sdk.metrics import FACE_SIZE_BUCKETS, bucket_name, size_breakdown
+
+    # a 1000 px wide image: faces of side 30 (0.03), 100 (0.1), 600 (0.6)
+    truth = Detections(np.array([[0, 0, 30, 30], [100, 100, 200, 200], [300, 0, 900, 600]], np.float32), np.ones(3),
+                       np.array([0, 1, 1]))
+    said = Detections(np.array([[0, 0, 30, 30], [110, 100, 210, 200], [300, 0, 900, 600], [950, 0, 990, 40]], np.float32),
+                      np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 0, 1, 2]))
+    low = Detections(np.array([[0, 0, 30, 30]], np.float32), np.array([0.2]), np.array([0]))
+    result = size_breakdown([truth, truth], [said, low], [(800, 1000), (800, 1000)], CLASSES, iou_threshold=0.5)
+    rows = result["buckets"]
+    assert list(rows) == [bucket_name(b) for b in FACE_SIZE_BUCKETS] == ["<0.06", "0.06-0.12", "0.12-0.25", "0.25-0.5", ">0.5"]
+    assert (rows["<0.06"]["faces"], rows["<0.06"]["found"], rows["<0.06"]["right_class"]) == (2, 1, 1)  # score 0.2 is no find
+    assert rows["0.06-0.12"]["right_class_share"] == 0.0 and rows["0.06-0.12"]["confusion"]["without_mask"]["with_mask"] == 1
+    assert rows[">0.5"]["found_share"] == 0.5 and rows[">0.5"]["confusion"]["without_mask"] == {
+        "with_mask": 0, "without_mask": 1, "mask_weared_incorrect": 0, "missed": 1}
+    assert rows["0.12-0.25"]["faces"] == 0 and rows["0.12-0.25"]["found_share"] is None
+    assert (result["confident_predictions"], result["unmatched_predictions"]) == (4, 1)  # the box at x 950 is on no face

@@ -63,3 +63,41 @@ def test_mosaic_and_copy_paste_keep_boxes_valid():
     assert canvas.shape == (3, 256, 256) and len(m_boxes) == len(m_classes) > 0
     assert (m_boxes >= 0).all() and (m_boxes <= 256).all()
     assert (m_boxes[:, 2] > m_boxes[:, 0]).all() and (m_boxes[:, 3] > m_boxes[:, 1]).all()
+
+
+def test_zoom_spreads_one_face_over_every_size_bucket_and_keeps_it_whole():
+    import numpy as np
+
+    from facemask_sdk.metrics import FACE_SIZE_BUCKETS, face_sizes
+    from facemask_tools.training.augment import ZOOM_LARGEST_SHARE, zoom_on_face
+
+    spec = make_spec("tf_efficientdet_lite0", 768)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    boxes = np.array([[300, 200, 500, 420]], np.float32)  # one 200x220 face: up to 4x fits every bucket
+    sizes = []
+    for _ in range(200):
+        tensor, out, classes = zoom_on_face(image, boxes, np.array([1]), spec, AugmentConfig(), rng, (384, 384))
+        assert tensor.shape == (3, 384, 384) and (out >= 0).all() and (out <= 384).all()
+        assert len(out) == 1 and classes.tolist() == [1]  # the chosen face is never cut away
+        sizes.append(face_sizes(out, (768, 768))[0])
+    sizes = np.array(sizes)
+    assert sizes.max() <= ZOOM_LARGEST_SHARE * 384 / 768 + 1e-6
+    reachable = [b for b in FACE_SIZE_BUCKETS if b[0] < ZOOM_LARGEST_SHARE * 384 / 768]
+    counts = [int(((sizes >= lo) & (sizes < hi)).sum()) for lo, hi in reachable]
+    assert min(counts) >= 200 / len(FACE_SIZE_BUCKETS) / 2, counts  # every reachable bucket seen, none starved
+
+
+def test_zoom_never_enlarges_a_face_more_than_four_times():
+    import numpy as np
+
+    from facemask_tools.training.augment import ZOOM_MAX_UPSCALE, zoom_on_face
+
+    spec = make_spec("tf_efficientdet_lite0", 768)
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[100, 100, 120, 120]], np.float32)  # 20 px: at most 80 px after zoom
+    for _ in range(50):
+        _, out, _ = zoom_on_face(image, boxes, np.array([0]), spec, AugmentConfig(), rng, (384, 384))
+        sides = np.sqrt((out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1]))
+        assert (sides <= 20 * ZOOM_MAX_UPSCALE + 1e-3).all()

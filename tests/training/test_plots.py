@@ -35,3 +35,15 @@ def test_cli_series_keep_their_order_and_points_parse(tmp_path):
     assert runs[1]["start_minutes"] == 4.0 and runs[1]["map50"] == [0.3]
     assert runs[2] == {"label": "result", "minutes": [9.0], "map50": [0.5], "map": [0.3]}
     assert plot_map_vs_time(runs, tmp_path / "plot.png").stat().st_size > 5000
+
+
+def test_by_size_plot_draws_each_evaluation(tmp_path):
+    import json
+
+    from facemask_tools.training.plots import plot_by_size
+
+    bucket = {"faces": 4, "found": 2, "right_class": 1, "found_share": 0.5, "right_class_share": 0.5, "confusion": {}}
+    empty = {"faces": 0, "found": 0, "right_class": 0, "found_share": None, "right_class_share": None, "confusion": {}}
+    report = {"by_size": {"iou_threshold": 0.3, "buckets": {"<0.06": bucket, "0.06-0.12": empty, ">0.5": bucket}}}
+    path = plot_by_size([("a", report), ("b", json.loads(json.dumps(report)))], tmp_path / "by-size.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
