@@ -35,6 +35,7 @@ class AugmentConfig:
     hflip: float = 0.5
     hsv: float = 0.3  # strength of hue/saturation/value jitter, 0 disables
     random_place: bool = True  # place a smaller image anywhere on the canvas, not only top-left
+    photometric: float = 0.0  # chance of one camera degradation per sample: blur, JPEG artefacts or sensor noise
 
     @classmethod
     def strength(cls, level: str) -> "AugmentConfig":
@@ -76,8 +77,7 @@ def augment(
     dst_x0, dst_y0 = max(-off_x, 0), max(-off_y, 0)
     boxes -= np.array([off_x, off_y, off_x, off_y], np.float32)
 
-    if config.hsv > 0:
-        crop = _hsv_jitter(crop, config.hsv, rng)
+    crop = _photometric(crop, config, rng)
     canvas = np.zeros((3, in_h, in_w), np.float32)
     view = canvas[:, dst_y0 : dst_y0 + crop.shape[0], dst_x0 : dst_x0 + crop.shape[1]]
     normalize_into(view, crop, spec.mean, spec.std)
@@ -123,8 +123,7 @@ def zoom_on_face(
     step = scale * image_bgr.shape[1] / source.shape[1]
     matrix = np.array([[step, 0, -x0], [0, step, -y0]], np.float32)
     crop = cv2.warpAffine(source, matrix, (in_w, in_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    if config.hsv > 0:
-        crop = _hsv_jitter(crop, config.hsv, rng)
+    crop = _photometric(crop, config, rng)
     canvas = np.zeros((3, in_h, in_w), np.float32)
     normalize_into(canvas, crop, spec.mean, spec.std)
     # outside the image the canvas is 0, as letterbox padding is after normalisation
@@ -158,6 +157,24 @@ def _maybe_flip(
         canvas = canvas[:, :, ::-1].copy()
         boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
     return canvas, boxes.astype(np.float32).reshape(-1, 4), class_ids
+
+
+def _photometric(image_bgr: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """HSV jitter, then with chance `config.photometric` one degradation other cameras show: defocus blur,
+    JPEG compression or sensor noise (draws nothing more when the chance is 0, so older runs replay)."""
+    if config.hsv > 0:
+        image_bgr = _hsv_jitter(image_bgr, config.hsv, rng)
+    if config.photometric <= 0 or not image_bgr.size or rng.random() >= config.photometric:
+        return image_bgr
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        return cv2.GaussianBlur(image_bgr, (0, 0), sigmaX=float(rng.uniform(0.6, 2.0)))
+    if kind == 1:
+        quality = int(rng.integers(20, 70))
+        encoded = cv2.imencode(".jpg", np.ascontiguousarray(image_bgr), [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+        return cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    noise = rng.normal(0.0, float(rng.uniform(3.0, 12.0)), image_bgr.shape)
+    return np.clip(image_bgr.astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
 def _hsv_jitter(image_bgr: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:

@@ -33,6 +33,7 @@ def choose_allocator(choice: str) -> None:
 @click.option("--crop-size", type=int, default=384, show_default=True, help="Train on random crops of this size of the input canvas (faces keep their scale); 0: the full canvas.")
 @click.option("--mosaic", type=float, default=0.5, show_default=True, help="Chance of a four-image mosaic per sample.")
 @click.option("--zoom", type=float, default=0.0, show_default=True, help="Chance that a sample which is no mosaic is rescaled around one face, to a size drawn evenly from tiny to close-up (the face-size buckets of eval).")
+@click.option("--photometric", type=float, default=0.0, show_default=True, help="Chance per sample of one camera degradation: defocus blur, JPEG artefacts or sensor noise.")
 @click.option("--copy-paste", type=float, default=0.3, show_default=True, help="Chance of pasting 1-3 mask_weared_incorrect faces into a sample.")
 @click.option("--rare-class-weight", type=float, default=1.0, show_default=True, help="Class-loss weight of the anchors matched to mask_weared_incorrect faces (1: effdet's loss).")
 @click.option("--anchor-scale", type=float, default=None, help="Smallest anchor = 8 px x this (default: effdet's, 3 for Lite0).")
@@ -74,8 +75,8 @@ def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | No
 
     if options["epochs"] < 1 or options["batch_size"] < 1 or options["checkpoint_every"] < 1:
         raise FacemaskError("--epochs, --batch-size and --checkpoint-every must be at least 1")
-    if not all(0.0 <= options[name] <= 1.0 for name in ("mosaic", "copy_paste", "zoom")):
-        raise FacemaskError("--mosaic, --zoom and --copy-paste are probabilities between 0 and 1")
+    if not all(0.0 <= options[name] <= 1.0 for name in ("mosaic", "copy_paste", "zoom", "photometric")):
+        raise FacemaskError("--mosaic, --zoom, --photometric and --copy-paste are probabilities between 0 and 1")
     if options["rare_class_weight"] <= 0:
         raise FacemaskError("--rare-class-weight must be positive")
     if not 0.0 <= options["ema_decay"] < 1.0:

@@ -54,6 +54,7 @@ class TrainConfig:
     crop_size: int | None = 384  # train on random crops of the model-size canvas; None: full canvas
     mosaic: float = 0.5  # chance of a four-image mosaic per sample
     zoom: float = 0.0  # chance that a sample which is no mosaic is rescaled around one face (every face size)
+    photometric: float = 0.0  # chance of blur, JPEG artefacts or sensor noise per sample
     copy_paste: float = 0.3  # chance of pasting 1-3 mask_weared_incorrect faces into a sample
     rare_class_weight: float = 1.0  # class-loss weight of anchors matched to mask_weared_incorrect faces
     anchor_scale: float | None = None  # None: effdet's (3.0 for Lite0, 4.0 for D0)
@@ -225,7 +226,8 @@ class _Run:
             self.network.to(memory_format=torch.channels_last)
         paste_class = spec.classes.index(RARE_CLASS) if RARE_CLASS in spec.classes else -1
         self.dataset = DetectionDataset(
-            train_set.records, spec, AugmentConfig.strength(config.augment), config.seed, (crop, crop),
+            train_set.records, spec, replace(AugmentConfig.strength(config.augment), photometric=config.photometric),
+            config.seed, (crop, crop),
             mosaic=config.mosaic, copy_paste=config.copy_paste, paste_class=paste_class, zoom=config.zoom,
         )
         self.factors = repeat_factors(train_set.records, spec.num_classes, config.repeat_threshold)

@@ -101,3 +101,22 @@ def test_zoom_never_enlarges_a_face_more_than_four_times():
         _, out, _ = zoom_on_face(image, boxes, np.array([0]), spec, AugmentConfig(), rng, (384, 384))
         sides = np.sqrt((out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1]))
         assert (sides <= 20 * ZOOM_MAX_UPSCALE + 1e-3).all()
+
+
+def test_photometric_degrades_pixels_only_and_draws_nothing_when_off():
+    import numpy as np
+
+    spec = make_spec("tf_efficientdet_lite0", 256)
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 80], [300, 200, 390, 290]], np.float32)
+    plain = AugmentConfig(hsv=0.0, hflip=0.0)
+    base = augment(image, boxes, np.array([0, 2]), spec, plain, np.random.default_rng(5))
+    off = augment(image, boxes, np.array([0, 2]), spec, AugmentConfig(hsv=0.0, hflip=0.0, photometric=0.0), np.random.default_rng(5))
+    np.testing.assert_array_equal(base[0], off[0])  # chance 0 replays an earlier run exactly
+    changed = 0
+    for seed in range(6):
+        clean = augment(image, boxes, np.array([0, 2]), spec, plain, np.random.default_rng(seed))
+        worn = augment(image, boxes, np.array([0, 2]), spec, AugmentConfig(hsv=0.0, hflip=0.0, photometric=1.0), np.random.default_rng(seed))
+        np.testing.assert_array_equal(clean[1], worn[1])  # without a flip to draw after it, the boxes do not move
+        changed += int(not np.array_equal(clean[0], worn[0]))
+    assert changed == 6
