@@ -183,14 +183,25 @@ def _resolve(argument: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Source
     raise FileNotFoundError(f"source not found: {argument} (not a file, folder, glob, camera index or URL)")
 
 
+OPENCV_LOG_SILENT = 0
+"""OpenCV's LOG_LEVEL_SILENT: the same number in 4.x and 5.x."""
+
+
 @contextlib.contextmanager
 def _quiet_opencv() -> Iterator[None]:
-    previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # also mutes FFmpeg's messages
+    """Mute OpenCV's (and FFmpeg's) own messages meanwhile. OpenCV 5 keeps the log level under
+    `cv2.utils.logging`, OpenCV 4 (4.11 on JetPack images) as `cv2.getLogLevel` / `cv2.setLogLevel`."""
+    logging = getattr(cv2.utils, "logging", None) or cv2
+    get_level, set_level = getattr(logging, "getLogLevel", None), getattr(logging, "setLogLevel", None)
+    if get_level is None or set_level is None:  # neither API: messages stay, reading still works
+        yield
+        return
+    previous = get_level()
+    set_level(OPENCV_LOG_SILENT)
     try:
         yield
     finally:
-        cv2.utils.logging.setLogLevel(previous)
+        set_level(previous)
 
 
 def _kind(path: Path) -> str | None:
