@@ -2,10 +2,17 @@
 
 Grayscale and RGBA are converted (OpenCV's conventions), 16-bit images are scaled to 8 bits; anything
 else gets a `FacemaskError` that names what was expected and what was found.
+
+Every encoded image passes one pixel budget before it is decoded: its width and height are read from
+the file's header (JPEG, PNG, BMP, WebP, TIFF, PNM), and an image over `max_image_pixels()` is refused
+like an unreadable file. A few hundred KB of PNG can declare 30000x30000 pixels, which would decode to
+2.7 GB; the budget keeps every reader (`Detector`, `detect`, `serve`, training data) bounded.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -14,6 +21,24 @@ import numpy as np
 from facemask_sdk.errors import FacemaskError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+"""100 MP: above any phone or security camera photo in common use (a 108 MP photo is 12000x9000), about
+300 MB once decoded as BGR. Set FACEMASK_MAX_IMAGE_PIXELS to change it."""
+MAX_PIXELS_VARIABLE = "FACEMASK_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The pixel budget: FACEMASK_MAX_IMAGE_PIXELS when set (a positive integer), else 100 MP."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE)
+    if value is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        budget = int(value)
+    except ValueError:
+        budget = 0
+    if budget < 1:
+        raise FacemaskError(f"{MAX_PIXELS_VARIABLE} must be a positive whole number of pixels, not {value!r}")
+    return budget
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -27,12 +52,130 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def decode_image(data: bytes | np.ndarray, source: str = "image") -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, ...) as BGR uint8 HxWx3: what a file or a network request carries."""
+    """Encoded image bytes (JPEG, PNG, ...) as BGR uint8 HxWx3: what a file or a network request carries.
+
+    The header's size is checked against the pixel budget before anything is decoded."""
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    size = image_header_size(buffer.tobytes()[:HEADER_BYTES] if buffer.size else b"")
+    if size is None:
+        raise FacemaskError(f"cannot decode image (corrupt or not an image): {source}")
+    budget = max_image_pixels()
+    if size[0] * size[1] > budget:
+        raise FacemaskError(
+            f"image too large: {source} declares {size[0]}x{size[1]} pixels, over the budget of {budget:,} "
+            f"(set {MAX_PIXELS_VARIABLE} to allow more)"
+        )
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
     if image is None:
         raise FacemaskError(f"cannot decode image (corrupt or not an image): {source}")
     return to_bgr8(image, source=source)
+
+
+HEADER_BYTES = 1 << 16
+"""How much of a file the size is looked for in (JPEG can put EXIF and ICC data before its frame header)."""
+
+
+def image_header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) as the header of a JPEG, PNG, BMP, WebP, TIFF or PNM file declares it, without
+    decoding; None for anything else (other formats are not read) or a header too broken to say."""
+    try:
+        for magic, reader in _HEADER_READERS:
+            if head.startswith(magic):
+                size = reader(head)
+                return size if size and size[0] > 0 and size[1] > 0 else None
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _png_size(head: bytes) -> tuple[int, int] | None:
+    return struct.unpack(">II", head[16:24]) if head[12:16] == b"IHDR" else None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    frame_markers = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+    at = 2
+    while at + 4 <= len(head):
+        if head[at] != 0xFF:
+            return None
+        marker = head[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            at += 2
+            continue
+        length = struct.unpack(">H", head[at + 2 : at + 4])[0]
+        if marker in frame_markers:
+            height, width = struct.unpack(">HH", head[at + 5 : at + 9])
+            return width, height
+        at += 2 + length
+    return None
+
+
+def _bmp_size(head: bytes) -> tuple[int, int] | None:
+    header = struct.unpack("<I", head[14:18])[0]
+    if header == 12:  # OS/2 BITMAPCOREHEADER
+        return struct.unpack("<HH", head[18:22])
+    width, height = struct.unpack("<ii", head[18:26])
+    return width, abs(height)
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    if head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8 ":
+        width, height = struct.unpack("<HH", head[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":
+        bits = struct.unpack("<I", head[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    return None
+
+
+def _tiff_size(head: bytes) -> tuple[int, int] | None:
+    order = "<" if head[:2] == b"II" else ">"
+    big = struct.unpack(order + "H", head[2:4])[0] == 43  # BigTIFF
+    offset = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
+    count_format, entry_size = (order + "Q", 20) if big else (order + "H", 12)
+    count = struct.unpack(count_format, head[offset : offset + struct.calcsize(count_format)])[0]
+    first = offset + struct.calcsize(count_format)
+    found = {}
+    for index in range(min(count, 4096)):
+        entry = head[first + index * entry_size : first + (index + 1) * entry_size]
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):
+            value = entry[12:] if big else entry[8:]
+            found[tag] = struct.unpack(order + "H", value[:2])[0] if kind == 3 else struct.unpack(order + "I", value[:4])[0]
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
+def _pnm_size(head: bytes) -> tuple[int, int] | None:
+    tokens: list[bytes] = []
+    for line in head[2:].split(b"\n"):
+        tokens += line.split(b"#", 1)[0].split()
+        if len(tokens) >= 2:
+            return int(tokens[0]), int(tokens[1])
+    return None
+
+
+_HEADER_READERS = (
+    (b"\x89PNG\r\n\x1a\n", _png_size),
+    (b"\xff\xd8", _jpeg_size),
+    (b"BM", _bmp_size),
+    (b"RIFF", _webp_size),
+    (b"II*\x00", _tiff_size),
+    (b"MM\x00*", _tiff_size),
+    (b"II+\x00", _tiff_size),
+    (b"MM\x00+", _tiff_size),
+    *((f"P{kind}".encode(), _pnm_size) for kind in "123456"),
+)
 
 
 def to_bgr8(image: object, source: str = "image") -> np.ndarray:

@@ -153,3 +153,23 @@ def wheel(tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr
     (path,) = out.glob("facemask_sdk-*.whl")
     return path
+
+
+@pytest.fixture(scope="session")
+def png_declaring():
+    """png_declaring(width, height): bytes of a well-formed PNG header (valid CRCs) declaring that size over
+    almost no data, the shape of a decompression bomb."""
+    return _png_declaring
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A well-formed PNG header (valid CRCs) that declares width x height: a decompression bomb's shape."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+

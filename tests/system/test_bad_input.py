@@ -59,3 +59,23 @@ def test_bad_input_gives_one_line_and_keeps_files(tmp_path, case, args, setup, c
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
     for name, data in survivors.items():
         assert (tmp_path / name).read_bytes() == data, f"{name} was changed"
+
+
+def test_an_image_bomb_is_skipped_and_named_and_the_rest_is_detected(tmp_path, png_declaring):
+    """A 60000x60000 PNG header among good images: named in one line, never decoded (memory stays small),
+    the good image is processed and summary.json lists the failure."""
+    pytest.importorskip("onnxruntime")
+    import json
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "bomb.png").write_bytes(png_declaring(60000, 60000))
+    good = sorted((SAMPLES / "images").glob("*.png"))[0]
+    (inputs / good.name).write_bytes(good.read_bytes())
+    result = subprocess.run(CLI + ["detect", str(inputs), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "image too large" in result.stderr and "bomb.png" in result.stderr and "Traceback" not in result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["frames"] == 1 and (tmp_path / "out" / good.name).is_file()
+    assert (inputs / "bomb.png").stat().st_size < 2000  # the input is untouched
