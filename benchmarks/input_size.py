@@ -1,5 +1,5 @@
 """Val mAP of one checkpoint's weights evaluated at several input sizes (the network is fully
-convolutional; anchors follow the size). It measured the 640 px lever in `models/MODEL_CARD.md`:
+convolutional; anchors follow the size). It measured the 640 px lever in `docs/training-log.md`:
 
     python -m facemask_tools.benchmarks.input_size runs/stageC-e28-ema.pt --sizes 512,640,768
 

@@ -2,7 +2,7 @@
 
 A step here is what `facemask-sdk train` does: load + augment a batch (mosaic, copy-paste), label the
 anchors, forward, focal + box loss, backward, AdamW. The first steps of each configuration warm up and
-are not timed. Defaults of `train` come from this table (see `models/MODEL_CARD.md`).
+are not timed. Defaults of `train` come from this table (see `docs/training-log.md`).
 
     python -m facemask_tools.benchmarks.train_speed --data ../shared/datasets/face-mask-detection --steps 3
 """

@@ -80,7 +80,7 @@ RUNTIME_FIELDS = ("out", "device", "workers", "threads")
 
 LR_FROM_BACKBONE = 1e-2
 """BiFPN and heads start random (ImageNet backbone, or none): measured best of 1e-3..3e-2 on short runs
-(models/MODEL_CARD.md, "Learning rate and warm-up")."""
+(docs/training-log.md, "Learning rate and warm-up")."""
 LR_FROM_DETECTOR = 1e-3
 """Fine-tuning detector weights (COCO, or a checkpoint of ours): the seed recipe's rate."""
 

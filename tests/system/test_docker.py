@@ -1,4 +1,4 @@
-"""Container images: the three Dockerfiles pass hadolint and keep the project's rules, and the CPU image
+"""Container images: the four Dockerfiles pass hadolint and keep the project's rules, and the CPU image
 is built and run for real with podman where podman is installed (`docker/build-cpu-image.sh`)."""
 
 from __future__ import annotations
