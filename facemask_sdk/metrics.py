@@ -61,9 +61,10 @@ def size_breakdown(
     ground_truth: "list[Detections]", predictions: "list[Detections]", image_sizes: list[tuple[int, int]],
     classes: tuple[str, ...], iou_threshold: float = EVAL_IOU_THRESHOLD, score_threshold: float = FOUND_SCORE_THRESHOLD,
 ) -> dict:
-    """Per face-size bucket: how many labelled faces get a prediction (score >= `score_threshold`, IoU >=
-    `iou_threshold`), how many of those have the right class, and the class confusion (rows: labelled
-    class, columns: the class of the face's highest-scoring such prediction, or `missed`).
+    """Per face-size bucket: the share of labelled faces that get a prediction (score >= `score_threshold`,
+    IoU >= `iou_threshold`), the share whose best such prediction (highest IoU) has the right class, both
+    over all labelled faces of the bucket (the protocol of ../shared/datasets/other-cameras/README.md), and
+    the class confusion (rows: labelled class, columns: the class of that best prediction, or `missed`).
 
     mAP hides the failure a user sees (an unmasked face in a close-up called masked); this shows it.
     Also counts confident predictions that lie on no labelled face (`unmatched_predictions`).
@@ -75,8 +76,8 @@ def size_breakdown(
     for gt, pred, hw in zip(ground_truth, predictions, image_sizes):
         keep = np.asarray(pred.scores) >= score_threshold
         pred_boxes, pred_classes = np.asarray(pred.xyxy)[keep], np.asarray(pred.class_ids)[keep]
-        pred_scores = np.asarray(pred.scores)[keep]
-        overlaps = box_iou(gt.xyxy, pred_boxes) >= iou_threshold
+        ious = box_iou(gt.xyxy, pred_boxes)
+        overlaps = ious >= iou_threshold
         confident += len(pred_boxes)
         unmatched += int((~overlaps.any(0)).sum()) if len(pred_boxes) else 0
         for face, (size, truth) in enumerate(zip(face_sizes(gt.xyxy, hw), np.asarray(gt.class_ids))):
@@ -86,13 +87,13 @@ def size_breakdown(
             if not len(hits):
                 row["confusion"][classes[truth]]["missed"] += 1
                 continue
-            said = int(pred_classes[hits[np.argmax(pred_scores[hits])]])
+            said = int(pred_classes[hits[np.argmax(ious[face, hits])]])
             row["found"] += 1
             row["right_class"] += int(said == truth)
             row["confusion"][classes[truth]][classes[said]] += 1
     for row in buckets.values():
         row["found_share"] = row["found"] / row["faces"] if row["faces"] else None
-        row["right_class_share"] = row["right_class"] / row["found"] if row["found"] else None
+        row["right_class_share"] = row["right_class"] / row["faces"] if row["faces"] else None
     return {"iou_threshold": iou_threshold, "score_threshold": score_threshold, "buckets": buckets,
             "confident_predictions": confident, "unmatched_predictions": unmatched}
 

@@ -65,8 +65,8 @@ def breakdown_lines(by_size: dict) -> list[str]:
     def share(value: float | None) -> str:
         return "   -" if value is None else f"{value:.2f}"
 
-    lines = [f"by face size (sqrt(area) / long side; found: score >= {by_size['score_threshold']:g}, "
-             f"IoU >= {by_size['iou_threshold']:g}):",
+    lines = [f"by face size (sqrt(area) / long side; found: a box of score >= {by_size['score_threshold']:g} at "
+             f"IoU >= {by_size['iou_threshold']:g}; right class: the best such box has the labelled class; shares of all faces):",
              f"  {'size':<10}{'faces':>6}{'found':>7}{'right class':>13}   labelled -> said (counts)"]
     for name, row in by_size["buckets"].items():
         if not row["faces"]:

@@ -91,7 +91,7 @@ def plot_by_size(series: list[tuple[str, dict]], path: Path) -> Path:
     iou = series[0][1]["by_size"]["iou_threshold"] if series else 0.5
     ax_found.set(title=f"faces found (score >= 0.3, IoU >= {iou:g})", xlabel="face size (sqrt(area) / long side)",
                  ylabel="share of labelled faces", ylim=(0, 1.02))
-    ax_right.set(title="found faces with the right class", xlabel="face size (sqrt(area) / long side)", ylim=(0, 1.02))
+    ax_right.set(title="labelled faces whose best box has the right class", xlabel="face size (sqrt(area) / long side)", ylim=(0, 1.02))
     for axis in (ax_found, ax_right):
         axis.grid(True, alpha=0.3)
     ax_right.axhline(0.9, color="grey", linestyle="--", linewidth=1)

@@ -89,5 +89,16 @@ def test_size_breakdown_buckets_faces_and_counts_found_right_class_and_confusion
     assert rows["0.06-0.12"]["right_class_share"] == 0.0 and rows["0.06-0.12"]["confusion"]["without_mask"]["with_mask"] == 1
     assert rows[">0.5"]["found_share"] == 0.5 and rows[">0.5"]["confusion"]["without_mask"] == {
         "with_mask": 0, "without_mask": 1, "mask_weared_incorrect": 0, "missed": 1}
+    assert rows[">0.5"]["right_class_share"] == 0.5 and rows["<0.06"]["right_class_share"] == 0.5  # over labelled faces
     assert rows["0.12-0.25"]["faces"] == 0 and rows["0.12-0.25"]["found_share"] is None
     assert (result["confident_predictions"], result["unmatched_predictions"]) == (4, 1)  # the box at x 950 is on no face
+
+
+def test_the_best_prediction_of_a_face_is_the_one_that_overlaps_it_most():
+    from facemask_sdk.metrics import size_breakdown
+
+    truth = Detections(np.array([[100, 100, 300, 300]], np.float32), np.ones(1), np.array([1]))
+    said = Detections(np.array([[100, 100, 300, 300], [120, 120, 320, 320]], np.float32), np.array([0.5, 0.9]),
+                      np.array([1, 0]))  # the exact box says without_mask, a looser one scores higher
+    rows = size_breakdown([truth], [said], [(400, 400)], CLASSES, iou_threshold=0.3)["buckets"]
+    assert rows["0.25-0.5"]["right_class"] == 1 and rows["0.25-0.5"]["confusion"]["without_mask"]["without_mask"] == 1
