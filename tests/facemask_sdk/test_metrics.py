@@ -100,5 +100,5 @@ def test_the_best_prediction_of_a_face_is_the_one_that_overlaps_it_most():
     truth = Detections(np.array([[100, 100, 300, 300]], np.float32), np.ones(1), np.array([1]))
     said = Detections(np.array([[100, 100, 300, 300], [120, 120, 320, 320]], np.float32), np.array([0.5, 0.9]),
                       np.array([1, 0]))  # the exact box says without_mask, a looser one scores higher
-    rows = size_breakdown([truth], [said], [(400, 400)], CLASSES, iou_threshold=0.3)["buckets"]
+    rows = size_breakdown([truth], [said], [(500, 500)], CLASSES, iou_threshold=0.3)["buckets"]
     assert rows["0.25-0.5"]["right_class"] == 1 and rows["0.25-0.5"]["confusion"]["without_mask"]["without_mask"] == 1
