@@ -56,9 +56,10 @@ def decode_image(data: bytes | np.ndarray, source: str = "image") -> np.ndarray:
 
     The header's size is checked against the pixel budget before anything is decoded."""
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    size = image_header_size(buffer.tobytes()[:HEADER_BYTES] if buffer.size else b"")
+    buffer = np.ascontiguousarray(buffer, dtype=np.uint8).reshape(-1)
+    size = image_header_size(memoryview(buffer)) if buffer.size else None
     if size is None:
-        raise FacemaskError(f"cannot decode image (corrupt or not an image): {source}")
+        raise FacemaskError(f"cannot decode image (corrupt, not an image, or not one of {READABLE_FORMATS}): {source}")
     budget = max_image_pixels()
     if size[0] * size[1] > budget:
         raise FacemaskError(
@@ -74,16 +75,20 @@ def decode_image(data: bytes | np.ndarray, source: str = "image") -> np.ndarray:
     return to_bgr8(image, source=source)
 
 
-HEADER_BYTES = 1 << 16
-"""How much of a file the size is looked for in (JPEG can put EXIF and ICC data before its frame header)."""
+READABLE_FORMATS = "JPEG, PNG, BMP, WebP, TIFF, PNM"
 
 
-def image_header_size(head: bytes) -> tuple[int, int] | None:
+def image_header_size(data: bytes | memoryview) -> tuple[int, int] | None:
     """(width, height) as the header of a JPEG, PNG, BMP, WebP, TIFF or PNM file declares it, without
-    decoding; None for anything else (other formats are not read) or a header too broken to say."""
+    decoding; None for anything else (other formats are not read) or a header too broken to say.
+
+    Takes the whole file (a memoryview costs no copy): a JPEG's frame header can follow large EXIF, XMP
+    and ICC segments, and a TIFF's directory usually follows the pixel data."""
+    head = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    magic = bytes(head[:8])
     try:
-        for magic, reader in _HEADER_READERS:
-            if head.startswith(magic):
+        for signature, reader in _HEADER_READERS:
+            if magic.startswith(signature):
                 size = reader(head)
                 return size if size and size[0] > 0 and size[1] > 0 else None
     except (struct.error, IndexError, ValueError):
@@ -91,11 +96,11 @@ def image_header_size(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _png_size(head: bytes) -> tuple[int, int] | None:
-    return struct.unpack(">II", head[16:24]) if head[12:16] == b"IHDR" else None
+def _png_size(head: memoryview) -> tuple[int, int] | None:
+    return struct.unpack(">II", head[16:24]) if bytes(head[12:16]) == b"IHDR" else None
 
 
-def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+def _jpeg_size(head: memoryview) -> tuple[int, int] | None:
     frame_markers = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
     at = 2
     while at + 4 <= len(head):
@@ -108,6 +113,8 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
         if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
             at += 2
             continue
+        if marker == 0xDA:  # start of scan before any frame header: not a JPEG a decoder accepts
+            return None
         length = struct.unpack(">H", head[at + 2 : at + 4])[0]
         if marker in frame_markers:
             height, width = struct.unpack(">HH", head[at + 5 : at + 9])
@@ -116,7 +123,7 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _bmp_size(head: bytes) -> tuple[int, int] | None:
+def _bmp_size(head: memoryview) -> tuple[int, int] | None:
     header = struct.unpack("<I", head[14:18])[0]
     if header == 12:  # OS/2 BITMAPCOREHEADER
         return struct.unpack("<HH", head[18:22])
@@ -124,10 +131,10 @@ def _bmp_size(head: bytes) -> tuple[int, int] | None:
     return width, abs(height)
 
 
-def _webp_size(head: bytes) -> tuple[int, int] | None:
-    if head[8:12] != b"WEBP":
+def _webp_size(head: memoryview) -> tuple[int, int] | None:
+    if bytes(head[8:12]) != b"WEBP":
         return None
-    chunk = head[12:16]
+    chunk = bytes(head[12:16])
     if chunk == b"VP8 ":
         width, height = struct.unpack("<HH", head[26:30])
         return width & 0x3FFF, height & 0x3FFF
@@ -135,12 +142,12 @@ def _webp_size(head: bytes) -> tuple[int, int] | None:
         bits = struct.unpack("<I", head[21:25])[0]
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     if chunk == b"VP8X":
-        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+        return int.from_bytes(bytes(head[24:27]), "little") + 1, int.from_bytes(bytes(head[27:30]), "little") + 1
     return None
 
 
-def _tiff_size(head: bytes) -> tuple[int, int] | None:
-    order = "<" if head[:2] == b"II" else ">"
+def _tiff_size(head: memoryview) -> tuple[int, int] | None:
+    order = "<" if bytes(head[:2]) == b"II" else ">"
     big = struct.unpack(order + "H", head[2:4])[0] == 43  # BigTIFF
     offset = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
     count_format, entry_size = (order + "Q", 20) if big else (order + "H", 12)
@@ -152,13 +159,16 @@ def _tiff_size(head: bytes) -> tuple[int, int] | None:
         tag, kind = struct.unpack(order + "HH", entry[:4])
         if tag in (256, 257):
             value = entry[12:] if big else entry[8:]
-            found[tag] = struct.unpack(order + "H", value[:2])[0] if kind == 3 else struct.unpack(order + "I", value[:4])[0]
+            value_format = {3: "H", 4: "I", 16: "Q"}.get(kind)
+            if value_format is None:
+                return None
+            found[tag] = struct.unpack_from(order + value_format, value)[0]
     return (found[256], found[257]) if len(found) == 2 else None
 
 
-def _pnm_size(head: bytes) -> tuple[int, int] | None:
+def _pnm_size(head: memoryview) -> tuple[int, int] | None:
     tokens: list[bytes] = []
-    for line in head[2:].split(b"\n"):
+    for line in bytes(head[2:4096]).split(b"\n"):
         tokens += line.split(b"#", 1)[0].split()
         if len(tokens) >= 2:
             return int(tokens[0]), int(tokens[1])

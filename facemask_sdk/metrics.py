@@ -44,17 +44,14 @@ def face_sizes(boxes_xyxy: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix [len(a), len(b)] of xyxy boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+    """IoU matrix [len(a), len(b)] of xyxy boxes: rows of the post-processing's own IoU (empty boxes: 0)."""
+    from facemask_sdk.postprocess import box_iou_one_to_many
+
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)), np.float32)
+    return np.nan_to_num(np.stack([box_iou_one_to_many(box, b) for box in a]), nan=0.0)
 
 
 def size_breakdown(
@@ -158,16 +155,17 @@ def evaluate_detections(
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.params.maxDets = [1, 10, max_detections]
-        if iou_threshold is not None:
-            evaluator.params.iouThrs = np.unique(np.append(evaluator.params.iouThrs, iou_threshold))
+        coco_thresholds = np.array(evaluator.params.iouThrs)
+        if iou_threshold is not None and iou_threshold not in coco_thresholds:
+            evaluator.params.iouThrs = np.sort(np.append(coco_thresholds, iou_threshold))
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     # precision: [iou thresholds, recall points, classes, area ranges, max dets]; area 'all', largest maxDets
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
     thresholds = np.asarray(evaluator.params.iouThrs)
-    coco = np.flatnonzero(np.isclose(thresholds[:, None], np.linspace(0.5, 0.95, 10)[None]).any(1))
-    at = {t: int(np.flatnonzero(np.isclose(thresholds, t))[0]) for t in (0.5, 0.75)}
+    coco = np.flatnonzero(np.isin(thresholds, coco_thresholds))  # COCO's ten, exactly as its summary takes them
+    at = {t: int(np.flatnonzero(thresholds == t)[0]) for t in (0.5, 0.75)}
     present = [any(a["category_id"] == k + 1 for a in annotations) for k in range(len(classes))]
     ap_per_class = {name: _mean_valid(precision[coco, :, k]) if present[k] else None for k, name in enumerate(classes)}
     ap50_per_class = {name: _mean_valid(precision[at[0.5], :, k]) if present[k] else None for k, name in enumerate(classes)}
@@ -182,7 +180,7 @@ def evaluate_detections(
         "detections": len(results),
     }
     if iou_threshold is not None:
-        index = int(np.flatnonzero(np.isclose(thresholds, iou_threshold))[0])
+        index = int(np.flatnonzero(thresholds == iou_threshold)[0])
         report["iou_threshold"] = iou_threshold
         report["ap_at_iou"] = _mean_valid(precision[index])
         report["ap_at_iou_per_class"] = {
@@ -192,5 +190,6 @@ def evaluate_detections(
 
 
 def _mean_valid(values: np.ndarray) -> float:
+    """Mean precision over the entries COCO fills (-1 marks none); 0.0 where there are none (COCO says -1)."""
     valid = values[values > -1]
     return float(valid.mean()) if valid.size else 0.0

@@ -191,7 +191,7 @@ OPENCV_LOG_SILENT = 0
 def _quiet_opencv() -> Iterator[None]:
     """Mute OpenCV's (and FFmpeg's) own messages meanwhile. OpenCV 5 keeps the log level under
     `cv2.utils.logging`, OpenCV 4 (4.11 on JetPack images) as `cv2.getLogLevel` / `cv2.setLogLevel`."""
-    logging = getattr(cv2.utils, "logging", None) or cv2
+    logging = getattr(getattr(cv2, "utils", None), "logging", None) or cv2
     get_level, set_level = getattr(logging, "getLogLevel", None), getattr(logging, "setLogLevel", None)
     if get_level is None or set_level is None:  # neither API: messages stay, reading still works
         yield

@@ -82,7 +82,7 @@ def augment(
     view = canvas[:, dst_y0 : dst_y0 + crop.shape[0], dst_x0 : dst_x0 + crop.shape[1]]
     normalize_into(view, crop, spec.mean, spec.std)
 
-    clipped, class_ids = _clip_boxes(boxes, class_ids, in_h, in_w)
+    clipped, class_ids = clip_boxes(boxes, class_ids, in_h, in_w)
     return _maybe_flip(canvas, clipped, class_ids, config, rng)
 
 
@@ -112,16 +112,18 @@ def zoom_on_face(
     reachable = np.flatnonzero(sides * ZOOM_MAX_UPSCALE >= target)
     chosen = int(rng.choice(reachable)) if len(reachable) else int(np.argmax(sides))
     face = boxes[chosen]
-    scale = min(target, float(sides[chosen]) * ZOOM_MAX_UPSCALE) / float(sides[chosen])
+    longer = float(max(face[2] - face[0], face[3] - face[1], 1.0))
+    scale = min(target / float(sides[chosen]), ZOOM_MAX_UPSCALE, largest / longer)  # the whole face stays in
     # the crop window in output pixels: anywhere that keeps the chosen face inside it
     fx0, fy0, fx1, fy1 = (face * scale).tolist()
     x0 = rng.uniform(min(fx1 - in_w, fx0), max(fx1 - in_w, fx0))
     y0 = rng.uniform(min(fy1 - in_h, fy0), max(fy1 - in_h, fy0))
-    source = image_bgr
-    if scale < 0.5:  # shrink with area averaging first: warpAffine's bilinear sampling aliases
-        source = cv2.resize(image_bgr, None, fx=scale * 2, fy=scale * 2, interpolation=cv2.INTER_AREA)
-    step = scale * image_bgr.shape[1] / source.shape[1]
-    matrix = np.array([[step, 0, -x0], [0, step, -y0]], np.float32)
+    source, step = image_bgr, scale
+    if scale < 0.5:  # shrink with area averaging first (warpAffine's bilinear sampling aliases), then halve
+        source, step = cv2.resize(image_bgr, None, fx=scale * 2, fy=scale * 2, interpolation=cv2.INTER_AREA), 0.5
+    # boxes use pixel corners, warpAffine pixel centres: the half-pixel term keeps pixels under their boxes
+    shift = 0.5 * (step - 1.0)
+    matrix = np.array([[step, 0, shift - x0], [0, step, shift - y0]], np.float64)
     crop = cv2.warpAffine(source, matrix, (in_w, in_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     crop = _photometric(crop, config, rng)
     canvas = np.zeros((3, in_h, in_w), np.float32)
@@ -134,11 +136,11 @@ def zoom_on_face(
     inside[top:bottom, left:right] = True
     canvas[:, ~inside] = 0.0
     moved = boxes * np.float32(scale) - np.array([x0, y0, x0, y0], np.float32)
-    clipped, kept_classes = _clip_boxes(moved, class_ids, in_h, in_w)
+    clipped, kept_classes = clip_boxes(moved, class_ids, in_h, in_w)
     return _maybe_flip(canvas, clipped, kept_classes, config, rng)
 
 
-def _clip_boxes(boxes: np.ndarray, class_ids: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def clip_boxes(boxes: np.ndarray, class_ids: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Boxes clipped to the output; a box keeps its place only if enough of it stays inside."""
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     clipped = boxes.copy()

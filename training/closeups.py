@@ -21,13 +21,12 @@ from tqdm import tqdm
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.spec import CLASSES
 from facemask_sdk.voc import ImageRecord, VocDataset
+from facemask_tools.training.augment import clip_boxes
 
 SHARE_RANGE = (0.25, 0.9)
 """A face's size in its crop (sqrt of box area over the crop's side) is drawn uniformly from this range."""
 MIN_FACE_SIDE = 32
 """Faces whose shorter side is under this many pixels get no crop: enlarged to a close-up they are only blur."""
-MIN_KEPT_SHARE = 0.4
-"""A neighbouring face cut by the crop stays labelled when this share of its area is inside (as in training)."""
 
 
 def closeup_crops(record: ImageRecord, image: np.ndarray, seed: int, index: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -54,12 +53,9 @@ def closeup_crops(record: ImageRecord, image: np.ndarray, seed: int, index: int)
         x0, y0 = int(round(x0)), int(round(y0))
         matrix = np.array([[1, 0, -x0], [0, 1, -y0]], np.float32)
         crop = cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
-        boxes = record.boxes - np.array([x0, y0, x0, y0], np.float32)
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        clipped = np.clip(boxes, 0, side)
-        kept = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]) >= MIN_KEPT_SHARE * area
-        kept[face_index] = True
-        crops.append((crop, clipped[kept], record.class_ids[kept]))
+        # the chosen face lies whole inside; a neighbour cut by the crop stays labelled as in training
+        boxes, class_ids = clip_boxes(record.boxes - np.array([x0, y0, x0, y0], np.float32), record.class_ids, side, side)
+        crops.append((crop, boxes, class_ids))
     return crops
 
 

@@ -88,8 +88,8 @@ def plot_by_size(series: list[tuple[str, dict]], path: Path) -> Path:
             shown = [(i, v) for i, v in enumerate(values) if v is not None]
             axis.plot([i for i, _ in shown], [v for _, v in shown], marker="o", label=label)
             axis.set_xticks(range(len(names)), names)
-    iou = series[0][1]["by_size"]["iou_threshold"] if series else 0.5
-    ax_found.set(title=f"faces found (score >= 0.3, IoU >= {iou:g})", xlabel="face size (sqrt(area) / long side)",
+    first = series[0][1]["by_size"] if series else {"iou_threshold": 0.5, "score_threshold": 0.3}
+    ax_found.set(title=f"faces found (score >= {first['score_threshold']:g}, IoU >= {first['iou_threshold']:g})", xlabel="face size (sqrt(area) / long side)",
                  ylabel="share of labelled faces", ylim=(0, 1.02))
     ax_right.set(title="labelled faces whose best box has the right class", xlabel="face size (sqrt(area) / long side)", ylim=(0, 1.02))
     for axis in (ax_found, ax_right):

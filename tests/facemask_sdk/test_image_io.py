@@ -6,7 +6,7 @@ from facemask_sdk.image_io import decode_image
 
 
 def test_undecodable_bytes_are_one_clear_error(error_of) -> None:
-    assert "cannot decode image (corrupt or not an image): upload" in error_of(lambda: decode_image(b"junk", "upload"))
+    assert "cannot decode image (corrupt, not an image" in error_of(lambda: decode_image(b"junk", "upload"))
 
 
 def test_header_size_matches_the_decoded_size_in_every_format() -> None:
@@ -38,3 +38,29 @@ def test_an_image_over_the_pixel_budget_is_refused_before_decoding(error_of, mon
     assert decode_image(small).shape == (100, 100, 3)  # exactly at the budget is allowed
     monkeypatch.setenv("FACEMASK_MAX_IMAGE_PIXELS", "lots")
     assert "FACEMASK_MAX_IMAGE_PIXELS must be a positive whole number" in error_of(lambda: decode_image(small))
+
+
+def test_sizes_are_found_past_large_metadata_and_at_the_end_of_a_tiff() -> None:
+    """A camera JPEG carries EXIF, XMP and ICC segments before its frame header; OpenCV writes a TIFF's
+    directory after the pixels: both far past the first 64 KiB."""
+    import struct
+
+    import cv2
+    import numpy as np
+
+    from facemask_sdk.image_io import image_header_size
+
+    image = np.random.default_rng(1).integers(0, 255, (400, 500, 3), np.uint8)
+    tiff = cv2.imencode(".tif", image)[1].tobytes()
+    assert len(tiff) > 1 << 16 and image_header_size(tiff) == (500, 400)
+    assert decode_image(tiff).shape == (400, 500, 3)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    padding = b"".join(b"\xff\xe1" + struct.pack(">H", 65535) + bytes(65533) for _ in range(2))  # 128 KiB of APP1
+    camera_jpeg = jpeg[:2] + padding + jpeg[2:]
+    assert image_header_size(camera_jpeg) == (500, 400)
+    assert decode_image(camera_jpeg).shape == (400, 500, 3)
+
+
+def test_other_formats_are_named_in_the_refusal(error_of) -> None:
+    message = error_of(lambda: decode_image(b"GIF89a" + bytes(100), "anim.gif"))
+    assert "not one of JPEG, PNG, BMP, WebP, TIFF, PNM" in message and "anim.gif" in message

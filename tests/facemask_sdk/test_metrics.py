@@ -102,3 +102,44 @@ def test_the_best_prediction_of_a_face_is_the_one_that_overlaps_it_most():
                       np.array([1, 0]))  # the exact box says without_mask, a looser one scores higher
     rows = size_breakdown([truth], [said], [(500, 500)], CLASSES, iou_threshold=0.3)["buckets"]
     assert rows["0.25-0.5"]["right_class"] == 1 and rows["0.25-0.5"]["confusion"]["without_mask"]["without_mask"] == 1
+
+
+@pytest.mark.parametrize("extra", [None, 0.3, 0.5, 0.5000001])
+def test_coco_figures_are_cocoevals_own_whatever_extra_iou_is_asked(extra):
+    """map / map50 / map75 equal COCOeval's summary on a messy set, with or without an extra threshold."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(0)
+    truth, said, images, annotations, results = [], [], [], [], []
+    for image_id in range(1, 31):
+        boxes = rng.uniform(0, 300, (4, 2)).repeat(2, 1) + np.array([0, 0, 40, 50]) * rng.uniform(0.5, 2, (4, 1))
+        boxes = boxes.astype(np.float32)
+        classes = rng.integers(0, 3, 4)
+        noisy = boxes + rng.normal(0, 6, boxes.shape).astype(np.float32)
+        scores = rng.uniform(0.05, 1, 4)
+        guesses = np.where(rng.random(4) < 0.8, classes, (classes + 1) % 3)
+        truth.append(Detections(boxes, np.ones(4), classes))
+        said.append(Detections(noisy, scores, guesses))
+        images.append({"id": image_id})
+        for box, cls in zip(boxes.astype(np.float64), classes):
+            w, h = box[2] - box[0], box[3] - box[1]
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls) + 1,
+                                "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+        for box, cls, score in zip(noisy.astype(np.float64), guesses, scores):
+            results.append({"image_id": image_id, "category_id": int(cls) + 1,
+                            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "score": float(score)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": annotations,
+                        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
+        coco.createIndex()
+        evaluator = COCOeval(coco, coco.loadRes(results), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    ours = evaluate_detections(truth, said, CLASSES, iou_threshold=extra)
+    assert (ours["map"], ours["map50"], ours["map75"]) == pytest.approx(tuple(evaluator.stats[:3]), abs=1e-12)

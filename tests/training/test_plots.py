@@ -44,6 +44,6 @@ def test_by_size_plot_draws_each_evaluation(tmp_path):
 
     bucket = {"faces": 4, "found": 2, "right_class": 1, "found_share": 0.5, "right_class_share": 0.5, "confusion": {}}
     empty = {"faces": 0, "found": 0, "right_class": 0, "found_share": None, "right_class_share": None, "confusion": {}}
-    report = {"by_size": {"iou_threshold": 0.3, "buckets": {"<0.06": bucket, "0.06-0.12": empty, ">0.5": bucket}}}
+    report = {"by_size": {"iou_threshold": 0.3, "score_threshold": 0.3, "buckets": {"<0.06": bucket, "0.06-0.12": empty, ">0.5": bucket}}}
     path = plot_by_size([("a", report), ("b", json.loads(json.dumps(report)))], tmp_path / "by-size.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
