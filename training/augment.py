@@ -36,6 +36,7 @@ class AugmentConfig:
     hsv: float = 0.3  # strength of hue/saturation/value jitter, 0 disables
     random_place: bool = True  # place a smaller image anywhere on the canvas, not only top-left
     photometric: float = 0.0  # chance of one camera degradation per sample: blur, JPEG artefacts or sensor noise
+    zoom_class_weights: tuple[float, ...] | None = None  # zoom picks its face weighted by class (None: uniform)
 
     @classmethod
     def strength(cls, level: str) -> "AugmentConfig":
@@ -110,7 +111,11 @@ def zoom_on_face(
     # a face that reaches the size without more than ZOOM_MAX_UPSCALE, else the largest face, enlarged that much
     sides = np.sqrt(np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0))
     reachable = np.flatnonzero(sides * ZOOM_MAX_UPSCALE >= target)
-    chosen = int(rng.choice(reachable)) if len(reachable) else int(np.argmax(sides))
+    if len(reachable) and config.zoom_class_weights is not None:
+        weights = np.asarray(config.zoom_class_weights, np.float64)[np.asarray(class_ids)[reachable]]
+        chosen = int(rng.choice(reachable, p=weights / weights.sum()))
+    else:
+        chosen = int(rng.choice(reachable)) if len(reachable) else int(np.argmax(sides))
     face = boxes[chosen]
     longer = float(max(face[2] - face[0], face[3] - face[1], 1.0))
     scale = min(target / float(sides[chosen]), ZOOM_MAX_UPSCALE, largest / longer)  # the whole face stays in

@@ -33,6 +33,7 @@ def choose_allocator(choice: str) -> None:
 @click.option("--crop-size", type=int, default=384, show_default=True, help="Train on random crops of this size of the input canvas (faces keep their scale); 0: the full canvas.")
 @click.option("--mosaic", type=float, default=0.5, show_default=True, help="Chance of a four-image mosaic per sample.")
 @click.option("--zoom", type=float, default=0.0, show_default=True, help="Chance that a sample which is no mosaic is rescaled around one face, to a size drawn evenly from tiny to close-up (the face-size buckets of eval).")
+@click.option("--zoom-balance/--no-zoom-balance", default=False, show_default=True, help="Zoom picks its face weighted by 1 / class frequency, so close-ups of every class are seen (most large training faces are masked).")
 @click.option("--photometric", type=float, default=0.0, show_default=True, help="Chance per sample of one camera degradation: defocus blur, JPEG artefacts or sensor noise.")
 @click.option("--copy-paste", type=float, default=0.3, show_default=True, help="Chance of pasting 1-3 mask_weared_incorrect faces into a sample.")
 @click.option("--rare-class-weight", type=float, default=1.0, show_default=True, help="Class-loss weight of the anchors matched to mask_weared_incorrect faces (1: effdet's loss).")

@@ -94,6 +94,13 @@ class DetectionDataset(Dataset):
         )
 
 
+def inverse_class_frequencies(records: list[ImageRecord], num_classes: int) -> tuple[float, ...]:
+    """1 / (share of the boxes of each class): weights that make every class equally likely to be picked."""
+    counts = np.bincount(np.concatenate([np.asarray(r.class_ids, np.int64) for r in records] or [np.zeros(0, np.int64)]),
+                         minlength=num_classes).astype(np.float64)
+    return tuple(float(counts.sum() / c) if c else 0.0 for c in counts)
+
+
 def collate(batch):
     """Stack images; pad boxes/classes to the largest count with -1 (effdet ignores class -1)."""
     images = torch.stack([b[0] for b in batch])

@@ -22,7 +22,14 @@ from facemask_sdk.files import write_atomically
 from facemask_sdk.voc import VocDataset
 from facemask_tools.training.augment import AugmentConfig
 from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
-from facemask_tools.training.data import DetectionDataset, collate, epoch_indices, repeat_factors, steps_per_epoch
+from facemask_tools.training.data import (
+    DetectionDataset,
+    collate,
+    epoch_indices,
+    inverse_class_frequencies,
+    repeat_factors,
+    steps_per_epoch,
+)
 from facemask_tools.training.device import resolve_amp, resolve_device
 from facemask_tools.training.ema import WeightAverage
 from facemask_tools.training.evaluate import evaluate_network
@@ -55,6 +62,7 @@ class TrainConfig:
     mosaic: float = 0.5  # chance of a four-image mosaic per sample
     zoom: float = 0.0  # chance that a sample which is no mosaic is rescaled around one face (every face size)
     photometric: float = 0.0  # chance of blur, JPEG artefacts or sensor noise per sample
+    zoom_balance: bool = False  # zoom picks its face with weights 1 / class frequency (close-ups of every class)
     copy_paste: float = 0.3  # chance of pasting 1-3 mask_weared_incorrect faces into a sample
     rare_class_weight: float = 1.0  # class-loss weight of anchors matched to mask_weared_incorrect faces
     anchor_scale: float | None = None  # None: effdet's (3.0 for Lite0, 4.0 for D0)
@@ -226,7 +234,9 @@ class _Run:
             self.network.to(memory_format=torch.channels_last)
         paste_class = spec.classes.index(RARE_CLASS) if RARE_CLASS in spec.classes else -1
         self.dataset = DetectionDataset(
-            train_set.records, spec, replace(AugmentConfig.strength(config.augment), photometric=config.photometric),
+            train_set.records, spec,
+            replace(AugmentConfig.strength(config.augment), photometric=config.photometric, zoom_class_weights=(
+                inverse_class_frequencies(train_set.records, spec.num_classes) if config.zoom_balance else None)),
             config.seed, (crop, crop),
             mosaic=config.mosaic, copy_paste=config.copy_paste, paste_class=paste_class, zoom=config.zoom,
         )

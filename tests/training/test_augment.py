@@ -151,3 +151,29 @@ def test_photometric_degrades_pixels_only_and_draws_nothing_when_off():
         np.testing.assert_array_equal(clean[1], worn[1])  # without a flip to draw after it, the boxes do not move
         changed += int(not np.array_equal(clean[0], worn[0]))
     assert changed == 6
+
+
+def test_zoom_balance_picks_rare_class_faces_as_often_as_common_ones():
+    import numpy as np
+
+    from facemask_sdk.voc import ImageRecord
+    from facemask_tools.training.augment import zoom_on_face
+    from facemask_tools.training.data import inverse_class_frequencies
+
+    spec = make_spec("tf_efficientdet_lite0", 768)
+    image = np.zeros((600, 800, 3), np.uint8)
+    # four masked faces and one unmasked in one photo, all 100 px
+    boxes = np.array([[20 + 150 * i, 200, 120 + 150 * i, 300] for i in range(5)], np.float32)
+    classes = np.array([0, 0, 0, 0, 1])
+    weights = inverse_class_frequencies([ImageRecord("a", None, 800, 600, boxes, classes)], 3)
+    assert weights == (1.25, 5.0, 0.0)
+    picked = {"plain": [], "balanced": []}
+    for name, config in (("plain", AugmentConfig()), ("balanced", AugmentConfig(zoom_class_weights=weights))):
+        rng = np.random.default_rng(0)
+        for _ in range(400):
+            _, out, kept = zoom_on_face(image, boxes, classes, spec, config, rng, (384, 384))
+            sides = np.sqrt((out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1]))
+            picked[name].append(int(kept[np.argmax(sides)]) if len(kept) == 1 else -1)  # alone: it is the chosen one
+    alone = {name: [c for c in values if c >= 0] for name, values in picked.items()}
+    share = {name: np.mean(np.array(values) == 1) for name, values in alone.items()}
+    assert share["plain"] == pytest.approx(0.2, abs=0.08) and share["balanced"] == pytest.approx(0.5, abs=0.1), share
