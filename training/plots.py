@@ -89,7 +89,9 @@ def plot_by_size(series: list[tuple[str, dict]], path: Path) -> Path:
             axis.plot([i for i, _ in shown], [v for _, v in shown], marker="o", label=label)
             axis.set_xticks(range(len(names)), names)
     first = series[0][1]["by_size"] if series else {"iou_threshold": 0.5, "score_threshold": 0.3}
-    ax_found.set(title=f"faces found (score >= {first['score_threshold']:g}, IoU >= {first['iou_threshold']:g})", xlabel="face size (sqrt(area) / long side)",
+    ious = {report["by_size"]["iou_threshold"] for _, report in series}
+    iou = f"IoU >= {first['iou_threshold']:g}" if len(ious) <= 1 else "IoU as in the legend"
+    ax_found.set(title=f"faces found (score >= {first['score_threshold']:g}, {iou})", xlabel="face size (sqrt(area) / long side)",
                  ylabel="share of labelled faces", ylim=(0, 1.02))
     ax_right.set(title="labelled faces whose best box has the right class", xlabel="face size (sqrt(area) / long side)", ylim=(0, 1.02))
     for axis in (ax_found, ax_right):
