@@ -71,7 +71,7 @@ def decode_image(data: bytes | np.ndarray, source: str = "image") -> np.ndarray:
     except cv2.error:
         image = None
     if image is None:
-        raise FacemaskError(f"cannot decode image (corrupt or not an image): {source}")
+        raise FacemaskError(f"cannot decode image (corrupt, not an image, or not one of {READABLE_FORMATS}): {source}")
     return to_bgr8(image, source=source)
 
 
