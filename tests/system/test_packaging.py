@@ -20,7 +20,7 @@ import pytest
 from facemask_sdk.cli.main import TOOLING_GROUP, extra_providing, tooling_commands
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLING = {"train", "eval", "export", "build-engine", "bench"}
+TOOLING = {"train", "eval", "closeup-view", "export", "build-engine", "bench"}
 GENERIC_NAMES = {"training", "build_engine", "benchmarks", "models", "tests"}
 
 
