@@ -60,10 +60,15 @@ def extra_providing(module: str, preferred: tuple[str, ...] = ()) -> str | None:
     return min(providers, key=lambda extra: (sizes[extra], extra), default=None)
 
 
+DISTRIBUTIONS = {"cv2": "opencv-python-headless", "yaml": "PyYAML", "PIL": "Pillow", "sklearn": "scikit-learn"}
+"""pip's name for an import name where the two differ."""
+
+
 def missing_module_message(command: str, module: str, preferred: tuple[str, ...] = ()) -> str:
-    extra = extra_providing(module, preferred)
-    install = f"pip install 'facemask-sdk[{extra}]'" if extra else f"pip install {module.split('.')[0]}"
-    return f"'{command}' needs the Python package '{module.split('.')[0]}', which is not installed: {install}"
+    top = module.split(".")[0]
+    extra = extra_providing(top, preferred)
+    install = f"pip install 'facemask-sdk[{extra}]'" if extra else f"pip install {DISTRIBUTIONS.get(top, top)}"
+    return f"'{command}' needs the Python package '{top}', which is not installed: {install}"
 
 
 def _normalise(name: str) -> str:
@@ -99,6 +104,11 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args:  # named in error lines even when loading the command is what fails
+            ctx.meta["facemask_command"] = args[0]
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -106,9 +116,9 @@ class LazyGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except ModuleNotFoundError as exc:  # an optional dependency a command imports when it runs
-            name = ctx.invoked_subcommand or "facemask-sdk"
-            command = self.commands.get(name) or self.get_command(ctx, name)
-            preferred = getattr(command, "facemask_extras", ())
+            name = ctx.invoked_subcommand or ctx.meta.get("facemask_command") or "facemask-sdk"
+            entry_point = tooling_commands().get(name)  # its extras, without importing it again
+            preferred = tuple(entry_point.extras) if entry_point is not None else ()
             click.echo(f"error: {missing_module_message(name, exc.name or str(exc), preferred)}", err=True)
             sys.exit(2)
         except PermissionError as exc:  # e.g. an --out folder in a read-only place

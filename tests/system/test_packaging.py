@@ -119,3 +119,10 @@ def test_installed_wheel_detects_from_another_folder(wheel: Path, tmp_path: Path
     cli = subprocess.run([str(env_dir / "bin" / "facemask-sdk"), "--help"], capture_output=True, text=True, timeout=120,
                          cwd=elsewhere, env=env)
     assert cli.returncode == 0 and all(name in cli.stdout for name in TOOLING), cli.stdout + cli.stderr
+
+
+def test_a_missing_core_dependency_names_its_pip_package_and_the_subcommand() -> None:
+    result = _cli_without(["cv2"], "detect", "samples/images")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: 'detect' needs the Python package 'cv2', which is not installed: pip install opencv-python-headless"]
