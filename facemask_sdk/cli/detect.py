@@ -9,10 +9,14 @@ An `--out` that already has files is refused unless `--force`; inputs are never 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -98,6 +102,7 @@ def detect(
 
     resolved = resolve_sources(sources, timeout_s=timeout)
     window = False
+    stopped_by = 0
     try:
         out_dir = _choose_out_dir(out, force)
         plan = _plan_outputs(resolved, out_dir)
@@ -110,10 +115,12 @@ def detect(
             window = show and _display_available()
             run = _Run(detector, out_dir, window, max_frames)
             try:
-                for source, target in zip(resolved, plan):
-                    run.process(source, target)
-            except KeyboardInterrupt:
+                with _sigterm_as_stop():
+                    for source, target in zip(resolved, plan):
+                        run.process(source, target)
+            except (KeyboardInterrupt, _Terminated) as stop:
                 run.interrupted = True
+                stopped_by = STOP_EXIT_CODES[type(stop)]
                 click.echo("interrupted; writing what was done so far", err=True)
             finally:
                 run.finish()
@@ -128,7 +135,34 @@ def detect(
         click.echo(line)
     if summary["failures"]:
         click.echo(f"error: {len(summary['failures'])} input(s) failed (listed in {out_dir / SUMMARY_NAME})", err=True)
-        sys.exit(1)
+        sys.exit(stopped_by or 1)
+    if stopped_by:
+        sys.exit(stopped_by)
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived (`docker stop`, a service manager): stop like Ctrl-C, with the outputs written."""
+
+
+STOP_EXIT_CODES = {KeyboardInterrupt: 130, _Terminated: 143}
+"""128 + the signal's number, as a shell reports a process that the signal ended."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_stop() -> Iterator[None]:
+    """Turn SIGTERM into `_Terminated` in the main thread meanwhile (signals reach only the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Run:
@@ -201,6 +235,7 @@ class _Run:
             "timing_ms": {key[:-3]: round(timing[key], 3) for key in STAGES},
         }
         self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()  # a reader tailing the file, or a run stopped by a signal, sees every frame done
         annotated = annotate(frame.image, detections)
         if banner:
             annotated = draw_summary(annotated, summary)

@@ -218,3 +218,37 @@ def test_silent_stream_times_out(run_cli, tiny_onnx, tmp_path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "timed out after" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(("sent", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stopped_run_writes_its_summary_and_says_it_was_stopped(sent, code, tmp_path) -> None:
+    """`docker stop` sends SIGTERM, Ctrl-C SIGINT: both end the run with what was done written and a
+    non-zero exit code (128 + the signal), never a summary-less folder that --force then refuses."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (160, 120))
+    for i in range(600):
+        writer.write(np.full((120, 160, 3), i % 255, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "facemask_sdk.cli.main", "detect", str(clip), "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_no_display_env())
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "detections.jsonl").is_file() and (out / "detections.jsonl").stat().st_size):
+            assert process.poll() is None and time.monotonic() < deadline, "detect ended or never started"
+            time.sleep(0.2)
+        process.send_signal(getattr(signal, sent))
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == code, stderr[-2000:]
+    assert "interrupted; writing what was done so far" in stderr and "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and 0 < summary["frames"] < 600
+    assert len(_jsonl(out / "detections.jsonl")) == summary["frames"]
