@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -21,6 +22,10 @@ from facemask_sdk.spec import ModelSpec
 from facemask_tools.training.model import create_network
 
 CHECKPOINT_KEYS = ("state_dict", "spec")
+MAX_UNPACKED_BYTES = 2 << 30
+"""A checkpoint's archive may unpack to at most 2 GiB (ours: 13-40 MB): a zip bomb is refused unopened."""
+MAX_PICKLE_BYTES = 64 << 20
+"""Its pickle (the structure; tensors are separate members) at most 64 MiB (ours: under 1 MB)."""
 
 
 def save_checkpoint(path: str | Path, payload: dict, overwrite: bool = True) -> Path:
@@ -43,10 +48,11 @@ def read_checkpoint(path: str | Path) -> dict:
 def load_weights_file(path: str | Path) -> object:
     """`torch.load` with `weights_only=True`: tensors and plain Python values only, so a pickle that
     would run code is refused before anything of it runs. `ModelFileError` (one line) otherwise."""
+    _check_archive_size(Path(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global[^\n]*", str(exc))
+        found = re.search(r"unsupported global[^\n]*", str(exc), re.IGNORECASE)
         if found:  # the weights-only unpickler met an object it would have to construct by running code
             raise ModelFileError(
                 f"{path} was refused: it holds objects other than tensors and plain values, and loading it could "
@@ -55,6 +61,25 @@ def load_weights_file(path: str | Path) -> object:
         raise ModelFileError(f"{path} is not a readable PyTorch checkpoint (not a torch.save file)") from None
     except Exception as exc:  # torch raises many types for a bad file (zip, EOF, ...)
         raise ModelFileError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _check_archive_size(path: Path) -> None:
+    """Refuse, from the zip directory alone, an archive that would unpack to more than the limits."""
+    if not zipfile.is_zipfile(path):
+        return  # a legacy torch.save file: its unpickled size is bounded by the file's own
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load names what is wrong with it
+    unpacked = sum(member.file_size for member in members)
+    pickled = max((member.file_size for member in members if member.filename.endswith(".pkl")), default=0)
+    if unpacked > MAX_UNPACKED_BYTES or pickled > MAX_PICKLE_BYTES or len(members) > 100_000:
+        raise ModelFileError(
+            f"{path} was refused: it would unpack to {unpacked / 2**20:,.0f} MiB in {len(members)} members "
+            f"(pickle {pickled / 2**20:,.0f} MiB); a checkpoint is at most {MAX_UNPACKED_BYTES >> 20:,} MiB "
+            f"with a pickle of at most {MAX_PICKLE_BYTES >> 20} MiB"
+        )
 
 
 def load_network(path: str | Path):
