@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from facemask_sdk.anchors import generate_anchors
 from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.spec import METADATA_KEY, OUTPUT_NAMES, ModelSpec
@@ -190,8 +191,17 @@ def _check_io(session, spec: ModelSpec, path: Path) -> tuple[str, type, int | No
         raise ModelFileError(
             f"{path}: input '{image_input.name}' has type {image_input.type}; expected tensor(float) or tensor(float16)"
         )
-    names = [o.name for o in session.get_outputs()]
-    if any(name not in names for name in OUTPUT_NAMES):
-        raise ModelFileError(f"{path}: expected outputs {list(OUTPUT_NAMES)}, found {names}")
+    outputs = {o.name: o for o in session.get_outputs()}
+    if any(name not in outputs for name in OUTPUT_NAMES):
+        raise ModelFileError(f"{path}: expected outputs {list(OUTPUT_NAMES)}, found {list(outputs)}")
+    # a graph with the right input but other heads would answer with garbage: its static sizes must match
+    anchors = len(generate_anchors(spec))
+    for name, width in zip(OUTPUT_NAMES, (spec.num_classes, 4)):
+        declared = list(outputs[name].shape)
+        wanted = [None, anchors, width]
+        if len(declared) != 3 or any(isinstance(d, int) and w is not None and d != w for d, w in zip(declared, wanted)):
+            raise ModelFileError(
+                f"{path}: output '{name}' has shape {declared}; the model spec says [N, {anchors}, {width}]"
+            )
     batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     return image_input.name, _DTYPES[image_input.type], batch
