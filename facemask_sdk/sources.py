@@ -12,8 +12,8 @@ suffix; all digits is a camera index; anything with `*`, `?` or `[` is a glob (`
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -29,6 +29,14 @@ from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 DEFAULT_FPS = 30.0
+FPS_RANGE = (1.0, 240.0)
+"""Frame rates a container may claim and be believed: OpenCV's video writers refuse under 1 frame/s."""
+
+
+def plausible_fps(claimed: float) -> float:
+    """The container's frame rate where it is believable (FPS_RANGE), else DEFAULT_FPS (cameras and
+    streams often report 0, NaN or nonsense such as 0.001 or 90000)."""
+    return claimed if math.isfinite(claimed) and FPS_RANGE[0] <= claimed <= FPS_RANGE[1] else DEFAULT_FPS
 """Frame rate assumed for writing when a camera or stream does not report a usable one."""
 DEFAULT_TIMEOUT_S = 10.0
 """How long a stream may take to open or to deliver a frame before it counts as timed out."""
@@ -96,8 +104,7 @@ class VideoSource:
             if kind == "stream" and waited >= 0.9 * timeout_s:
                 raise FacemaskError(f"cannot open stream {target!r}: timed out after {waited:.0f} s with no video (--timeout)")
             raise FacemaskError(f"cannot open {what} {target!r} (unreadable, unsupported codec or unreachable)")
-        fps = float(self._capture.get(cv2.CAP_PROP_FPS))
-        self.fps = fps if math.isfinite(fps) and 0.0 < fps <= 240.0 else DEFAULT_FPS
+        self.fps = plausible_fps(float(self._capture.get(cv2.CAP_PROP_FPS)))
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
         self.frame_count: int | None = count if count > 0 else None
         """Frames in a video file as its container reports them (None for live sources or when unknown)."""
@@ -175,8 +182,7 @@ def _resolve(argument: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Source
     if argument.isdigit():
         return [VideoSource(int(argument), "camera")]
     if any(char in argument for char in "*?["):
-        matches = sorted(Path(p) for p in glob.glob(argument, recursive=True))
-        files = [p for p in matches if p.is_file() and _kind(p) is not None]
+        files = [p for p in _glob_files(argument) if _kind(p) is not None]
         if not files:
             raise FileNotFoundError(f"no images or videos match {argument!r}")
         return _from_files(files, argument)
@@ -185,6 +191,22 @@ def _resolve(argument: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Source
 
 OPENCV_LOG_SILENT = 0
 """OpenCV's LOG_LEVEL_SILENT: the same number in 4.x and 5.x."""
+
+
+def _glob_files(pattern: str) -> list[Path]:
+    """Files matching `pattern` (`**` recursive), sorted, each once: `**` does not descend into symlinked
+    folders (pathlib's rule), so a symlink loop cannot repeat an image or walk for ever."""
+    parts = Path(pattern).parts
+    first_magic = next(i for i, part in enumerate(parts) if any(char in part for char in "*?["))
+    root = Path(*parts[:first_magic]) if first_magic else Path(".")
+    seen: set[str] = set()
+    files = []
+    for path in sorted(root.glob(str(Path(*parts[first_magic:])))):
+        real = os.path.realpath(path)
+        if path.is_file() and real not in seen:
+            seen.add(real)
+            files.append(path)
+    return files
 
 
 @contextlib.contextmanager

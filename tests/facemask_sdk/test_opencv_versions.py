@@ -51,3 +51,15 @@ def test_a_video_is_read_whole(opencv, request, tmp_path):
     version, frames, fps = done.stdout.split()
     assert (frames, float(fps)) == ("5", 10.0)
     assert version.startswith("4.11") if opencv == "4.11" else not version.startswith("4.11")
+
+
+def test_only_believable_frame_rates_are_taken_from_a_container():
+    """A header claiming 0.001 frame/s once passed and then broke the video writer (which needs >= 1)."""
+    import math
+
+    from facemask_sdk.sources import DEFAULT_FPS, plausible_fps
+
+    for claimed in (0.001, 0.0, -1.0, math.nan, math.inf, 90000.0):
+        assert plausible_fps(claimed) == DEFAULT_FPS, claimed
+    for claimed in (1.0, 12.5, 29.97, 240.0):
+        assert plausible_fps(claimed) == claimed
