@@ -159,8 +159,7 @@ def evaluate_detections(
         if iou_threshold is not None and iou_threshold not in coco_thresholds:
             evaluator.params.iouThrs = np.sort(np.append(coco_thresholds, iou_threshold))
         evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
+        evaluator.accumulate()  # the figures below read its precision array; COCO's printed summary is not needed
     # precision: [iou thresholds, recall points, classes, area ranges, max dets]; area 'all', largest maxDets
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
     thresholds = np.asarray(evaluator.params.iouThrs)

@@ -137,11 +137,10 @@ def zoom_on_face(
     normalize_into(canvas, crop, spec.mean, spec.std)
     # outside the image the canvas is 0, as letterbox padding is after normalisation
     left, top = max(0, int(np.ceil(-x0))), max(0, int(np.ceil(-y0)))
-    right = min(in_w, int(np.floor(image_bgr.shape[1] * scale - x0)))
-    bottom = min(in_h, int(np.floor(image_bgr.shape[0] * scale - y0)))
-    inside = np.zeros((in_h, in_w), bool)
-    inside[top:bottom, left:right] = True
-    canvas[:, ~inside] = 0.0
+    right = max(left, int(np.floor(image_bgr.shape[1] * scale - x0)))
+    bottom = max(top, int(np.floor(image_bgr.shape[0] * scale - y0)))
+    canvas[:, :top] = canvas[:, bottom:] = 0.0
+    canvas[:, :, :left] = canvas[:, :, right:] = 0.0
     moved = boxes * np.float32(scale) - np.array([x0, y0, x0, y0], np.float32)
     clipped, kept_classes = clip_boxes(moved, class_ids, in_h, in_w)
     return _maybe_flip(canvas, clipped, kept_classes, config, rng)
