@@ -23,6 +23,9 @@ _LAZY = {
     "Detector": "facemask_sdk.detector",
     "Detections": "facemask_sdk.detections",
     "annotate": "facemask_sdk.annotation",
+    "FaceTracker": "facemask_sdk.tracking",
+    "TrackerConfig": "facemask_sdk.tracking",
+    "blur_faces": "facemask_sdk.privacy",
 }
 
 __all__ = ["CLASSES", "AnchorSpec", "FacemaskError", "ModelFileError", "ModelSpec", "__version__", *_LAZY]

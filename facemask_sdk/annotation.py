@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import cv2
 import numpy as np
 
@@ -31,12 +33,17 @@ def class_colour(label: str, class_id: int = 0) -> tuple[int, int, int]:
 
 
 def annotate(
-    image_bgr: np.ndarray, detections: Detections, ground_truth: Detections | None = None
+    image_bgr: np.ndarray,
+    detections: Detections,
+    ground_truth: Detections | None = None,
+    verdicts: Mapping[int, str] | None = None,
 ) -> np.ndarray:
     """A copy of the image with each detection's box and `label score`, coloured by class.
 
     Ground truth, if given, is drawn first as thin dashed white boxes with the label but no score, so
-    predictions stay on top and the two are easy to tell apart.
+    predictions stay on top and the two are easy to tell apart. Tracked detections (`tracker_id`) read
+    `#id class score`; with `verdicts` (tracker id to the person's class so far) the class shown, and the
+    colour, are the person's verdict rather than this frame's guess.
     """
     canvas = _copy_image(image_bgr)
     scale = _font_scale(canvas)
@@ -46,15 +53,23 @@ def annotate(
             _dashed_rectangle(canvas, *corners, GROUND_TRUTH_COLOUR_BGR, thickness=1)
             _label(canvas, f"gt {label}", corners[1], GROUND_TRUTH_COLOUR_BGR, scale, below=True)
     thickness = max(2, round(min(canvas.shape[:2]) / 300))
-    items = [(score, class_id, label, _corners(box, canvas)) for box, score, class_id, label in detections]
+    tracker_ids = [None] * len(detections) if detections.tracker_id is None else detections.tracker_id.tolist()
+    items = []
+    for (box, score, class_id, label), tracker_id in zip(detections, tracker_ids):
+        text = f"{label} {score:.2f}"
+        if tracker_id is not None and tracker_id > 0:
+            label = (verdicts or {}).get(tracker_id, label)
+            class_id = detections.class_names.index(label) if label in detections.class_names else class_id
+            text = f"#{tracker_id} {label} {score:.2f}"
+        items.append((score, class_id, label, _corners(box, canvas), text))
     placed = _place_labels(canvas, items, scale)
     order = sorted(range(len(items)), key=lambda i: items[i][0])  # ascending: the best-scored on top
     for i in order:
-        score, class_id, label, corners = items[i]
+        score, class_id, label, corners, _ = items[i]
         cv2.rectangle(canvas, corners[0], corners[1], class_colour(label, class_id), thickness)
     for i in order:
-        score, class_id, label, _ = items[i]
-        text, (x, top, text_scale) = f"{label} {score:.2f}", placed[i]
+        score, class_id, label, _, text = items[i]
+        x, top, text_scale = placed[i]
         _draw_label(canvas, text, x, top, class_colour(label, class_id), text_scale)
     return canvas
 
@@ -66,8 +81,7 @@ def _place_labels(image: np.ndarray, items: list, scale: float) -> list[tuple[in
     taken: list[tuple[int, int, int, int]] = []
     placed: list[tuple[int, int, float] | None] = [None] * len(items)
     for i in sorted(range(len(items)), key=lambda i: -items[i][0]):
-        score, _, label, ((x1, y1), (x2, y2)) = items[i]
-        text = f"{label} {score:.2f}"
+        score, _, label, ((x1, y1), (x2, y2)), text = items[i]
         (full_w, _), _ = cv2.getTextSize(text, FONT, scale, 1)
         fit = max(x2 - x1, 1) * 1.6 / max(full_w, 1)
         text_scale = float(np.clip(scale * min(1.0, fit), min(MIN_LABEL_SCALE, scale), scale))

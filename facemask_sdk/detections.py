@@ -44,7 +44,8 @@ class Detection(NamedTuple):
 @dataclass(eq=False)
 class Detections:
     """N detections of one image: xyxy float32 `[N, 4]` boxes (original-image pixels), float32 `[N]`
-    scores in [0, 1], int64 `[N]` class ids indexing `class_names`.
+    scores in [0, 1], int64 `[N]` class ids indexing `class_names`, and, from a tracker
+    (`facemask_sdk.tracking`), int64 `[N]` person ids in `tracker_id` (-1: on no person's track).
 
     Inputs are coerced to those dtypes; wrong shapes, mismatched lengths or unknown class ids raise
     `FacemaskError` saying what was expected and what was found.
@@ -54,6 +55,7 @@ class Detections:
     scores: np.ndarray
     class_ids: np.ndarray
     class_names: tuple[str, ...] = CLASSES
+    tracker_id: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.class_names = tuple(str(name) for name in self.class_names)
@@ -66,7 +68,9 @@ class Detections:
             else:
                 raise FacemaskError(f"xyxy must have shape [N, 4], got {list(self.xyxy.shape)}")
         n = len(self.xyxy)
-        for name in ("scores", "class_ids"):
+        if self.tracker_id is not None:
+            self.tracker_id = _as_class_ids(self.tracker_id, "tracker_id")
+        for name in ("scores", "class_ids") + (("tracker_id",) if self.tracker_id is not None else ()):
             array = getattr(self, name)
             if array.shape != (n,):
                 raise FacemaskError(
@@ -116,11 +120,13 @@ class Detections:
                 raise FacemaskError(
                     f"index with an int, a slice, a boolean mask or integers, got {index.dtype}"
                 )
-        return Detections(self.xyxy[index], self.scores[index], self.class_ids[index], self.class_names)
+        tracker_id = None if self.tracker_id is None else self.tracker_id[index]
+        return Detections(self.xyxy[index], self.scores[index], self.class_ids[index], self.class_names, tracker_id)
 
     def to_dict(self) -> list[dict]:
-        """JSON-ready list, one `{"box": [x1, y1, x2, y2], "score", "class_id", "label"}` per detection."""
-        return [
+        """JSON-ready list, one `{"box": [x1, y1, x2, y2], "score", "class_id", "label"}` per detection,
+        plus `"tracker_id"` when the detections come from a tracker."""
+        records = [
             {
                 "box": [float(v) for v in box.tolist()],
                 "score": float(score),
@@ -129,6 +135,10 @@ class Detections:
             }
             for box, score, class_id, label in self
         ]
+        if self.tracker_id is not None:
+            for record, tracker_id in zip(records, self.tracker_id.tolist()):
+                record["tracker_id"] = tracker_id
+        return records
 
     def summary(self) -> dict:
         """Counts for a report.
@@ -152,12 +162,12 @@ def _as_array(name: str, value: object, dtype: type) -> np.ndarray:
         ) from None
 
 
-def _as_class_ids(value: object) -> np.ndarray:
+def _as_class_ids(value: object, name: str = "class_ids") -> np.ndarray:
     array = np.asarray(value)
     if array.size and not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
-        floats = _as_array("class_ids", array, np.float64)
+        floats = _as_array(name, array, np.float64)
         if not np.all(np.isfinite(floats)) or np.any(floats != np.round(floats)):
             raise FacemaskError(
-                f"class_ids must be whole numbers, got {array.dtype} values like {floats.ravel()[:3]}"
+                f"{name} must be whole numbers, got {array.dtype} values like {floats.ravel()[:3]}"
             )
-    return _as_array("class_ids", array, np.int64)
+    return _as_array(name, array, np.int64)

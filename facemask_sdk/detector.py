@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Sequence, Union
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from facemask_sdk.spec import ModelSpec
 from facemask_sdk.stages import (
     DEVICE, HOST, STAGE_KINDS, NumpyPostprocess, NumpyPreprocess, Pipeline, close_in_order,
 )
+
+if TYPE_CHECKING:
+    from facemask_sdk.tracking import TrackerConfig
 
 ImageInput = Union[np.ndarray, str, os.PathLike]
 
@@ -146,14 +149,17 @@ class Detector:
         if self._pipeline is None:
             raise FacemaskError(f"this Detector ({self.model_path}) is closed; create a new one")
 
-    def stream(self, sources, max_frames: int | None = None, timeout_s: float | None = None):
+    def stream(self, sources, max_frames: int | None = None, timeout_s: float | None = None, track: bool = False,
+               tracker_config: "TrackerConfig | None" = None):
         """`(frame, detections)` for every frame of `sources` (a path, folder, glob, video, camera index,
-        RTSP/HTTP URL, or a list of them), with running totals in `.totals` (`facemask_sdk.stream`)."""
+        RTSP/HTTP URL, or a list of them), with running totals in `.totals` (`facemask_sdk.stream`).
+        `track=True` follows faces across frames and counts people (`facemask_sdk.tracking`)."""
         from facemask_sdk.sources import DEFAULT_TIMEOUT_S
         from facemask_sdk.stream import DetectionStream
 
         self._check_open()
-        return DetectionStream(self, sources, max_frames, DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
+        return DetectionStream(self, sources, max_frames, DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s,
+                               track=track, tracker_config=tracker_config)
 
     def frame_buffer(self, height: int, width: int) -> np.ndarray:
         """A BGR uint8 `height x width x 3` array to capture frames into (`cap.read(frame)`).

@@ -12,16 +12,28 @@ code the CLI prints and writes to `summary.json`.
     ...     print(stream.totals.summary())
 
 Frames that cannot be read (a broken image among many) are skipped and listed in `totals.failures`.
+
+With `track=True` faces keep an identity across frames (`facemask_sdk.tracking`): every `Detections`
+carries `tracker_id`, `stream.confirmed_now` lists the people confirmed in the frame just yielded (an
+app's cue to act, say, on a person without a mask), and the summary counts people as well as faces:
+
+    >>> stream = detector.stream("door.mp4", track=True)
+    >>> for frame, detections in stream:
+    ...     for person in stream.confirmed_now:
+    ...         if not person.compliant: alert(person)
+    >>> stream.totals.summary()["people"]  # {"people": 12, "per_class": {...}, "compliance_rate": 0.75}
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from facemask_sdk.detections import Detections, compliance_rate
-from facemask_sdk.sources import DEFAULT_TIMEOUT_S, Frame, Source, resolve_sources
+from facemask_sdk.sources import DEFAULT_TIMEOUT_S, Frame, Source, VideoSource, resolve_sources
+from facemask_sdk.tracking import FaceTracker, Person, TrackerConfig
 
 if TYPE_CHECKING:
     from facemask_sdk.detector import Detector
@@ -40,6 +52,8 @@ class StreamTotals:
     frame_compliance: list[float] = field(default_factory=list)  # one entry per frame with faces
     stage_ms: Counter = field(default_factory=Counter)
     failures: list[dict] = field(default_factory=list)
+    tracker: FaceTracker | None = None
+    """Set when tracking: the summary then counts people too."""
 
     def __post_init__(self) -> None:
         self.per_class.update({name: 0 for name in self.class_names})
@@ -60,7 +74,8 @@ class StreamTotals:
 
     def summary(self) -> dict:
         """Frames, faces, faces per frame and per class, compliance over all faces and averaged over
-        frames with faces, and mean milliseconds per stage."""
+        frames with faces, mean milliseconds per stage, and, when tracking, `people`: unique people,
+        people per class and compliance over people."""
         faces = sum(self.per_class.values())
         frames = max(self.frames, 1)
         over_frames = sum(self.frame_compliance) / len(self.frame_compliance) if self.frame_compliance else None
@@ -73,15 +88,28 @@ class StreamTotals:
             "per_class": dict(self.per_class),
             "compliance_rate": compliance_rate(self.per_class),
             "mean_ms": {key[:-3]: round(value / frames, 3) for key, value in self.stage_ms.items()},
+            **({"people": self.tracker.summary()} if self.tracker is not None else {}),
         }
 
 
+def frame_time_s(source: Source, frame: Frame, opened_at: float) -> float | None:
+    """Seconds into a video file (frame index over its frame rate), seconds since the first frame of a
+    camera or stream (their frame rates are claims), None for image files (no time between them)."""
+    if not isinstance(source, VideoSource):
+        return None
+    if source.kind == "video":
+        return frame.index / source.fps
+    return time.monotonic() - opened_at
+
+
 class DetectionStream:
-    """Iterate `(frame, detections)` over sources; `totals` accumulates as frames go by."""
+    """Iterate `(frame, detections)` over sources; `totals` accumulates as frames go by. With `track`,
+    each source is one scene for the tracker (people do not carry over from one video to the next)."""
 
     def __init__(
         self, detector: "Detector", sources: str | int | Source | Sequence[str | int | Source],
-        max_frames: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_frames: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, track: bool = False,
+        tracker_config: TrackerConfig | None = None,
     ) -> None:
         items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         self.sources: list[Source] = []
@@ -92,13 +120,18 @@ class DetectionStream:
                 self.sources.append(item)
         self.detector = detector
         self.max_frames = max_frames
-        self.totals = StreamTotals(detector.spec.classes)
+        self.tracker = FaceTracker(detector.spec.classes, tracker_config) if track else None
+        self.totals = StreamTotals(detector.spec.classes, tracker=self.tracker)
+        self.confirmed_now: list[Person] = []
+        """People confirmed in the frame last yielded (tracking only)."""
 
     def frames(self) -> Iterator[tuple[Source, Frame]]:
         """Every readable frame of every source, in order, up to `max_frames` in all; unreadable ones
         are recorded in `totals.failures` and skipped."""
         seen = 0
         for source in self.sources:
+            if self.tracker is not None:
+                self.tracker.new_scene()
             for frame in source:
                 if self.max_frames is not None and seen >= self.max_frames:
                     return
@@ -110,9 +143,14 @@ class DetectionStream:
 
     def __iter__(self) -> Iterator[tuple[Frame, Detections]]:
         try:
-            for _, frame in self.frames():
+            opened_at: dict[int, float] = {}
+            for source, frame in self.frames():
                 detections = self.detector(frame.image)
                 self.totals.add(detections, self.detector.last_timing)
+                if self.tracker is not None:
+                    start = opened_at.setdefault(id(source), time.monotonic())
+                    detections = self.tracker.update(detections, frame.index, frame_time_s(source, frame, start))
+                    self.confirmed_now = self.tracker.confirmed_now
                 yield frame, detections
         finally:
             self.close()

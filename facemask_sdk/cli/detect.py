@@ -3,7 +3,11 @@
 Outputs in `--out` (default: a fresh `runs/detect/expN`):
 - annotated images under their own names, or one annotated `.mp4` (mp4v) per video, camera or stream;
 - `detections.jsonl`: one line per image or frame (source, frame, size, detections, timing in ms);
-- `summary.json`: frames, faces per class, compliance rate and speed, also printed at the end.
+- `summary.json`: frames, faces per class, compliance rate and speed, also printed at the end;
+- with `--track`: `people.jsonl`, one line per person (id, first and last frame and time, class by
+  vote, that class's share of the person's frames, mean score), and `events.jsonl`, one line the moment
+  a person without a mask (or wearing it incorrectly) is confirmed, flushed at once for an app to tail.
+`--blur` makes faces unrecognisable in every image and video written; `--no-media` writes none.
 An `--out` that already has files is refused unless `--force`; inputs are never overwritten.
 """
 
@@ -24,9 +28,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from facemask_sdk.detections import COMPLIANT_CLASS
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.privacy import BLUR_CHOICES, BLUR_METHODS
 from facemask_sdk.sources import DEFAULT_TIMEOUT_S, ImageSource, Source, VideoSource, resolve_sources
-from facemask_sdk.stream import STAGES, StreamTotals
+from facemask_sdk.stream import STAGES, StreamTotals, frame_time_s
 
 # FFmpeg's own log lines ("moov atom not found", ...) would bury our one-line errors; read before
 # OpenCV first opens a video. Set OPENCV_FFMPEG_LOGLEVEL yourself to see them.
@@ -35,6 +41,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 DEFAULT_RUNS_DIR = Path("runs") / "detect"
 JSONL_NAME = "detections.jsonl"
 SUMMARY_NAME = "summary.json"
+PEOPLE_NAME = "people.jsonl"
+EVENTS_NAME = "events.jsonl"
 WINDOW = "facemask-sdk"
 
 
@@ -73,6 +81,20 @@ WINDOW = "facemask-sdk"
     show_default=True,
     help="Seconds a stream may take to open or deliver a frame before it counts as timed out.",
 )
+@click.option(
+    "--track",
+    is_flag=True,
+    help="Follow faces across frames and count people, not frames: people.jsonl, events.jsonl, ids on the boxes.",
+)
+@click.option(
+    "--blur",
+    type=click.Choice(BLUR_CHOICES),
+    default="none",
+    show_default=True,
+    help="Faces to make unrecognisable in the images and videos written (unmasked: every face not wearing a mask right).",
+)
+@click.option("--blur-method", type=click.Choice(BLUR_METHODS), default="pixelate", show_default=True)
+@click.option("--no-media", is_flag=True, help="Write no images or videos, only the JSON outputs.")
 @click.option("--show", is_flag=True, help="Show annotated frames in a window (needs a display; q or Esc stops).")
 @click.option(
     "--force",
@@ -89,6 +111,10 @@ def detect(
     class_aware: bool,
     max_frames: int | None,
     timeout: float,
+    track: bool,
+    blur: str,
+    blur_method: str,
+    no_media: bool,
     show: bool,
     force: bool,
 ) -> None:
@@ -106,14 +132,15 @@ def detect(
     try:
         out_dir = _choose_out_dir(out, force)
         plan = _plan_outputs(resolved, out_dir)
-        _check_replaceable(out_dir, plan)
+        _check_replaceable(out_dir, ([] if no_media else plan) + ([PEOPLE_NAME, EVENTS_NAME] if track else []))
         with Detector(
             model, score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
             class_agnostic=not class_aware,
         ) as detector:
             out_dir.mkdir(parents=True, exist_ok=True)
             window = show and _display_available()
-            run = _Run(detector, out_dir, window, max_frames)
+            run = _Run(detector, out_dir, window, max_frames, track=track, blur=blur, blur_method=blur_method,
+                       media=not no_media)
             try:
                 with _sigterm_as_stop():
                     for source, target in zip(resolved, plan):
@@ -168,12 +195,19 @@ def _sigterm_as_stop() -> Iterator[None]:
 class _Run:
     """State of one `detect` run: the JSONL file, the current video writer, the running totals."""
 
-    def __init__(self, detector, out_dir: Path, show: bool, max_frames: int | None) -> None:
+    def __init__(self, detector, out_dir: Path, show: bool, max_frames: int | None, track: bool = False,
+                 blur: str = "none", blur_method: str = "pixelate", media: bool = True) -> None:
+        from facemask_sdk.tracking import FaceTracker
+
         self.detector = detector
         self.out_dir = out_dir
         self.show = show
         self.max_frames = max_frames
-        self.totals = StreamTotals(detector.spec.classes)  # the library's totals: one summary for CLI and SDK
+        self.blur, self.blur_method, self.media = blur, blur_method, media
+        self.tracker = FaceTracker(detector.spec.classes) if track else None
+        # the library's totals: one summary for CLI and SDK
+        self.totals = StreamTotals(detector.spec.classes, tracker=self.tracker)
+        self.events = _open_for_writing(out_dir / EVENTS_NAME) if track else None
         self.written: list[str] = []
         self.interrupted = False
         self.stopped = False
@@ -186,6 +220,9 @@ class _Run:
         """Detect in every frame of one source; `target` is its output video or one path per image."""
         if self.stopped:
             return
+        if self.tracker is not None:
+            self.tracker.new_scene()
+        self.source, self.opened_at = source, time.monotonic()
         if isinstance(source, ImageSource):
             bar = tqdm(source, total=len(source), desc=source.argument, unit="img", disable=len(source) < 2 or None)
             for frame, path in zip(bar, target):
@@ -221,10 +258,17 @@ class _Run:
 
     def _handle(self, frame, write, banner: bool = False) -> None:
         from facemask_sdk.annotation import annotate, draw_summary
+        from facemask_sdk.privacy import blur_faces
 
         detections = self.detector(frame.image)
         timing = self.detector.last_timing
         summary = self.totals.add(detections, timing)
+        verdicts = None
+        if self.tracker is not None:
+            time_s = frame_time_s(self.source, frame, self.opened_at)
+            detections = self.tracker.update(detections, frame.index, time_s)
+            verdicts = self.tracker.verdicts()
+            self._report_events(frame, time_s)
         record = {
             "source": frame.source,
             "frame": frame.index,
@@ -236,14 +280,33 @@ class _Run:
         }
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()  # a reader tailing the file, or a run stopped by a signal, sees every frame done
-        annotated = annotate(frame.image, detections)
+        if not (self.media or self.show):
+            return
+        image = frame.image
+        if self.blur != "none":
+            image = blur_faces(image, detections, self.blur, self.blur_method, verdicts)
+        annotated = annotate(image, detections, verdicts=verdicts)
         if banner:
             annotated = draw_summary(annotated, summary)
-        write(annotated)
+        if self.media:
+            write(annotated)
         if self.show:
             cv2.imshow(WINDOW, annotated)
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 self.stopped = True
+
+    def _report_events(self, frame, time_s: float | None) -> None:
+        """One line in events.jsonl (and on stderr) for each person confirmed without a mask worn right."""
+        for person in self.tracker.confirmed_now:
+            if person.label == COMPLIANT_CLASS:
+                continue
+            event = {"event": "person_without_mask", "person": person.id, "label": person.label,
+                     "source": frame.source, "frame": frame.index,
+                     "time_s": None if time_s is None else round(time_s, 3), "mean_score": round(person.mean_score, 4)}
+            self.events.write(json.dumps(event) + "\n")
+            self.events.flush()
+            when = f"{time_s:.1f} s" if time_s is not None else f"frame {frame.index}"
+            tqdm.write(f"event: person {person.id} {person.label} at {when} in {frame.source}", file=sys.stderr)
 
     def _write_image(self, path: Path, image: np.ndarray) -> None:
         ok, data = cv2.imencode(path.suffix or ".png", image)
@@ -275,6 +338,10 @@ class _Run:
     def finish(self) -> None:
         self._close_writer()
         self.jsonl.close()
+        if self.tracker is not None:
+            self.events.close()
+            _write_text(self.out_dir / PEOPLE_NAME,
+                        "".join(json.dumps(person.to_dict()) + "\n" for person in self.tracker.people))
         self.seconds = time.perf_counter() - self.started
 
     def summary(self, arguments: list[str], detector) -> dict:
@@ -295,7 +362,10 @@ class _Run:
             "fps": round(frames / self.seconds, 2) if self.seconds > 0 else None,
             "detector_fps": round(1e3 * frames / detector_ms, 2) if detector_ms else None,
             "mean_ms": totals["mean_ms"],
-            "outputs": {"annotated": self.written, "jsonl": JSONL_NAME},
+            **({"people": totals["people"]} if self.tracker is not None else {}),
+            "blur": self.blur if self.media else "no media written",
+            "outputs": {"annotated": self.written, "jsonl": JSONL_NAME,
+                        **({"people": PEOPLE_NAME, "events": EVENTS_NAME} if self.tracker is not None else {})},
             "interrupted": self.interrupted or self.stopped,
             "failures": self.totals.failures,
             "warnings": self.warnings,
@@ -315,12 +385,13 @@ def _choose_out_dir(out: Path | None, force: bool) -> Path:
     return out
 
 
-def _check_replaceable(out_dir: Path, plan: list[Path | list[Path]]) -> None:
+def _check_replaceable(out_dir: Path, plan: list[Path | list[Path] | str]) -> None:
     """`--force` replaces only what an earlier detect run wrote there (its summary.json lists it)."""
     if not out_dir.is_dir():
         return
     ours = _earlier_outputs(out_dir)
-    targets = [SUMMARY_NAME, JSONL_NAME] + [p.name for item in plan for p in (item if isinstance(item, list) else [item])]
+    planned = [item if isinstance(item, list) else [item] for item in plan]
+    targets = [SUMMARY_NAME, JSONL_NAME] + [Path(p).name for item in planned for p in item]
     foreign = sorted(name for name in set(targets) if (out_dir / name).exists() and name not in ours)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
@@ -336,6 +407,7 @@ def _earlier_outputs(out_dir: Path) -> set[str]:
         summary = json.loads((out_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
         outputs = summary["outputs"]
         names = {str(n) for n in outputs["annotated"]} | {str(outputs["jsonl"])}
+        names |= {str(outputs[key]) for key in ("people", "events") if key in outputs}
     except (OSError, ValueError, KeyError, TypeError):
         return set()
     if not isinstance(summary.get("frames"), int) or "model" not in summary:
@@ -354,7 +426,7 @@ def _plan_outputs(sources: list[Source], out_dir: Path) -> list[Path | list[Path
 
     Refuses outputs that would replace one of the inputs (e.g. --out pointing at the image folder).
     """
-    used: set[str] = {JSONL_NAME, SUMMARY_NAME}
+    used: set[str] = {JSONL_NAME, SUMMARY_NAME, PEOPLE_NAME, EVENTS_NAME}
     inputs = {p.resolve() for s in sources if isinstance(s, ImageSource) for p in s.paths}
     inputs |= {Path(str(s.target)).resolve() for s in sources if isinstance(s, VideoSource) and s.kind == "video"}
     plan: list[Path | list[Path]] = []
@@ -415,6 +487,12 @@ def _summary_lines(summary: dict, out_dir: Path) -> list[str]:
         + (f" of all faces; {100 * summary['compliance_over_frames']:.1f}% mean over {summary['frames_with_faces']} "
            "frames with faces" if summary["frames"] > 1 and summary["compliance_over_frames"] is not None else ""),
     ]
+    if "people" in summary:
+        people = summary["people"]
+        counts = ", ".join(f"{name} {count}" for name, count in people["per_class"].items())
+        rate = people["compliance_rate"]
+        lines.append(f"people: {people['people']} ({counts}); compliance over people: "
+                     f"{'n/a' if rate is None else f'{100 * rate:.1f}%'}")
     if summary["frames"]:
         lines.append(
             f"speed: {summary['fps']} FPS end to end; per frame {mean['preprocess']:.1f} ms pre-processing, "
@@ -422,5 +500,7 @@ def _summary_lines(summary: dict, out_dir: Path) -> list[str]:
         )
     if summary["interrupted"]:
         lines.append("stopped early")
-    lines.append(f"results: {out_dir} ({len(summary['outputs']['annotated'])} annotated, {JSONL_NAME}, {SUMMARY_NAME})")
+    outputs = summary["outputs"]
+    extra = "".join(f", {outputs[key]}" for key in ("people", "events") if key in outputs)
+    lines.append(f"results: {out_dir} ({len(outputs['annotated'])} annotated, {JSONL_NAME}{extra}, {SUMMARY_NAME})")
     return lines

@@ -54,13 +54,13 @@ def test_crowded_labels_do_not_cover_each_other() -> None:
     image = np.zeros((400, 640, 3), dtype=np.uint8)
     boxes = [[20 + 30 * i, 200, 46 + 30 * i, 228] for i in range(12)]
     dets = Detections(boxes, np.linspace(0.9, 0.5, 12), [i % 3 for i in range(12)])
-    items = [(s, c, l, _corners(b, image)) for b, s, c, l in dets]
+    items = [(s, c, l, _corners(b, image), f"{l} {s:.2f}") for b, s, c, l in dets]
     placed = _place_labels(image, items, _font_scale(image))
     import cv2
 
     rects = []
-    for (score, _, label, _), (x, top, scale) in zip(items, placed):
-        (w, h), base = cv2.getTextSize(f"{label} {score:.2f}", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    for (_, _, _, _, text), (x, top, scale) in zip(items, placed):
+        (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         rects.append((x, top, x + w + 2, top + h + base + 2))
     overlapping = sum(_overlap_area(a, b) > 0 for i, a in enumerate(rects) for b in rects[i + 1 :])
     assert overlapping == 0, f"{overlapping} label pairs overlap"
