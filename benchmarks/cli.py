@@ -40,6 +40,9 @@ DEFAULT_OUT = Path("runs") / "bench"
               help="Intra-op threads for ONNX Runtime and torch (default: each library's own choice).")
 @click.option("--score-threshold", type=click.FloatRange(0.0, 1.0), default=0.4, show_default=True,
               help="Score threshold of the timed passes (deployment setting); mAP always uses 0.001.")
+@click.option("--input-size", "input_sizes", default=None, metavar="SIZES",
+              help="Comma-separated input sizes (multiples of 128) to run every CPU runner at, e.g. 512,640,768; "
+                   "needs a model exported with --dynamic-size. Default: the size the model was trained at.")
 @click.option("--runners", default=None, help="Comma-separated runner names to run (default: all; see --list-runners).")
 @click.option("--list-runners", is_flag=True, help="List the runners, whether each is available here and why not, then exit.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True,
@@ -48,15 +51,17 @@ DEFAULT_OUT = Path("runs") / "bench"
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def bench(
     model: Path, checkpoint: Path, data: str, split: str, images: int | None, warmup: int, iterations: int,
-    batch: int, threads: int | None, score_threshold: float, runners: str | None, list_runners: bool, out: Path, force: bool, no_progress: bool,
+    batch: int, threads: int | None, score_threshold: float, input_sizes: str | None, runners: str | None,
+    list_runners: bool, out: Path, force: bool, no_progress: bool,
 ) -> None:
     """Benchmark the baseline and every runner available here on the same images: mAP, latency
     p50/p90/p99 by stage, FPS, speed-up, memory. Example: facemask-sdk bench --images 8 --warmup 2"""
     from facemask_tools.benchmarks.harness import BenchConfig, run_benchmark
     from facemask_tools.benchmarks.runners import discover_runners
 
+    sizes = _parse_sizes(input_sizes)
     if list_runners:
-        for runner in discover_runners(model.resolve(), checkpoint.resolve(), threads):
+        for runner in discover_runners(model.resolve(), checkpoint.resolve(), threads, sizes):
             ok, reason = runner.available()
             click.echo(f"{runner.name:<18} {'available' if ok else 'unavailable: ' + reason}")
         return
@@ -66,7 +71,7 @@ def bench(
     names = tuple(n.strip() for n in runners.split(",") if n.strip()) if runners else None
     config = BenchConfig(model=model, checkpoint=checkpoint, data=Path(data), split=split, images=images, warmup=warmup,
                          iterations=iterations, batch=batch, threads=threads, runners=names,
-                         score_threshold=score_threshold)
+                         score_threshold=score_threshold, input_sizes=sizes)
     result = run_benchmark(config, progress=not no_progress, log=lambda line: click.echo(line, err=True))
     result["command"] = "facemask-sdk " + shlex.join(sys.argv[1:]) if "bench" in sys.argv[1:] else "facemask-sdk bench"
     click.echo(terminal_table(result))
@@ -74,3 +79,15 @@ def bench(
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
     if not any(row["status"] == "ok" for row in result["runners"]):
         raise FacemaskError("no runner could be measured; the reasons are listed above")
+
+
+def _parse_sizes(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise FacemaskError(f"--input-size takes comma-separated whole numbers such as 512,640,768, got {text!r}") from None
+    if not sizes or any(size <= 0 or size % 128 for size in sizes):
+        raise FacemaskError(f"--input-size values must be positive multiples of 128, got {text!r}")
+    return sizes

@@ -81,6 +81,8 @@ class BenchConfig:
     threads: int | None = None
     runners: tuple[str, ...] | None = None
     score_threshold: float = SPEED_SCORE_THRESHOLD
+    input_sizes: tuple[int, ...] = ()
+    """Input sizes to run the CPU runners at (a dynamic-size ONNX); empty: the trained size only."""
 
     def __post_init__(self) -> None:
         value = self.score_threshold
@@ -90,6 +92,9 @@ class BenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise FacemaskError(f"{name} must be an integer >= {low}, got {value!r}")
+        for size in self.input_sizes:
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 128:
+                raise FacemaskError(f"input sizes must be positive multiples of 128, got {size!r}")
         for name in ("images", "threads"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -106,7 +111,7 @@ def run_benchmark(config: BenchConfig, progress: bool = True, log: Callable[[str
     decode_ms = _decode_times([r.image_path for r in records])
 
     candidates = discover_runners(config.model.resolve(), config.checkpoint.resolve() if config.checkpoint else None,
-                                  config.threads)
+                                  config.threads, config.input_sizes)
     selected = _select(candidates, config.runners)
     rows = []
     with tempfile.TemporaryDirectory(prefix="facemask-bench-") as tmp:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -63,6 +63,8 @@ class RunnerSpec:
     threads: int | None = None
     baseline: bool = False
     note: str = ""
+    input_size: int | None = None
+    """The side the network reads (a dynamic-size ONNX); None: the size the model was trained at."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -220,7 +222,8 @@ class DetectorRunner(Runner):
         # at equal post-processing (the product's one-box-per-face figures are in the model card)
         self._impl = Detector(
             self.spec.path, backend=self.backend, score_threshold=score_threshold,
-            iou_threshold=EVAL_IOU_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS, class_agnostic=False, **options,
+            iou_threshold=EVAL_IOU_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS, class_agnostic=False,
+            input_size=self.spec.input_size, **options,
         )
         if self.spec.device == "cuda" and self.backend == "onnxruntime":
             if "CUDAExecutionProvider" not in self._impl.providers:
@@ -264,8 +267,12 @@ def engine_path(model: Path, precision: str) -> Path:
     return variant_path(model, precision, ".engine")
 
 
-def discover_runners(model: Path, checkpoint: Path | None, threads: int | None = None) -> list[Runner]:
-    """Every candidate runner, baseline first, in the order of the report (available or not)."""
+def discover_runners(
+    model: Path, checkpoint: Path | None, threads: int | None = None, input_sizes: Sequence[int] = ()
+) -> list[Runner]:
+    """Every candidate runner, baseline first, in the order of the report (available or not). With
+    `input_sizes` (a dynamic-size ONNX) every CPU runner of the ONNX files comes once per size, named
+    `<runner>-<size>`; the PyTorch baseline and GPU runners stay at the trained size."""
     model = Path(model)
     build = "make it with `facemask-sdk build-engine --{p} --onnx-only`"
     engine = "build it on the target GPU with `facemask-sdk build-engine --{p}`"
@@ -287,6 +294,10 @@ def discover_runners(model: Path, checkpoint: Path | None, threads: int | None =
     for precision in ("fp32", "fp16", "int8"):
         specs.append(RunnerSpec(f"trt-{precision}", "tensorrt", precision, "cuda",
                                 str(engine_path(model, precision)), note=engine.format(p=precision)))
+    if input_sizes:
+        sized = [replace(spec, name=f"{spec.name}-{size}", input_size=size)
+                 for size in input_sizes for spec in specs if spec.device == "cpu" and not spec.baseline]
+        specs = [spec for spec in specs if spec.baseline] + sized + [spec for spec in specs if spec.device != "cpu"]
     return [make_runner(spec) for spec in specs]
 
 

@@ -27,6 +27,9 @@ from facemask_sdk.errors import FacemaskError
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch axis dynamic (default: static batch 1).")
+@click.option("--dynamic-size", is_flag=True,
+              help="Make height and width dynamic: one file for every input size that is a multiple of 128 "
+                   "(Detector(input_size=...), detect --input-size); checked against PyTorch at 512, 640 and 768.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
 @click.option(
     "--parity-image",
@@ -37,7 +40,8 @@ from facemask_sdk.errors import FacemaskError
 )
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 def export(
-    checkpoint: Path, out: Path, dynamic_batch: bool, opset: int, parity_images: tuple[Path, ...], force: bool
+    checkpoint: Path, out: Path, dynamic_batch: bool, dynamic_size: bool, opset: int, parity_images: tuple[Path, ...],
+    force: bool,
 ) -> None:
     """Export CHECKPOINT's network to ONNX (logits + box codes, metadata inside) and check it."""
     if out.exists() and not force:  # before loading torch, so the refusal is instant
@@ -51,6 +55,7 @@ def export(
         opset=opset,
         parity_images=list(parity_images) or None,
         overwrite=force,
+        dynamic_size=dynamic_size,
     )
     for line in report.lines():
         click.echo(line)

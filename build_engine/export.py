@@ -1,7 +1,8 @@
 """Checkpoint -> ONNX: the bare network (no anchors, no NMS), simplified, checked, with its metadata.
 
 The graph is `facemask_tools.training.model.FlatHeads`: input `images` float32 `[1, 3, H, W]` (letterboxed and
-normalised by `facemask_sdk.preprocess`; the batch axis is dynamic with `dynamic_batch=True`), outputs
+normalised by `facemask_sdk.preprocess`; the batch axis is dynamic with `dynamic_batch=True`, height and
+width with `dynamic_size=True`: then one file serves every input size that is a multiple of 128), outputs
 `logits` `[B, A, C]` (pre-sigmoid) and `boxes` `[B, A, 4]` (effdet's `(ty, tx, th, tw)` codes) in
 effdet's anchor order. Everything the runtime needs travels in `metadata_props`: the `ModelSpec` as
 JSON under `facemask_sdk.spec` plus readable copies (classes, input size, mean/std, anchors, ...).
@@ -15,6 +16,7 @@ mismatch above `tolerance` is a bug and nothing is written. The file appears ato
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -35,9 +37,11 @@ from facemask_sdk.preprocess import preprocess
 from facemask_sdk.files import write_atomically
 from facemask_sdk.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelSpec
 from facemask_tools.training.checkpoint import load_network
-from facemask_tools.training.model import FlatHeads
+from facemask_tools.training.model import FlatHeads, create_network, make_size_agnostic
 
 DEFAULT_OPSET = 17
+DYNAMIC_SIZE_CHECKS = (512, 640, 768)
+"""Input sizes at which a dynamic-size export is compared with PyTorch (besides the trained size)."""
 DEFAULT_TOLERANCE = 1e-3
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples" / "images"
 """Where the parity images come from when none are given (the repository's CC0 samples)."""
@@ -65,16 +69,26 @@ class ExportReport:
     max_abs_diff_boxes: float
     seconds: float
     metadata: dict[str, str] = field(default_factory=dict)
+    other_sizes: dict[int, tuple[float, float]] = field(default_factory=dict)
+    """With `dynamic_size`: max |diff| (logits, boxes) against PyTorch at each other input size checked."""
+
+    @property
+    def dynamic_size(self) -> bool:
+        return bool(self.other_sizes)
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line (what the CLI prints)."""
         h, w = self.spec.image_size
         batch = "dynamic" if self.dynamic_batch else "1"
-        return [
+        sizes = [
+            f"dynamic input size (multiples of 128; trained at {h}); parity at " + ", ".join(
+                f"{size} px {logits:.3g} / {boxes:.3g}" for size, (logits, boxes) in sorted(self.other_sizes.items()))
+        ] if self.other_sizes else []
+        return sizes + [
             f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB) in {self.seconds:.1f} s",
-            f"model: {self.spec.architecture}, input images [{batch}, 3, {h}, {w}] float32, "
-            f"outputs logits [{batch}, {self.num_anchors}, {self.spec.num_classes}], "
-            f"boxes [{batch}, {self.num_anchors}, 4], opset {self.opset}",
+            f"model: {self.spec.architecture}, input images [{batch}, 3, {'H, W' if self.other_sizes else f'{h}, {w}'}] "
+            f"float32, outputs logits [{batch}, {self.num_anchors}, {self.spec.num_classes}], "
+            f"boxes [{batch}, {self.num_anchors}, 4]{f' at {h} px' if self.other_sizes else ''}, opset {self.opset}",
             f"graph: {self.nodes_exported} nodes exported, {self.nodes_simplified} after onnxslim; onnx.checker passed",
             f"parity vs PyTorch on {len(self.parity_images)} image(s) ({', '.join(self.parity_images)}): "
             f"max |diff| logits {self.max_abs_diff_logits:.3g}, boxes {self.max_abs_diff_boxes:.3g}",
@@ -89,8 +103,14 @@ def export_onnx(
     parity_images: list[Path] | None = None,
     overwrite: bool = False,
     tolerance: float = DEFAULT_TOLERANCE,
+    dynamic_size: bool = False,
+    size_checks: tuple[int, ...] = DYNAMIC_SIZE_CHECKS,
 ) -> ExportReport:
     """Export a training checkpoint to `out` (an `.onnx` path); see the module docs.
+
+    `dynamic_size`: height and width dynamic (the BiFPN made size-agnostic first,
+    `training.model.make_size_agnostic`); parity is then also checked at `size_checks`, each against
+    PyTorch's network built for that size.
 
     `parity_images` default to the repository's `samples/images`. Raises `FacemaskError` if `out`
     exists (unless `overwrite`), `FileNotFoundError`/`ModelFileError` for a bad checkpoint and
@@ -107,8 +127,11 @@ def export_onnx(
     images = _parity_inputs(parity_images)
 
     network, spec, payload = load_network(checkpoint)
+    state = {name: tensor.clone() for name, tensor in network.state_dict().items()} if dynamic_size else None
+    if dynamic_size:
+        make_size_agnostic(network)
     heads = FlatHeads(network).eval()  # eval() on the wrapper: export restores its mode afterwards
-    model = _trace(heads, spec, dynamic_batch, opset)
+    model = _trace(heads, spec, dynamic_batch, opset, dynamic_size)
     nodes_exported = len(model.graph.node)
     model = onnxslim.slim(model)
     nodes_simplified = len(model.graph.node)
@@ -116,7 +139,7 @@ def export_onnx(
     inputs = np.stack([preprocess(image, spec)[0] for _, image in images])
     expected = _torch_outputs(heads, inputs)
     num_anchors = int(expected[0].shape[1])
-    _set_output_shapes(model, num_anchors, spec.num_classes)
+    _set_output_shapes(model, None if dynamic_size else num_anchors, spec.num_classes)
     metadata = _metadata(spec, payload, checkpoint)
     _set_metadata(model, metadata)
     onnx.checker.check_model(model, full_check=True)
@@ -130,6 +153,7 @@ def export_onnx(
             f"ONNX Runtime differs from PyTorch by {diff_logits:.3g} (logits) / {diff_boxes:.3g} (boxes), "
             f"more than the tolerance {tolerance:g}; nothing was written"
         )
+    other_sizes = _parity_at_other_sizes(data, spec, state, images, dynamic_batch, tolerance, size_checks) if dynamic_size else {}
     write_atomically(out, data, overwrite)
     return ExportReport(
         path=out,
@@ -146,7 +170,34 @@ def export_onnx(
         max_abs_diff_boxes=diff_boxes,
         seconds=time.perf_counter() - started,
         metadata=metadata,
+        other_sizes=other_sizes,
     )
+
+
+def _parity_at_other_sizes(
+    data: bytes, spec: ModelSpec, state: dict, images: list, dynamic_batch: bool, tolerance: float,
+    sizes: tuple[int, ...],
+) -> dict[int, tuple[float, float]]:
+    """Max |diff| of the dynamic-size graph against PyTorch's network built for each of `sizes` (the
+    trained size is checked already); raises like the main check."""
+    results = {}
+    for size in sizes:
+        if (size, size) == tuple(spec.image_size):
+            continue
+        sized = dataclasses.replace(spec, image_size=(size, size))
+        reference = create_network(sized).eval()
+        reference.load_state_dict(state)
+        inputs = np.stack([preprocess(image, sized)[0] for _, image in images])
+        expected = _torch_outputs(FlatHeads(reference).eval(), inputs)
+        actual = _onnxruntime_outputs(data, inputs, dynamic_batch)
+        diffs = tuple(float(np.max(np.abs(a - e))) for a, e in zip(actual, expected))
+        if not all(d <= tolerance for d in diffs):
+            raise ExportParityError(
+                f"at {size} px ONNX Runtime differs from PyTorch by {diffs[0]:.3g} (logits) / {diffs[1]:.3g} "
+                f"(boxes), more than the tolerance {tolerance:g}; nothing was written"
+            )
+        results[size] = diffs
+    return results
 
 
 def _parity_inputs(paths: list[Path] | None) -> list[tuple[str, np.ndarray]]:
@@ -161,13 +212,22 @@ def _parity_inputs(paths: list[Path] | None) -> list[tuple[str, np.ndarray]]:
     return [(Path(p).name, read_image(p)) for p in paths]
 
 
-def _trace(heads: FlatHeads, spec: ModelSpec, dynamic_batch: bool, opset: int) -> onnx.ModelProto:
+def _trace(heads: FlatHeads, spec: ModelSpec, dynamic_batch: bool, opset: int, dynamic_size: bool = False) -> onnx.ModelProto:
     """TorchScript-based export (dynamo=False) to an in-memory ModelProto."""
     dummy = torch.zeros((1, 3, *spec.image_size), dtype=torch.float32)
-    dynamic_axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None
+    axes: dict[str, dict[int, str]] = {name: {} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    for name in axes if dynamic_batch else ():
+        axes[name][0] = "batch"
+    if dynamic_size:
+        axes[INPUT_NAME].update({2: "height", 3: "width"})
+        for name in OUTPUT_NAMES:
+            axes[name][1] = "anchors"
+    dynamic_axes = {name: dims for name, dims in axes.items() if dims} or None
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
-        # effdet's "same" padding branches on shapes; with a fixed input size the trace is exact.
+        # effdet's "same" padding branches on shapes; with a fixed input size the trace is exact, and
+        # with a dynamic one every stride-2 input is even (sides are multiples of 128), so the padding
+        # traced at the trained size is the padding at every size (the parity checks confirm it).
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -204,12 +264,17 @@ def _onnxruntime_outputs(data: bytes, inputs: np.ndarray, dynamic_batch: bool) -
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
 
-def _set_output_shapes(model: onnx.ModelProto, num_anchors: int, num_classes: int) -> None:
-    """Write the static anchor and class dims into the output types (the trace leaves them symbolic)."""
+def _set_output_shapes(model: onnx.ModelProto, num_anchors: int | None, num_classes: int) -> None:
+    """Write the static anchor and class dims into the output types (the trace leaves them symbolic);
+    the anchor dim stays symbolic (`anchors`) when the input size is dynamic."""
     for output in model.graph.output:
         dims = output.type.tensor_type.shape.dim
         last = num_classes if output.name == "logits" else 4
         for dim, value in zip(list(dims)[1:], (num_anchors, last)):
+            if value is None:
+                dim.ClearField("dim_value")
+                dim.dim_param = "anchors"
+                continue
             dim.ClearField("dim_param")
             dim.dim_value = value
 

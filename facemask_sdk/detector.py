@@ -83,6 +83,7 @@ class Detector:
         class_agnostic: bool = True,
         preprocess: str = "auto",
         postprocess: str = "auto",
+        input_size: int | None = None,
     ) -> None:
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise FacemaskError(f"model must be a path to an .onnx or .engine file (or None), got {type(model).__name__}")
@@ -98,7 +99,7 @@ class Detector:
         if not self.model_path.exists():
             raise FileNotFoundError(f"model file not found: {self.model_path}")
         self._pipeline: Pipeline | None = None
-        network = NETWORKS[self.backend](self.model_path, providers=providers, threads=threads)
+        network = NETWORKS[self.backend](self.model_path, providers=providers, threads=threads, input_size=input_size)
         self._pipeline, self.stages = _compose(network, self.config, kinds)  # closes `network` if it fails
         self.spec: ModelSpec = network.spec
 
@@ -231,28 +232,36 @@ def _resolve_backend(backend: str, path: Path) -> str:
     return BACKEND_ALIASES[name]
 
 
-def _open_onnxruntime(path: Path, providers: Sequence[str] | None, threads: int | None):
+def _open_onnxruntime(path: Path, providers: Sequence[str] | None, threads: int | None, input_size: int | None = None):
     from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(path, providers=providers, threads=threads)
+    return OnnxRuntimeRunner(path, providers=providers, threads=threads, input_size=input_size)
 
 
-def _open_tensorrt(path: Path, providers: Sequence[str] | None, threads: int | None):
-    """TensorRT takes no providers or threads: one engine, one CUDA device."""
+def _open_tensorrt(path: Path, providers: Sequence[str] | None, threads: int | None, input_size: int | None = None):
+    """TensorRT takes no providers or threads: one engine, one CUDA device, built for one input size."""
     try:
         from facemask_sdk.backends.tensorrt import TensorRTRunner
 
-        return TensorRTRunner(path)
+        runner = TensorRTRunner(path)
     except ImportError as exc:  # tensorrt / pycuda missing, at import or when the runner loads them
         missing = getattr(exc, "name", None) or str(exc)
         raise FacemaskError(
             f"{path} is a TensorRT engine, which needs TensorRT and pycuda on an NVIDIA GPU "
             f"(missing: {missing}); use the .onnx model on this machine instead"
         ) from None
+    built = runner.spec.image_size[0]
+    if input_size is not None and (input_size, input_size) != tuple(runner.spec.image_size):
+        runner.close()
+        raise FacemaskError(
+            f"{path} was built for {built} px input; build an engine for {input_size} px with "
+            f"`facemask-sdk build-engine --input-size {input_size}`"
+        )
+    return runner
 
 
 NETWORKS = {"onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt}
-"""The network stage of each backend: `open(path, providers=, threads=) -> Runner`."""
+"""The network stage of each backend: `open(path, providers=, threads=, input_size=) -> Runner`."""
 
 DEFAULT_KIND = {HOST: "numpy", DEVICE: "cuda"}
 """`"auto"` pre- and post-processing: on the network's own side, so nothing is copied across."""

@@ -7,9 +7,9 @@ stores it as JSON in the ONNX `metadata_props`, and the runtime reads it back fr
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from facemask_sdk.errors import ModelFileError
+from facemask_sdk.errors import FacemaskError, ModelFileError
 
 CLASSES: tuple[str, ...] = ("with_mask", "without_mask", "mask_weared_incorrect")
 """The dataset's classes, in the fixed order every model uses (class id = index)."""
@@ -80,6 +80,14 @@ class ModelSpec:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def at_input_size(self, size: int) -> "ModelSpec":
+        """The same model read at `size` x `size` (a model exported with a dynamic input size): anchors and
+        letterbox follow the size. `FacemaskError` unless `size` is a positive multiple of 2**max_level."""
+        stride = 2**self.anchors.max_level
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % stride:
+            raise FacemaskError(f"input size must be a positive multiple of {stride} (512, 640, 768, ...), got {size!r}")
+        return replace(self, image_size=(size, size))
 
     def to_dict(self) -> dict:
         return asdict(self)

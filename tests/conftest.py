@@ -173,3 +173,15 @@ def _png_declaring(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
 
+
+
+@pytest.fixture(scope="session")
+def tiny_any_size_export(tiny_checkpoint: Path, tmp_path_factory):
+    """`ExportReport` of the tiny checkpoint exported with a dynamic input size, checked at 384 px too."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxslim")
+    pytest.importorskip("onnxruntime")
+    from facemask_tools.build_engine.export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny.any-size.onnx"
+    return export_onnx(tiny_checkpoint, out, dynamic_size=True, size_checks=(384,))

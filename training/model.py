@@ -121,5 +121,25 @@ class FlatHeads(nn.Module):
         return logits, boxes
 
 
+def make_size_agnostic(network: EfficientDet) -> EfficientDet:
+    """The same network for any input whose sides are multiples of 2**max_level, in place: effdet's
+    BiFPN upsamples to sizes fixed from `config.image_size`; each becomes the equivalent integer scale
+    factor (nearest upsampling to exactly twice the size is upsampling by 2), so an ONNX export with
+    dynamic height and width runs at 512, 640 or 768 px from one file. Outputs are unchanged at the
+    configured size (the export's parity check compares them)."""
+    from effdet.efficientdet import Interpolate2d, ResampleFeatureMap
+
+    for module in network.modules():
+        if not isinstance(module, ResampleFeatureMap):
+            continue
+        for child in module.children():
+            if isinstance(child, Interpolate2d) and child.size is not None:
+                (in_h, in_w), (out_h, out_w) = module.input_size, module.output_size
+                if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
+                    raise ValueError(f"cannot make {module.input_size} -> {module.output_size} size-agnostic")
+                child.size, child.scale_factor = None, float(out_h // in_h)
+    return network
+
+
 def count_parameters(network: nn.Module) -> int:
     return sum(p.numel() for p in network.parameters())

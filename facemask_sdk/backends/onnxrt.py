@@ -40,7 +40,9 @@ class OnnxRuntimeRunner(Runner):
     """One ONNX Runtime session with the runners' guarded lifecycle (`Runner`): `run()` until `close()`.
 
     `providers`: ONNX Runtime execution providers in order of preference (default: CUDA if available,
-    then CPU). `threads`: intra-op threads (default: ONNX Runtime's choice).
+    then CPU). `threads`: intra-op threads (default: ONNX Runtime's choice). `input_size`: the side the
+    network reads, for a model exported with a dynamic input size (`export --dynamic-size`); anchors and
+    letterbox follow it through `spec`. Default: the size the model was trained at.
     """
 
     side = HOST
@@ -54,6 +56,7 @@ class OnnxRuntimeRunner(Runner):
         model_path: str | Path,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        input_size: int | None = None,
     ) -> None:
         self._claim()
         self.path = Path(model_path)
@@ -86,6 +89,16 @@ class OnnxRuntimeRunner(Runner):
             raise ModelFileError(f"{self.path} is not a loadable ONNX model: {reason}") from None
 
         self.spec = _read_spec(self._session, self.path)
+        self.dynamic_size = _has_dynamic_size(self._session)
+        """Whether the graph takes any input size (multiples of 128): `input_size` may then be chosen."""
+        if input_size is not None and (input_size, input_size) != tuple(self.spec.image_size):
+            if not self.dynamic_size:
+                height, width = self.spec.image_size
+                raise FacemaskError(
+                    f"{self.path} reads {height}x{width} images only; re-export it with `facemask-sdk export "
+                    f"--dynamic-size` to choose the input size at deployment (asked for {input_size})"
+                )
+            self.spec = self.spec.at_input_size(input_size)
         self.providers: list[str] = list(self._session.get_providers())
         self.input_name, self.input_dtype, self.batch_size = _check_io(self._session, self.spec, self.path)
         self._closed = False
@@ -172,6 +185,11 @@ def _read_spec(session, path: Path) -> ModelSpec:
         return ModelSpec.from_json(text)
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
+
+
+def _has_dynamic_size(session) -> bool:
+    shape = list(session.get_inputs()[0].shape)
+    return len(shape) == 4 and not isinstance(shape[2], int) and not isinstance(shape[3], int)
 
 
 def _check_io(session, spec: ModelSpec, path: Path) -> tuple[str, type, int | None]:

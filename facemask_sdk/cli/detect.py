@@ -60,6 +60,13 @@ WINDOW = "facemask-sdk"
     default=None,
     help="Output folder. Default: a new runs/detect/expN.",
 )
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=128),
+    default=None,
+    help="Side of the network's input, a multiple of 128 (smaller: faster, misses more small faces; see the "
+    "model card's table). Needs a model exported with --dynamic-size, as the shipped one. Default: its trained size.",
+)
 @click.option("--score-threshold", type=click.FloatRange(0.0, 1.0), default=0.4, show_default=True)
 @click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
 @click.option("--max-detections", type=click.IntRange(min=1), default=100, show_default=True)
@@ -105,6 +112,7 @@ def detect(
     sources: tuple[str, ...],
     model: str | None,
     out: Path | None,
+    input_size: int | None,
     score_threshold: float,
     iou_threshold: float,
     max_detections: int,
@@ -135,7 +143,7 @@ def detect(
         _check_replaceable(out_dir, ([] if no_media else plan) + ([PEOPLE_NAME, EVENTS_NAME] if track else []))
         with Detector(
             model, score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
-            class_agnostic=not class_aware,
+            class_agnostic=not class_aware, input_size=input_size,
         ) as detector:
             out_dir.mkdir(parents=True, exist_ok=True)
             window = show and _display_available()
@@ -350,6 +358,7 @@ class _Run:
         return {
             "sources": arguments,
             "model": str(detector.model_path),
+            "input_size": detector.spec.image_size[0],
             "backend": detector.backend,
             "providers": detector.providers,
             "score_threshold": detector.config.score_threshold,

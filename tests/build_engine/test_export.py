@@ -79,3 +79,35 @@ def test_bad_arguments(checkpoint, out, error, match, tiny_checkpoint: Path, tmp
     with pytest.raises(error, match=match):
         export_onnx(source, tmp_path / out)
     assert not (tmp_path / out).exists()
+
+
+def test_dynamic_size_export_matches_pytorch_at_another_size(tiny_any_size_export) -> None:
+    import onnx
+
+    report = tiny_any_size_export
+    assert set(report.other_sizes) == {384}
+    assert max(report.other_sizes[384]) < 1e-3
+    image_input = onnx.load(str(report.path)).graph.input[0]
+    dims = [d.dim_param or d.dim_value for d in image_input.type.tensor_type.shape.dim]
+    assert dims == [1, 3, "height", "width"]
+    assert "dynamic input size" in report.lines()[0]
+
+
+def test_the_size_agnostic_network_is_the_same_network(tiny_checkpoint: Path) -> None:
+    import dataclasses
+
+    import torch
+
+    from facemask_tools.training.checkpoint import load_network
+    from facemask_tools.training.model import FlatHeads, create_network, make_size_agnostic
+
+    network, spec, _ = load_network(tiny_checkpoint)
+    reference = create_network(dataclasses.replace(spec, image_size=(384, 384))).eval()
+    reference.load_state_dict(network.state_dict())
+    agnostic = FlatHeads(make_size_agnostic(network)).eval()
+    images = torch.rand(1, 3, 384, 384)
+    with torch.no_grad():
+        for got, expected in zip(agnostic(images), FlatHeads(reference).eval()(images)):
+            assert torch.equal(got, expected)
+        with pytest.raises(RuntimeError):  # the unpatched network is tied to its trained size
+            FlatHeads(create_network(spec).eval())(images)

@@ -319,3 +319,21 @@ def test_last_timing_is_per_thread(tiny_onnx, sample_images):
             thread.join()
         assert seen["t1"]["images"] == 1 and seen["t3"]["images"] == 3
         assert detector.last_timing["images"] == 1  # the main thread's own last call
+
+
+def test_input_size_is_a_deployment_choice_for_a_dynamic_size_model(tiny_any_size_export, tiny_onnx, sample_images):
+    from facemask_sdk.anchors import generate_anchors
+
+    with Detector(tiny_any_size_export.path, input_size=384, score_threshold=0.0) as detector:
+        assert detector.spec.image_size == (384, 384)
+        detections = detector(sample_images[0])
+        assert len(detections) > 0
+        assert len(generate_anchors(detector.spec)) > len(generate_anchors(detector.spec.at_input_size(256)))
+    with Detector(tiny_any_size_export.path) as native:
+        assert native.spec.image_size == (256, 256)
+    with Detector(tiny_onnx, input_size=256) as same:  # a fixed-size model at its own size is fine
+        assert same.spec.image_size == (256, 256)
+    with pytest.raises(FacemaskError, match="--dynamic-size"):
+        Detector(tiny_onnx, input_size=384)
+    with pytest.raises(FacemaskError, match="multiple of 128"):
+        Detector(tiny_any_size_export.path, input_size=300)

@@ -252,3 +252,17 @@ def test_a_stopped_run_writes_its_summary_and_says_it_was_stopped(sent, code, tm
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and 0 < summary["frames"] < 600
     assert len(_jsonl(out / "detections.jsonl")) == summary["frames"]
+
+
+def test_input_size_option(run_cli, tiny_onnx, tiny_any_size_export, sample_images, tmp_path) -> None:
+    out = tmp_path / "sized"
+    result = run_cli(["detect", sample_images[0], "--model", tiny_any_size_export.path, "--input-size", "384",
+                      "--out", out, *LOW])
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "summary.json").read_text())["input_size"] == 384
+    fixed = run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--input-size", "384", "--out", tmp_path / "f"])
+    assert fixed.returncode == 2 and fixed.stderr.strip().splitlines()[-1].startswith("error:")
+    assert "--dynamic-size" in fixed.stderr and "Traceback" not in fixed.stderr
+    odd = run_cli(["detect", sample_images[0], "--model", tiny_any_size_export.path, "--input-size", "300",
+                   "--out", tmp_path / "o"])
+    assert odd.returncode == 2 and "multiple of 128" in odd.stderr
