@@ -199,6 +199,10 @@ class DetectorRunner(Runner):
             if not has_nvidia_gpu():
                 return False, "no NVIDIA GPU (nvidia-smi not found)"
             return True, ""
+        if self.backend == "openvino":
+            if importlib.util.find_spec("openvino") is None:
+                return False, "needs openvino (pip install 'facemask-sdk[openvino]')"
+            return True, ""
         if importlib.util.find_spec("onnxruntime") is None:
             return False, "needs onnxruntime (pip install 'facemask-sdk[onnx]')"
         if self.spec.device == "cuda":
@@ -218,6 +222,8 @@ class DetectorRunner(Runner):
         if self.backend == "onnxruntime":
             provider = "CUDAExecutionProvider" if self.spec.device == "cuda" else "CPUExecutionProvider"
             options = {"providers": [provider], "threads": self.spec.threads}
+        if self.backend == "openvino":
+            options = {"threads": self.spec.threads}
         # effdet's class-aware NMS, as the PyTorch baseline: the bench compares backends and precisions
         # at equal post-processing (the product's one-box-per-face figures are in the model card)
         self._impl = Detector(
@@ -255,7 +261,8 @@ class DetectorRunner(Runner):
 
 def make_runner(spec: RunnerSpec) -> Runner:
     """The adapter for `spec.backend`."""
-    kinds = {"pytorch": TorchRunner, "onnxruntime": DetectorRunner, "tensorrt": DetectorRunner}
+    kinds = {"pytorch": TorchRunner, "onnxruntime": DetectorRunner, "tensorrt": DetectorRunner,
+             "openvino": DetectorRunner}
     if spec.backend not in kinds:
         raise FacemaskError(f"unknown backend {spec.backend!r} for runner {spec.name}; expected {', '.join(kinds)}")
     return kinds[spec.backend](spec)
@@ -285,6 +292,10 @@ def discover_runners(
         RunnerSpec("ort-cpu-fp16", "onnxruntime", "fp16", "cpu", str(variant_path(model, "fp16")), threads,
                    note=build.format(p="fp16")),
         RunnerSpec("ort-cpu-int8", "onnxruntime", "int8", "cpu", str(variant_path(model, "int8")), threads,
+                   note=build.format(p="int8")),
+        RunnerSpec("ov-cpu-auto", "openvino", "auto", "cpu", str(model), threads,
+                   note="OpenVINO: bf16 where the CPU has AMX or AVX-512 BF16, else fp32"),
+        RunnerSpec("ov-cpu-int8", "openvino", "int8", "cpu", str(variant_path(model, "int8")), threads,
                    note=build.format(p="int8")),
         RunnerSpec("pytorch-cuda-fp32", "pytorch", "fp32", "cuda", ckpt, threads),
         RunnerSpec("ort-cuda-fp32", "onnxruntime", "fp32", "cuda", str(model), threads, note=export),

@@ -48,6 +48,8 @@ BACKEND_ALIASES = {
     "ort": "onnxruntime",
     "tensorrt": "tensorrt",
     "trt": "tensorrt",
+    "openvino": "openvino",
+    "ov": "openvino",
 }
 SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
 
@@ -228,7 +230,7 @@ def _resolve_backend(backend: str, path: Path) -> str:
             )
         return SUFFIX_BACKENDS[suffix]
     if name not in BACKEND_ALIASES:
-        raise FacemaskError(f"unknown backend {backend!r}; choose auto, onnxruntime or tensorrt")
+        raise FacemaskError(f"unknown backend {backend!r}; choose auto, onnxruntime, openvino or tensorrt")
     return BACKEND_ALIASES[name]
 
 
@@ -260,7 +262,16 @@ def _open_tensorrt(path: Path, providers: Sequence[str] | None, threads: int | N
     return runner
 
 
-NETWORKS = {"onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt}
+def _open_openvino(path: Path, providers: Sequence[str] | None, threads: int | None, input_size: int | None = None):
+    """OpenVINO on the CPU: providers do not apply; bf16 where the CPU has it natively."""
+    from facemask_sdk.backends.openvino import OpenVinoRunner
+
+    if providers:
+        raise FacemaskError("providers are ONNX Runtime's; the OpenVINO backend runs on the CPU")
+    return OpenVinoRunner(path, threads=threads, input_size=input_size)
+
+
+NETWORKS = {"onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt, "openvino": _open_openvino}
 """The network stage of each backend: `open(path, providers=, threads=, input_size=) -> Runner`."""
 
 DEFAULT_KIND = {HOST: "numpy", DEVICE: "cuda"}

@@ -17,6 +17,7 @@ def test_discovery_names_variants_and_reasons(tmp_path):
     ok, reason = runners["ort-cpu-fp32"].available()
     assert not ok and "facemask.onnx" in reason
     with pytest.raises(FacemaskError, match="unknown backend"):
-        make_runner(RunnerSpec("x", "openvino", "fp32", "cpu", "m.xml"))
+        make_runner(RunnerSpec("x", "tflite", "fp32", "cpu", "m.tflite"))
+    assert runners["ov-cpu-auto"].spec.path == str(model) and not runners["ov-cpu-auto"].available()[0]
     with pytest.raises(FacemaskError, match="not open"):
         runners["ort-cpu-fp32"](np.zeros((8, 8, 3), np.uint8))
