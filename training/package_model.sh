@@ -6,7 +6,8 @@
 # 1. weights-only EMA checkpoint -> models/facemask.pt (python -m facemask_tools.training.ship)
 # 2. val evaluation through the runtime's post-processing -> models/facemask.eval.json + predictions PNG
 # 3. the run's metrics.json and curves -> models/facemask.train-metrics.json, models/facemask.curves.png
-# 4. ONNX export (parity against PyTorch printed) -> models/facemask.onnx
+# 4. ONNX export with a dynamic input size (parity against PyTorch at 512, 640 and 768 px printed)
+#    -> models/facemask.onnx: Detector(input_size=...) chooses the size at deployment
 # 5. FP16 and INT8 (percentile calibration on the train split) variants, ONNX only (TensorRT builds on
 #    the device) -> models/facemask.fp16.onnx, models/facemask.int8.onnx
 # DATA (default ../shared/datasets/face-mask-detection) is the VOC dataset; nothing else is touched.
@@ -27,7 +28,7 @@ cp "$EVAL_DIR/eval.json" "$MODELS/facemask.eval.json"
 cp "$EVAL_DIR/predictions.png" "$MODELS/facemask.val-predictions.png"
 cp "$RUN_DIR/metrics.json" "$MODELS/facemask.train-metrics.json"
 cp "$RUN_DIR/curves.png" "$MODELS/facemask.curves.png"
-cli export --checkpoint "$MODELS/facemask.pt" --out "$MODELS/facemask.onnx" --force
+cli export --checkpoint "$MODELS/facemask.pt" --out "$MODELS/facemask.onnx" --force --dynamic-size
 cli build-engine --onnx "$MODELS/facemask.onnx" --fp16 --onnx-only --force
 rm -rf "$MODELS/.calib-cache"
 cli build-engine --onnx "$MODELS/facemask.onnx" --int8 --onnx-only --force --calib-data "$DATA"
