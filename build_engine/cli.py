@@ -85,6 +85,9 @@ def export(
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Static batch size (default 1).")
 @click.option("--dynamic-batch", default=None, metavar="MIN,OPT,MAX",
               help="Optimisation profile for a dynamic-batch ONNX (export --dynamic-batch).")
+@click.option("--input-size", type=int, default=None,
+              help="Side of the engine's input (a multiple of 128) from a --dynamic-size ONNX, as the shipped one: "
+                   "512 or 640 for speed, 768 (trained) for small faces. Recorded in the sidecar. Default: the trained size.")
 @click.option("--workspace-gb", type=float, default=None,
               help="TensorRT workspace memory limit. Default: half the free GPU memory, at most 2 GiB.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -103,6 +106,7 @@ def build_engine(
     int8_exclude: tuple[str, ...],
     batch: int | None,
     dynamic_batch: str | None,
+    input_size: int | None,
     workspace_gb: float | None,
     out: Path | None,
     onnx_only: bool,
@@ -129,6 +133,7 @@ def build_engine(
         onnx_only=onnx_only,
         force=force,
         echo=click.echo,
+        input_size=input_size,
     )
 
 

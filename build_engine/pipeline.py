@@ -81,6 +81,7 @@ def build(
     onnx_only: bool = False,
     force: bool = False,
     echo: Callable[[str], None] = print,
+    input_size: int | None = None,
 ) -> BuildResult:
     """Write the precision ONNX (unless `onnx` already is one), then the engine; see the module docs."""
     from facemask_sdk.models import default_model_path
@@ -96,7 +97,8 @@ def build(
             f"{source} is already a {recorded} model; pass --{recorded} to build its engine, "
             f"or start from the FP32 export for {precision}"
         )
-    options = BuildOptions(precision=precision, batch=batch or BatchProfile(), workspace_gb=workspace_gb)
+    options = BuildOptions(precision=precision, batch=batch or BatchProfile(), workspace_gb=workspace_gb,
+                           input_size=input_size)
     check_batch(source, options.batch)
     precision_onnx, engine = output_paths(source, precision, out, convert=recorded == "fp32")
     command = device_command(precision_onnx, options, None if out is None else engine)

@@ -108,10 +108,15 @@ class BuildOptions:
     batch: BatchProfile = field(default_factory=BatchProfile)
     workspace_gb: float | None = None
     timing_cache: Path | None = None
+    input_size: int | None = None
+    """The side the engine reads, from a `--dynamic-size` ONNX (None: the size it was trained at)."""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise FacemaskError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        size = self.input_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 128):
+            raise FacemaskError(f"--input-size must be a positive multiple of 128, got {size!r}")
         if self.workspace_gb is not None and not self.workspace_gb > 0:
             raise FacemaskError(f"--workspace-gb must be positive, got {self.workspace_gb}")
 
@@ -196,7 +201,7 @@ def device_command(onnx_path: Path, options: BuildOptions, engine_path: Path | N
     batch = options.batch
     return build_command(
         _shown(onnx_path), options.precision, (batch.min, batch.opt, batch.max), options.workspace_gb,
-        None if engine_path is None else _shown(engine_path),
+        None if engine_path is None else _shown(engine_path), options.input_size,
     )
 
 
@@ -222,8 +227,11 @@ def make_sidecar(
     checks): what it was built from, with which TensorRT, for which GPU, with which options."""
     if METADATA_KEY not in model_metadata:
         raise FacemaskError(f"{onnx_path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with `facemask-sdk export`")
+    spec = ModelSpec.from_json(model_metadata[METADATA_KEY])
+    if options.input_size is not None:
+        spec = spec.at_input_size(options.input_size)  # what the runtime checks the engine against
     return {
-        "spec": ModelSpec.from_json(model_metadata[METADATA_KEY]).to_dict(),
+        "spec": spec.to_dict(),
         "precision": options.precision,
         "tensorrt_version": trt_version,
         "gpu_name": gpu.name,
@@ -273,6 +281,20 @@ def check_batch(onnx_path: Path, batch: BatchProfile) -> None:
             f"{onnx_path} has a static batch of {static}, so the engine can only take batch {static}; "
             f"re-export with `facemask-sdk export --dynamic-batch` for batch {batch}"
         )
+
+
+def check_input_size(onnx_path: Path, shape: list, model_metadata: dict[str, str], asked: int | None) -> int:
+    """The engine's input side: `asked` from a dynamic-size graph, else the graph's own (trained) size."""
+    if METADATA_KEY not in model_metadata:
+        raise FacemaskError(f"{onnx_path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with `facemask-sdk export`")
+    trained = ModelSpec.from_json(model_metadata[METADATA_KEY]).image_size[0]
+    dynamic = len(shape) == 4 and not all(isinstance(d, int) and d > 0 for d in shape[2:])
+    if asked is not None and asked != trained and not dynamic:
+        raise FacemaskError(
+            f"{onnx_path} reads {trained}x{trained} images only; re-export it with `facemask-sdk export "
+            f"--dynamic-size` to build an engine for {asked} px"
+        )
+    return asked or trained
 
 
 def gpu_info(command: str = "") -> GpuInfo:
@@ -326,6 +348,7 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, over
     recorded = model_metadata.get(PRECISION_KEY, "fp32")
     if recorded != options.precision:
         raise FacemaskError(f"{onnx_path} is a {recorded} model but a {options.precision} engine was asked for")
+    size = check_input_size(onnx_path, shape, model_metadata, options.input_size)
     command = device_command(onnx_path, options, engine_path)
     trt = import_tensorrt(command)
     gpu = gpu_info(command)
@@ -342,9 +365,9 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, over
     config = builder.create_builder_config()
     workspace = options.workspace_bytes(None if options.workspace_gb is not None else free_gpu_memory())
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    if not isinstance(shape[0], int) or shape[0] <= 0:
+    if any(not isinstance(d, int) or d <= 0 for d in shape):  # dynamic batch, or height and width
         profile = builder.create_optimization_profile()
-        rest = tuple(int(d) for d in shape[1:])
+        rest = (3, size, size)
         batch = options.batch
         profile.set_shape(input_name, (batch.min, *rest), (batch.opt, *rest), (batch.max, *rest))
         config.add_optimization_profile(profile)

@@ -92,7 +92,7 @@ def write_sidecar(engine_path: str | os.PathLike, sidecar: Mapping[str, Any]) ->
 
 def build_command(
     onnx: str | None, precision: str | None, batch: tuple[int, int, int] | None = None,
-    workspace_gb: float | None = None, out: str | None = None,
+    workspace_gb: float | None = None, out: str | None = None, input_size: int | None = None,
 ) -> str:
     """`facemask-sdk build-engine ...` for these options: the one place the command is spelled, used by
     the runtime's rebuild advice and the builder's "run this on the device" line."""
@@ -104,6 +104,8 @@ def build_command(
     if batch is not None:
         low, opt, high = batch
         parts += ["--batch", str(low)] if low == high else ["--dynamic-batch", f"{low},{opt},{high}"]
+    if input_size is not None:
+        parts += ["--input-size", str(input_size)]
     if workspace_gb is not None:
         parts += ["--workspace-gb", f"{workspace_gb:g}"]
     if out:
@@ -119,9 +121,10 @@ def rebuild_command(sidecar: Mapping[str, Any], engine_path: str | os.PathLike |
     batch = None
     if isinstance(recorded, Mapping) and all(isinstance(recorded.get(k), int) for k in ("min", "opt", "max")):
         batch = (recorded["min"], recorded["opt"], recorded["max"])
+    size = options.get("input_size")
     return build_command(
         onnx if isinstance(onnx, str) else None, sidecar.get("precision"), batch,
-        out=None if engine_path is None else os.fspath(engine_path),
+        out=None if engine_path is None else os.fspath(engine_path), input_size=size if isinstance(size, int) else None,
     )
 
 

@@ -169,12 +169,15 @@ class TensorRTRunner(Runner):
         roles = io_roles(inputs, outputs, self.path)
         height, width = self.spec.image_size
         shape = tuple(engine.get_tensor_shape(roles["input"]))
-        if len(shape) != 4 or shape[1:] != (3, height, width) or shape[0] not in (1, -1):
+        # -1: a dynamic axis (batch; height and width of a --dynamic-size export, built for one size)
+        if len(shape) != 4 or shape[1] != 3 or any(d not in (-1, e) for d, e in zip(shape[::2][:1] + shape[2:], (1, height, width))):
             raise ModelFileError(
                 f"{self.path}: input {roles['input']!r} has shape {shape}, expected (1, 3, {height}, {width})"
             )
-        if shape[0] == -1 and not self._context.set_input_shape(roles["input"], (1, 3, height, width)):
-            raise ModelFileError(f"{self.path}: its optimisation profile does not allow batch 1")
+        if -1 in shape and not self._context.set_input_shape(roles["input"], (1, 3, height, width)):
+            raise ModelFileError(
+                f"{self.path}: its optimisation profile does not allow one {height}x{width} image (the size in its sidecar)"
+            )
 
         from facemask_sdk.anchors import generate_anchors
 

@@ -408,3 +408,24 @@ def test_importing_build_engine_modules_does_not_import_tensorrt(fresh_python):
     code = "import facemask_tools.build_engine.tensorrt_build, facemask_tools.build_engine.pipeline, sys; print('tensorrt' in sys.modules)"
     result = fresh_python(code)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_dynamic_size_onnx_gets_a_profile_at_the_chosen_size_and_the_sidecar_says_so(
+    with_trt, tiny_any_size_export, tiny_onnx: Path, tmp_path: Path
+):
+    trt = with_trt()
+    onnx_path = with_precision(tiny_any_size_export.path, tmp_path / "m.fp16.onnx", "fp16")
+    tb.build_engine(onnx_path, tmp_path / "m.engine", tb.BuildOptions("fp16", input_size=384))
+    shapes = [c for c in trt.calls if c[0] == "set_shape"]
+    assert shapes == [("set_shape", "images", (1, 3, 384, 384), (1, 3, 384, 384), (1, 3, 384, 384))]
+    sidecar = read_sidecar(tmp_path / "m.engine")
+    assert ModelSpec.from_dict(sidecar["spec"]).image_size == (384, 384)
+    assert sidecar["build_options"]["input_size"] == 384
+    from facemask_sdk.engine_meta import rebuild_command
+
+    assert "--input-size 384" in rebuild_command(sidecar)
+    static = with_precision(tiny_onnx, tmp_path / "s.fp16.onnx", "fp16")
+    with pytest.raises(FacemaskError, match="--dynamic-size"):
+        tb.build_engine(static, tmp_path / "s.engine", tb.BuildOptions("fp16", input_size=384))
+    with pytest.raises(FacemaskError, match="multiple of 128"):
+        tb.BuildOptions("fp16", input_size=300)

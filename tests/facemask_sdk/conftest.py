@@ -379,7 +379,7 @@ class FakeTensorRT(types.ModuleType):
     records its input and writes fixed head outputs (tensor names as `facemask-sdk export` writes them)."""
 
     def __init__(self, spec: ModelSpec, logits: np.ndarray, regressions: np.ndarray, *, io_dtype=np.float32,
-                 dynamic_batch: bool = False) -> None:
+                 dynamic_batch: bool = False, dynamic_size: bool = False) -> None:
         super().__init__("tensorrt")
         trt = self
         self.__version__ = "10.3.0"
@@ -390,13 +390,14 @@ class FakeTensorRT(types.ModuleType):
         dtype_name = "HALF" if np.dtype(io_dtype) == np.float16 else "FLOAT"
         height, width = spec.image_size
         batch = -1 if dynamic_batch else 1
-        shapes = {"images": (batch, 3, height, width), "logits": (batch, *logits.shape),
+        side = (-1, -1) if dynamic_size else (height, width)  # an engine of a --dynamic-size export
+        shapes = {"images": (batch, 3, *side), "logits": (batch, *logits.shape),
                   "boxes": (batch, *regressions.shape)}
         outputs = {"logits": logits.astype(io_dtype), "boxes": regressions.astype(io_dtype)}
 
         class Context:
             def __init__(self) -> None:
-                self.addresses, self.batch = {}, None if dynamic_batch else 1
+                self.addresses, self.batch = {}, None if dynamic_batch or dynamic_size else 1
 
             def set_input_shape(self, name, shape) -> bool:
                 assert name == "images" and tuple(shape) == (1, 3, height, width)
@@ -404,6 +405,8 @@ class FakeTensorRT(types.ModuleType):
                 return True
 
             def get_tensor_shape(self, name):
+                if name == "images" and self.batch:
+                    return (1, 3, height, width)
                 return (self.batch if self.batch else -1, *shapes[name][1:])
 
             def set_tensor_address(self, name, address) -> bool:
@@ -471,8 +474,10 @@ def fake_tensorrt(fake_cuda, monkeypatch):
     stand-in as the `tensorrt` module, for engines of `fake_engine`'s spec (D0, 256 px)."""
     import sys
 
-    def install(logits: np.ndarray, regressions: np.ndarray, io_dtype=np.float32, dynamic_batch: bool = False):
-        trt = FakeTensorRT(SPEC_256, logits, regressions, io_dtype=io_dtype, dynamic_batch=dynamic_batch)
+    def install(logits: np.ndarray, regressions: np.ndarray, io_dtype=np.float32, dynamic_batch: bool = False,
+                dynamic_size: bool = False):
+        trt = FakeTensorRT(SPEC_256, logits, regressions, io_dtype=io_dtype, dynamic_batch=dynamic_batch,
+                           dynamic_size=dynamic_size)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         return trt
 

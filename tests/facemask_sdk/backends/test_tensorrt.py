@@ -243,3 +243,21 @@ def test_garbage_engine_is_refused_with_rebuild_advice(tmp_path: Path) -> None:
                          "gpu_name": gpu.name(), "compute_capability": f"{major}.{minor}", "onnx_sha256": "0" * 64})
     with pytest.raises(ModelFileError, match="rebuild"):
         TensorRTRunner(path)
+
+
+def test_an_engine_of_a_dynamic_size_export_is_bound_at_its_sidecar_size(fake_tensorrt, fake_cuda, fake_engine,
+                                                                          head_outputs) -> None:
+    from tests.facemask_sdk.conftest import SPEC_256
+
+    rng = np.random.default_rng(5)
+    logits, regressions = head_outputs(rng, len(generate_anchors(SPEC_256)), SPEC_256.num_classes, 50)
+    fake_tensorrt(logits, regressions, dynamic_size=True)  # input (1, 3, -1, -1) until bound
+    image = cv2.imread(str(SAMPLE_IMAGES[0]), cv2.IMREAD_COLOR)
+    from facemask_sdk.cuda import CudaPipeline
+
+    with TensorRTRunner(fake_engine) as runner:
+        assert runner.spec.image_size == (256, 256)
+        with CudaPipeline(runner.spec, input_dtype=runner.input_dtype, head_dtype=runner.head_dtype) as device:
+            runner.bind(device)
+            out_logits, _ = runner.run(preprocess(image, SPEC_256)[0][None])
+        np.testing.assert_array_equal(out_logits[0], logits)
