@@ -58,8 +58,12 @@ class Detector:
     """A face-mask detector around one model file.
 
     `model`: `.onnx` (ONNX Runtime) or `.engine` (TensorRT) file; `None` is the shipped model
-    (`facemask_sdk.models.default_model_path`). `backend`: `"auto"` (by file type), `"onnxruntime"`
-    or `"tensorrt"`. Thresholds are in [0, 1]; `providers`/`threads` go to ONNX Runtime.
+    (`facemask_sdk.models.default_model_path`). `backend`: `"auto"` (by file type), `"onnxruntime"`,
+    `"openvino"` (the `.onnx` compiled by OpenVINO for an x86 CPU, bf16 where native) or `"tensorrt"`.
+    Thresholds are in [0, 1]; `providers` go to ONNX Runtime, `threads` to ONNX Runtime or OpenVINO.
+    `input_size`: the side the network reads, a multiple of 128 (512 and 640 are faster than the
+    trained 768 and miss more small faces: the model card's table); it needs a model exported with a
+    dynamic input size, as the shipped one, or an engine built for that size.
     `class_agnostic` (default True): one box per face, with its best class; False keeps overlapping
     boxes of different classes (effdet's class-aware NMS). `preprocess` / `postprocess`: `"auto"`,
     `"numpy"` or `"cuda"` (see the module's docstring); `stages` says which were chosen.
