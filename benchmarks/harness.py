@@ -28,26 +28,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from facemask_tools.benchmarks.machine import git_commit, library_versions, machine_info
-from facemask_tools.benchmarks.runners import (
-    BASELINE, EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, SPEED_SCORE_THRESHOLD, STAGES, Runner,
-    discover_runners, runner_notes,
-)
-from facemask_tools.benchmarks.worker import load_predictions
+from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.files import file_sha256
 from facemask_sdk.image_io import read_image
-from facemask_sdk.detections import Detections
 from facemask_sdk.metrics import evaluate_detections
 from facemask_sdk.spec import CLASSES
 from facemask_sdk.voc import VocDataset
+from facemask_tools.benchmarks.machine import git_commit, library_versions, machine_info
+from facemask_tools.benchmarks.runners import (
+    BASELINE,
+    EVAL_IOU_THRESHOLD,
+    EVAL_MAX_DETECTIONS,
+    EVAL_SCORE_THRESHOLD,
+    SPEED_SCORE_THRESHOLD,
+    STAGES,
+    Runner,
+    discover_runners,
+    runner_notes,
+)
+from facemask_tools.benchmarks.worker import load_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
@@ -58,8 +65,11 @@ GOALS_FILE = Path(__file__).with_name("goals.json")
 def load_goals(path: Path = GOALS_FILE) -> dict[str, float]:
     """The goal thresholds by name (`goals.json`: each entry's `minimum` or `maximum`)."""
     table = json.loads(Path(path).read_text())
-    return {name: float(entry.get("minimum", entry.get("maximum"))) for name, entry in table.items()
-            if not name.startswith("_")}
+    return {
+        name: float(entry.get("minimum", entry.get("maximum")))
+        for name, entry in table.items()
+        if not name.startswith("_")
+    }
 
 
 GOALS = load_goals()
@@ -110,8 +120,12 @@ def run_benchmark(config: BenchConfig, progress: bool = True, log: Callable[[str
     ground_truth = [r.ground_truth(CLASSES) for r in records]
     decode_ms = _decode_times([r.image_path for r in records])
 
-    candidates = discover_runners(config.model.resolve(), config.checkpoint.resolve() if config.checkpoint else None,
-                                  config.threads, config.input_sizes)
+    candidates = discover_runners(
+        config.model.resolve(),
+        config.checkpoint.resolve() if config.checkpoint else None,
+        config.threads,
+        config.input_sizes,
+    )
     selected = _select(candidates, config.runners)
     rows = []
     with tempfile.TemporaryDirectory(prefix="facemask-bench-") as tmp:
@@ -209,8 +223,12 @@ def _run_worker(runner: Runner, image_paths: list[Path], config: BenchConfig, tm
     job_path.write_text(json.dumps(job))
     bar = tqdm(desc=runner.name, unit="call", disable=not progress, leave=True, dynamic_ncols=True)
     with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "facemask_tools.benchmarks.worker", str(job_path)],
-                                   stdout=subprocess.PIPE, stderr=stderr, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "facemask_tools.benchmarks.worker", str(job_path)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
         try:
             for line in process.stdout:
                 word, _, value = line.strip().partition(" ")
@@ -225,7 +243,7 @@ def _run_worker(runner: Runner, image_paths: list[Path], config: BenchConfig, tm
                 process.wait()
             bar.close()
     if process.returncode != 0 or not result_path.is_file():
-        lines = [l for l in stderr_path.read_text(errors="replace").splitlines() if l.strip()]
+        lines = [line for line in stderr_path.read_text(errors="replace").splitlines() if line.strip()]
         reason = lines[-1].strip() if lines else f"worker exited with code {process.returncode}"
         return {"status": "failed", "reason": f"worker crashed: {reason}", "stderr_tail": lines[-20:]}, []
     result = json.loads(result_path.read_text())
@@ -249,8 +267,14 @@ def _accuracy(ground_truth: list[Detections], predictions: list, info: dict) -> 
 def _row(runner: Runner, result: dict) -> dict:
     spec = runner.spec
     row = {
-        "name": spec.name, "backend": spec.backend, "precision": spec.precision, "device": spec.device,
-        "baseline": spec.baseline, "path": spec.path, "notes": runner_notes(spec), **result,
+        "name": spec.name,
+        "backend": spec.backend,
+        "precision": spec.precision,
+        "device": spec.device,
+        "baseline": spec.baseline,
+        "path": spec.path,
+        "notes": runner_notes(spec),
+        **result,
     }
     if result["status"] == "ok":
         row["file"] = _file_facts(Path(spec.path))
@@ -278,8 +302,11 @@ def _summarise(rows: list[dict]) -> None:
         if batched:
             images, total = sum(batched["images_per_call"]), sum(batched["end_to_end_ms"])
             row["batch"] = {
-                "batch": batched["batch"], "calls": len(batched["end_to_end_ms"]), "images": images,
-                "latency_per_image_ms": total / images, "fps": 1000.0 * images / total,
+                "batch": batched["batch"],
+                "calls": len(batched["end_to_end_ms"]),
+                "images": images,
+                "latency_per_image_ms": total / images,
+                "fps": 1000.0 * images / total,
                 **{stage.removesuffix("_ms") + "_per_image_ms": sum(batched[stage]) / images for stage in STAGES},
             }
 
@@ -287,7 +314,9 @@ def _summarise(rows: list[dict]) -> None:
     base = by_name.get(BASELINE)
     cuda_ref = by_name.get("pytorch-cuda-fp32")
     for row in by_name.values():
-        row["speedup"] = base["latency_ms"]["end_to_end"]["mean"] / row["latency_ms"]["end_to_end"]["mean"] if base else None
+        row["speedup"] = (
+            base["latency_ms"]["end_to_end"]["mean"] / row["latency_ms"]["end_to_end"]["mean"] if base else None
+        )
         if row.get("batch") and base and base.get("batch"):
             row["batch"]["speedup"] = row["batch"]["fps"] / base["batch"]["fps"]
         if row["device"] == "cuda" and cuda_ref:
@@ -327,10 +356,18 @@ def evaluate_goals(rows: list[dict], goals_table: dict[str, float] | None = None
         row = by_name["ort-cpu-fp32"]
         speedup, delta = row["speedup"], row["accuracy"]["delta_map_pt"]
         speed_ok, map_ok = speedup >= GOAL_SPEEDUP, abs(delta) <= GOAL_EQUAL_MAP_PT
-        parts = [f"speed-up {speedup:.2f}x" + ("" if speed_ok else f" (missed by {GOAL_SPEEDUP - speedup:.2f}x)"),
-                 f"mAP {delta:+.2f} pt" + ("" if map_ok else f" (missed by {abs(delta) - GOAL_EQUAL_MAP_PT:.2f} pt)")]
-        goals.append({"goal": text, "status": "met" if speed_ok and map_ok else "missed",
-                      "value": {"speedup": speedup, "delta_map_pt": delta}, "detail": "; ".join(parts)})
+        parts = [
+            f"speed-up {speedup:.2f}x" + ("" if speed_ok else f" (missed by {GOAL_SPEEDUP - speedup:.2f}x)"),
+            f"mAP {delta:+.2f} pt" + ("" if map_ok else f" (missed by {abs(delta) - GOAL_EQUAL_MAP_PT:.2f} pt)"),
+        ]
+        goals.append(
+            {
+                "goal": text,
+                "status": "met" if speed_ok and map_ok else "missed",
+                "value": {"speedup": speedup, "delta_map_pt": delta},
+                "detail": "; ".join(parts),
+            }
+        )
 
     text = f"ort-cpu-int8 mAP@0.5:0.95 within {GOAL_INT8_MAP_PT} pt of the baseline"
     why = missing(BASELINE, "ort-cpu-int8")
@@ -344,7 +381,9 @@ def evaluate_goals(rows: list[dict], goals_table: dict[str, float] | None = None
         fp32 = by_name.get("ort-cpu-fp32")
         if fp32 and fp32["status"] == "ok":
             detail += f"; {100 * (row['accuracy']['map'] - fp32['accuracy']['map']):+.2f} pt vs ort-cpu-fp32"
-        goals.append({"goal": text, "status": "met" if ok else "missed", "value": {"delta_map_pt": delta}, "detail": detail})
+        goals.append(
+            {"goal": text, "status": "met" if ok else "missed", "value": {"delta_map_pt": delta}, "detail": detail}
+        )
 
     text = f"ort-cpu-fp32 pre- plus post-processing <= {GOAL_PRE_POST_SHARE:.0%} of end-to-end latency"
     why = missing("ort-cpu-fp32")
@@ -354,8 +393,10 @@ def evaluate_goals(rows: list[dict], goals_table: dict[str, float] | None = None
         row = by_name["ort-cpu-fp32"]
         share = row["pre_post_share"]
         ok = share <= GOAL_PRE_POST_SHARE
-        detail = (f"{share:.1%} (pre {row['latency_ms']['preprocess']['mean']:.2f} ms + post "
-                  f"{row['latency_ms']['postprocess']['mean']:.2f} ms of {row['latency_ms']['end_to_end']['mean']:.2f} ms)")
+        detail = (
+            f"{share:.1%} (pre {row['latency_ms']['preprocess']['mean']:.2f} ms + post "
+            f"{row['latency_ms']['postprocess']['mean']:.2f} ms of {row['latency_ms']['end_to_end']['mean']:.2f} ms)"
+        )
         if not ok:
             detail += f"; missed by {100 * (share - GOAL_PRE_POST_SHARE):.1f} points"
         goals.append({"goal": text, "status": "met" if ok else "missed", "value": {"share": share}, "detail": detail})
@@ -368,8 +409,10 @@ def busy_warning(machine: dict) -> str | None:
     cpus = machine.get("usable_cpus") or 1
     load = (machine.get("load_average_at_start") or [0.0])[0]
     if load > BUSY_LOAD_FRACTION * cpus:
-        return (f"the machine was busy (1-minute load average {load:.1f} on {cpus} CPUs as the run started): timings "
-                f"include contention with other processes; rerun on an idle machine for figures to publish")
+        return (
+            f"the machine was busy (1-minute load average {load:.1f} on {cpus} CPUs as the run started): timings "
+            f"include contention with other processes; rerun on an idle machine for figures to publish"
+        )
     return None
 
 
@@ -379,8 +422,16 @@ def latency_stats(values: list[float]) -> dict:
     if data.size == 0:
         return {"n": 0}
     p50, p90, p99 = np.percentile(data, [50, 90, 99])
-    return {"n": int(data.size), "mean": float(data.mean()), "p50": float(p50), "p90": float(p90),
-            "p99": float(p99), "min": float(data.min()), "max": float(data.max()), "std": float(data.std())}
+    return {
+        "n": int(data.size),
+        "mean": float(data.mean()),
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "min": float(data.min()),
+        "max": float(data.max()),
+        "std": float(data.std()),
+    }
 
 
 def _file_facts(path: Path) -> dict:

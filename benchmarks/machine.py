@@ -16,8 +16,21 @@ from pathlib import Path
 from facemask_tools.training.allocator import memory_allocator
 
 PACKAGES = (
-    "facemask-sdk", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "onnxruntime-gpu",
-    "onnx", "torch", "torchvision", "effdet", "timm", "tensorrt", "pycuda", "pycocotools", "matplotlib",
+    "facemask-sdk",
+    "numpy",
+    "opencv-python-headless",
+    "opencv-python",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnx",
+    "torch",
+    "torchvision",
+    "effdet",
+    "timm",
+    "tensorrt",
+    "pycuda",
+    "pycocotools",
+    "matplotlib",
 )
 
 
@@ -88,8 +101,12 @@ def git_commit(root: Path) -> str | None:
     if shutil.which("git") is None:
         return None
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=root, capture_output=True, text=True, timeout=10)
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "-uno"], cwd=root, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if sha.returncode != 0:

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from facemask_sdk.errors import FacemaskError
-from facemask_sdk.models import variant_path
 from facemask_sdk.metrics import EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD  # noqa: F401 (re-exported)
+from facemask_sdk.models import variant_path
 
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
 """float32 `[N, 4]` xyxy boxes (original-image pixels), float32 `[N]` scores, int64 `[N]` class ids."""
@@ -70,7 +70,7 @@ class RunnerSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunnerSpec":
+    def from_dict(cls, data: dict) -> RunnerSpec:
         return cls(**data)
 
 
@@ -96,7 +96,7 @@ class Runner:
         """(True, "") when this runner can be tried here, else (False, why); imports nothing heavy."""
         raise NotImplementedError
 
-    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> "Runner":
+    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> Runner:
         """Load the model; detections scoring at or below `score_threshold` are dropped."""
         raise NotImplementedError
 
@@ -105,7 +105,7 @@ class Runner:
         if impl is not None and hasattr(impl, "close"):
             impl.close()
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         if self._impl is None:
             self.open()
         return self
@@ -158,7 +158,7 @@ class TorchRunner(Runner):
             return False, "no NVIDIA GPU (nvidia-smi not found)"
         return True, ""
 
-    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> "TorchRunner":
+    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> TorchRunner:
         import torch
 
         from facemask_tools.training.baseline import TorchRunner as EffdetRunner
@@ -168,8 +168,10 @@ class TorchRunner(Runner):
         if self.spec.threads is not None:
             torch.set_num_threads(self.spec.threads)
         self._impl = EffdetRunner(
-            self.spec.path, device=self.spec.device,
-            score_threshold=score_threshold, max_detections=EVAL_MAX_DETECTIONS,
+            self.spec.path,
+            device=self.spec.device,
+            score_threshold=score_threshold,
+            max_detections=EVAL_MAX_DETECTIONS,
         )
         return self
 
@@ -215,7 +217,7 @@ class DetectorRunner(Runner):
                 )
         return True, ""
 
-    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> "DetectorRunner":
+    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> DetectorRunner:
         from facemask_sdk.detector import Detector
 
         options = {}
@@ -227,9 +229,14 @@ class DetectorRunner(Runner):
         # effdet's class-aware NMS, as the PyTorch baseline: the bench compares backends and precisions
         # at equal post-processing (the product's one-box-per-face figures are in the model card)
         self._impl = Detector(
-            self.spec.path, backend=self.backend, score_threshold=score_threshold,
-            iou_threshold=EVAL_IOU_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS, class_agnostic=False,
-            input_size=self.spec.input_size, **options,
+            self.spec.path,
+            backend=self.backend,
+            score_threshold=score_threshold,
+            iou_threshold=EVAL_IOU_THRESHOLD,
+            max_detections=EVAL_MAX_DETECTIONS,
+            class_agnostic=False,
+            input_size=self.spec.input_size,
+            **options,
         )
         if self.spec.device == "cuda" and self.backend == "onnxruntime":
             if "CUDAExecutionProvider" not in self._impl.providers:
@@ -261,8 +268,12 @@ class DetectorRunner(Runner):
 
 def make_runner(spec: RunnerSpec) -> Runner:
     """The adapter for `spec.backend`."""
-    kinds = {"pytorch": TorchRunner, "onnxruntime": DetectorRunner, "tensorrt": DetectorRunner,
-             "openvino": DetectorRunner}
+    kinds = {
+        "pytorch": TorchRunner,
+        "onnxruntime": DetectorRunner,
+        "tensorrt": DetectorRunner,
+        "openvino": DetectorRunner,
+    }
     if spec.backend not in kinds:
         raise FacemaskError(f"unknown backend {spec.backend!r} for runner {spec.name}; expected {', '.join(kinds)}")
     return kinds[spec.backend](spec)
@@ -286,28 +297,83 @@ def discover_runners(
     export = "pass --model, or export one with `facemask-sdk export --checkpoint CKPT --out MODEL`"
     ckpt = str(checkpoint) if checkpoint is not None else ""
     specs = [
-        RunnerSpec(BASELINE, "pytorch", "fp32", "cpu", ckpt, threads, baseline=True,
-                   note="effdet DetBenchPredict, eager; NMS runs inside its inference stage"),
+        RunnerSpec(
+            BASELINE,
+            "pytorch",
+            "fp32",
+            "cpu",
+            ckpt,
+            threads,
+            baseline=True,
+            note="effdet DetBenchPredict, eager; NMS runs inside its inference stage",
+        ),
         RunnerSpec("ort-cpu-fp32", "onnxruntime", "fp32", "cpu", str(model), threads, note=export),
-        RunnerSpec("ort-cpu-fp16", "onnxruntime", "fp16", "cpu", str(variant_path(model, "fp16")), threads,
-                   note=build.format(p="fp16")),
-        RunnerSpec("ort-cpu-int8", "onnxruntime", "int8", "cpu", str(variant_path(model, "int8")), threads,
-                   note=build.format(p="int8")),
-        RunnerSpec("ov-cpu-auto", "openvino", "auto", "cpu", str(model), threads,
-                   note="OpenVINO: bf16 where the CPU has AMX or AVX-512 BF16, else fp32"),
-        RunnerSpec("ov-cpu-int8", "openvino", "int8", "cpu", str(variant_path(model, "int8")), threads,
-                   note=build.format(p="int8")),
+        RunnerSpec(
+            "ort-cpu-fp16",
+            "onnxruntime",
+            "fp16",
+            "cpu",
+            str(variant_path(model, "fp16")),
+            threads,
+            note=build.format(p="fp16"),
+        ),
+        RunnerSpec(
+            "ort-cpu-int8",
+            "onnxruntime",
+            "int8",
+            "cpu",
+            str(variant_path(model, "int8")),
+            threads,
+            note=build.format(p="int8"),
+        ),
+        RunnerSpec(
+            "ov-cpu-auto",
+            "openvino",
+            "auto",
+            "cpu",
+            str(model),
+            threads,
+            note="OpenVINO: bf16 where the CPU has AMX or AVX-512 BF16, else fp32",
+        ),
+        RunnerSpec(
+            "ov-cpu-int8",
+            "openvino",
+            "int8",
+            "cpu",
+            str(variant_path(model, "int8")),
+            threads,
+            note=build.format(p="int8"),
+        ),
         RunnerSpec("pytorch-cuda-fp32", "pytorch", "fp32", "cuda", ckpt, threads),
         RunnerSpec("ort-cuda-fp32", "onnxruntime", "fp32", "cuda", str(model), threads, note=export),
-        RunnerSpec("ort-cuda-fp16", "onnxruntime", "fp16", "cuda", str(variant_path(model, "fp16")), threads,
-                   note=build.format(p="fp16")),
+        RunnerSpec(
+            "ort-cuda-fp16",
+            "onnxruntime",
+            "fp16",
+            "cuda",
+            str(variant_path(model, "fp16")),
+            threads,
+            note=build.format(p="fp16"),
+        ),
     ]
     for precision in ("fp32", "fp16", "int8"):
-        specs.append(RunnerSpec(f"trt-{precision}", "tensorrt", precision, "cuda",
-                                str(engine_path(model, precision)), note=engine.format(p=precision)))
+        specs.append(
+            RunnerSpec(
+                f"trt-{precision}",
+                "tensorrt",
+                precision,
+                "cuda",
+                str(engine_path(model, precision)),
+                note=engine.format(p=precision),
+            )
+        )
     if input_sizes:
-        sized = [replace(spec, name=f"{spec.name}-{size}", input_size=size)
-                 for size in input_sizes for spec in specs if spec.device == "cpu" and not spec.baseline]
+        sized = [
+            replace(spec, name=f"{spec.name}-{size}", input_size=size)
+            for size in input_sizes
+            for spec in specs
+            if spec.device == "cpu" and not spec.baseline
+        ]
         specs = [spec for spec in specs if spec.baseline] + sized + [spec for spec in specs if spec.device != "cpu"]
     return [make_runner(spec) for spec in specs]
 

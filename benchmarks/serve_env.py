@@ -27,16 +27,23 @@ def serve_requirements(wheel: Path) -> list[str]:
     """The `[serve]` extra's requirements, from the wheel's own metadata (one source: pyproject)."""
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(archive.read(n).decode() for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
-    found = [match.group(1) for line in metadata.splitlines()
-             if (match := re.match(r"Requires-Dist: (.+?)\s*;\s*extra\s*==\s*[\"']serve[\"']", line))]
+    found = [
+        match.group(1)
+        for line in metadata.splitlines()
+        if (match := re.match(r"Requires-Dist: (.+?)\s*;\s*extra\s*==\s*[\"']serve[\"']", line))
+    ]
     if not found:
         raise RuntimeError(f"{wheel.name} declares no [serve] extra")
     return found
 
 
 def _pip(python: Path, *args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *args],
-                            capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"pip install {' '.join(args)} failed:\n{result.stderr[-3000:]}")
 
@@ -53,8 +60,13 @@ def serve_environment(wheel: Path) -> Path:
         _pip(python, *requirements)
         installed.write_text("\n".join(requirements) + "\n")
     _pip(python, "--no-deps", "--force-reinstall", str(wheel))
-    probe = subprocess.run([str(python), "-c", "import numpy, pytriton, facemask_sdk; print(numpy.__version__, facemask_sdk.__file__)"],
-                           capture_output=True, text=True, timeout=120, cwd="/")
+    probe = subprocess.run(
+        [str(python), "-c", "import numpy, pytriton, facemask_sdk; print(numpy.__version__, facemask_sdk.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
     if probe.returncode != 0:
         raise RuntimeError(f"the serving environment {env_dir} is broken:\n{probe.stderr[-2000:]}")
     numpy_version, package = probe.stdout.split()

@@ -29,14 +29,33 @@ def free_ports(count: int) -> list[int]:
 
 def bundled_server_argv(python: Path, repository: Path, workdir: Path, http_port: int, grpc_port: int) -> list[str]:
     """PyTriton's tritonserver on a generated repository (the process becomes tritonserver)."""
-    return [str(python), "-m", "facemask_sdk.serving.bundled_server", str(repository), str(workdir), "127.0.0.1",
-            str(http_port), str(grpc_port)]
+    return [
+        str(python),
+        "-m",
+        "facemask_sdk.serving.bundled_server",
+        str(repository),
+        str(workdir),
+        "127.0.0.1",
+        str(http_port),
+        str(grpc_port),
+    ]
 
 
 def serve_argv(python: Path, model: Path, http_port: int, grpc_port: int, *extra: str) -> list[str]:
     """`facemask-sdk serve` of the environment that `python` belongs to."""
-    return [str(Path(python).parent / "facemask-sdk"), "serve", "--model", str(model), "--host", "127.0.0.1",
-            "--http-port", str(http_port), "--grpc-port", str(grpc_port), *extra]
+    return [
+        str(Path(python).parent / "facemask-sdk"),
+        "serve",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        *extra,
+    ]
 
 
 class ServerProcess:
@@ -46,8 +65,9 @@ class ServerProcess:
     def __init__(self, argv: list[str], log: Path, http_port: int, grpc_port: int, env: dict | None = None) -> None:
         self.log_path, self.http_port, self.grpc_port = Path(log), http_port, grpc_port
         self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                        cwd=self.log_path.parent)
+        self.process = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.log_path.parent
+        )
         self.pid = self.process.pid
 
     @property
@@ -86,7 +106,7 @@ class ServerProcess:
         self._log.close()
         return self.process.returncode
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

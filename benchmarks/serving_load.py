@@ -19,8 +19,8 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tqdm import tqdm
 
@@ -57,13 +57,24 @@ def closed_loop(call: Callable[[int], object], concurrency: int, seconds: float)
         thread.join()
     elapsed = time.perf_counter() - begin
     stats = latency_stats([1e3 * t for per_thread in latencies for t in per_thread])
-    return {"concurrency": concurrency, "requests": stats["n"], "seconds": round(elapsed, 2),
-            "requests_per_s": round(stats["n"] / elapsed, 2), "p50_ms": round(stats["p50"], 1),
-            "p99_ms": round(stats["p99"], 1)}
+    return {
+        "concurrency": concurrency,
+        "requests": stats["n"],
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(stats["n"] / elapsed, 2),
+        "p50_ms": round(stats["p50"], 1),
+        "p99_ms": round(stats["p99"], 1),
+    }
 
 
-def _measure(name: str, call: Callable[[int], object], levels: list[int], seconds: float, rows: list[dict],
-             batching: Callable[[], tuple[int, int]] | None = None) -> None:
+def _measure(
+    name: str,
+    call: Callable[[int], object],
+    levels: list[int],
+    seconds: float,
+    rows: list[dict],
+    batching: Callable[[], tuple[int, int]] | None = None,
+) -> None:
     for _ in range(2):
         call(0)  # warm-up: first requests load lazily initialised state
     for level in tqdm(levels, desc=name, leave=False):
@@ -89,28 +100,50 @@ def run(onnx: Path, python: Path, levels: list[int], seconds: float, threads: in
     with ServerProcess(argv, workdir / "serve.log", http_port, grpc_port) as server:
         server.wait_ready()
         with TritonClient(server.grpc_url, timeout_s=300, access_token="bench") as client:
-            _measure("facemask-sdk serve (PyTriton)", lambda i: client.detect(encoded[i]), levels, seconds, rows,
-                     batching=client.batching)
+            _measure(
+                "facemask-sdk serve (PyTriton)",
+                lambda i: client.detect(encoded[i]),
+                levels,
+                seconds,
+                rows,
+                batching=client.batching,
+            )
 
-    repository = write_repository(workdir / "repository", onnx,
-                                  RepositoryOptions(backend="python", network_threads=threads), force=True).path
+    repository = write_repository(
+        workdir / "repository", onnx, RepositoryOptions(backend="python", network_threads=threads), force=True
+    ).path
     http_port, grpc_port = free_ports(2)
     argv = bundled_server_argv(python, repository, workdir, http_port, grpc_port)
     with ServerProcess(argv, workdir / "tritonserver.log", http_port, grpc_port) as server:
         server.wait_ready()
         with TritonClient(server.grpc_url, timeout_s=300) as client:
-            _measure("repository ensemble (tritonserver 2.51)", lambda i: client.detect(encoded[i]), levels, seconds,
-                     rows, batching=lambda: client.batching(NETWORK))
+            _measure(
+                "repository ensemble (tritonserver 2.51)",
+                lambda i: client.detect(encoded[i]),
+                levels,
+                seconds,
+                rows,
+                batching=lambda: client.batching(NETWORK),
+            )
     machine = {**machine_info(), "load_average_at_start": [round(v, 2) for v in load_start] if load_start else None}
-    return {"machine": machine, "busy_warning": busy_warning(machine), "onnx": onnx.name, "seconds_per_level": seconds, "threads": threads,
-            "samples": [p.name for p in SAMPLES], "rows": rows}
+    return {
+        "machine": machine,
+        "busy_warning": busy_warning(machine),
+        "onnx": onnx.name,
+        "seconds_per_level": seconds,
+        "threads": threads,
+        "samples": [p.name for p in SAMPLES],
+        "rows": rows,
+    }
 
 
 def markdown(result: dict) -> str:
     lines = ["| target | concurrency | requests/s | p50 ms | p99 ms | mean batch |", "|---|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
-        lines.append(f"| {row['target']} | {row['concurrency']} | {row['requests_per_s']:.2f} | {row['p50_ms']:.0f} | "
-                     f"{row['p99_ms']:.0f} | {row.get('mean_batch', '')} |")
+        lines.append(
+            f"| {row['target']} | {row['concurrency']} | {row['requests_per_s']:.2f} | {row['p50_ms']:.0f} | "
+            f"{row['p99_ms']:.0f} | {row.get('mean_batch', '')} |"
+        )
     return "\n".join(lines)
 
 

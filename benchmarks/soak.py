@@ -54,7 +54,16 @@ def soak_detect(count: int, every: int, workdir: Path, model: str | None) -> lis
     for frame in frames(count):
         writer.write(frame)
     writer.release()
-    args = [sys.executable, "-m", "facemask_sdk.cli.main", "detect", str(video), "--out", str(workdir / "out"), "--force"]
+    args = [
+        sys.executable,
+        "-m",
+        "facemask_sdk.cli.main",
+        "detect",
+        str(video),
+        "--out",
+        str(workdir / "out"),
+        "--force",
+    ]
     if model:
         args += ["--model", model]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -39,8 +39,11 @@ class ReferenceByteTrack:
         self.votes: dict[int, np.ndarray] = {}
 
     def update(self, detections: Detections, frame_index: int | None = None, time_s: float | None = None) -> Detections:
-        result = self.tracker.update(self._supervision.Detections(
-            xyxy=detections.xyxy.astype(np.float32), confidence=detections.scores, class_id=detections.class_ids))
+        result = self.tracker.update(
+            self._supervision.Detections(
+                xyxy=detections.xyxy.astype(np.float32), confidence=detections.scores, class_id=detections.class_ids
+            )
+        )
         ids = np.full(len(detections), -1, np.int64)
         for box, tracker_id, class_id, score in zip(result.xyxy, result.tracker_id, result.class_id, result.confidence):
             if tracker_id is None or tracker_id < 0:
@@ -73,10 +76,18 @@ def on_clips(trackers: dict[str, type]) -> list[dict]:
                 ms = 1e3 * (time.perf_counter() - started) / len(per_frame)
                 switches, _ = identity_switches(clip, tracked)
                 counted = tracker.summary()["per_class"]
-                rows.append({"clip": name, "tracker": tracker_name, "frames": len(per_frame),
-                             "true_people": clip.people_per_class(), "counted": counted,
-                             "exact": counted == clip.people_per_class(), "id_switches": switches,
-                             "ms_per_frame": round(ms, 3)})
+                rows.append(
+                    {
+                        "clip": name,
+                        "tracker": tracker_name,
+                        "frames": len(per_frame),
+                        "true_people": clip.people_per_class(),
+                        "counted": counted,
+                        "exact": counted == clip.people_per_class(),
+                        "id_switches": switches,
+                        "ms_per_frame": round(ms, 3),
+                    }
+                )
     return rows
 
 
@@ -110,7 +121,9 @@ def soak(faces: int, frames: int) -> dict:
     memory = {}
     tracker = FaceTracker(CLASSES)
     tracemalloc.start()
-    for t, detections in enumerate(tqdm(synthetic_crowd(faces, frames), total=frames, desc="soak, memory", unit="frame")):
+    for t, detections in enumerate(
+        tqdm(synthetic_crowd(faces, frames), total=frames, desc="soak, memory", unit="frame")
+    ):
         tracker.update(detections)
         del detections
         if t + 1 in (frames // 10, frames):
@@ -118,10 +131,16 @@ def soak(faces: int, frames: int) -> dict:
     tracemalloc.stop()
     first, last = (memory[k] for k in sorted(memory))
     ms = 1e3 * times
-    return {"faces": faces, "frames": frames, "ms_p50": round(float(np.percentile(ms, 50)), 4),
-            "ms_p99": round(float(np.percentile(ms, 99)), 4), "live_tracks_at_end": tracker.live_tracks,
-            "people": len(tracker.people), "traced_kib_at_10pct": round(first / 1024, 1),
-            "traced_kib_at_end": round(last / 1024, 1)}
+    return {
+        "faces": faces,
+        "frames": frames,
+        "ms_p50": round(float(np.percentile(ms, 50)), 4),
+        "ms_p99": round(float(np.percentile(ms, 99)), 4),
+        "live_tracks_at_end": tracker.live_tracks,
+        "people": len(tracker.people),
+        "traced_kib_at_10pct": round(first / 1024, 1),
+        "traced_kib_at_end": round(last / 1024, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,8 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for row in report["clips"]:
-        print(f"{row['clip']:9s} {row['tracker']:26s} exact={row['exact']!s:5s} switches={row['id_switches']} "
-              f"counted={row['counted']} true={row['true_people']} {row['ms_per_frame']} ms")
+        print(
+            f"{row['clip']:9s} {row['tracker']:26s} exact={row['exact']!s:5s} switches={row['id_switches']} "
+            f"counted={row['counted']} true={row['true_people']} {row['ms_per_frame']} ms"
+        )
     print(f"soak, 50 faces: {report['soak']}")
     print(f"written {args.out}")
 

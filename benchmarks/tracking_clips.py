@@ -154,26 +154,39 @@ def _covered(box: np.ndarray, occluder: tuple) -> float:
 
 def crossing(frames: int = 40) -> Clip:
     """Two people walk towards each other and cross, the second passing in front of the first."""
-    return _walk("crossing", frames, [
-        ("with_mask", lambda t: (90 + 12 * t, 220, 110)),
-        ("without_mask", lambda t: (560 - 12 * t, 250, 110)),
-    ])
+    return _walk(
+        "crossing",
+        frames,
+        [
+            ("with_mask", lambda t: (90 + 12 * t, 220, 110)),
+            ("without_mask", lambda t: (560 - 12 * t, 250, 110)),
+        ],
+    )
 
 
 def pillar(frames: int = 40) -> Clip:
     """One person walks behind a pillar (hidden for several frames) and out again; another stands still."""
-    return _walk("pillar", frames, [
-        ("without_mask", lambda t: (60 + 13 * t, 230, 100)),
-        ("mask_weared_incorrect", lambda t: (520, 160, 100)),
-    ], occluders=((260, 120, 360, 400),))
+    return _walk(
+        "pillar",
+        frames,
+        [
+            ("without_mask", lambda t: (60 + 13 * t, 230, 100)),
+            ("mask_weared_incorrect", lambda t: (520, 160, 100)),
+        ],
+        occluders=((260, 120, 360, 400),),
+    )
 
 
 def approach(frames: int = 40) -> Clip:
     """One person walks towards the camera: the face grows from 70 to 300 px; one more passes behind."""
-    return _walk("approach", frames, [
-        ("with_mask_2", lambda t: (100 + 11 * t, 160, 90) if t < 36 else None),
-        ("without_mask", lambda t: (330, 250, 70 + 230 * t / (frames - 1))),
-    ])
+    return _walk(
+        "approach",
+        frames,
+        [
+            ("with_mask_2", lambda t: (100 + 11 * t, 160, 90) if t < 36 else None),
+            ("without_mask", lambda t: (330, 250, 70 + 230 * t / (frames - 1))),
+        ],
+    )
 
 
 def pan_over_photo(frames: int = 40, stem: str = "maksssksksss7") -> Clip:
@@ -189,8 +202,9 @@ def pan_over_photo(frames: int = 40, stem: str = "maksssksksss7") -> Clip:
         x0, y0 = cx - view_w / 2, cy - view_h / 2
         scale = FRAME_W / view_w
         matrix = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]], np.float32)
-        clip.frames.append(cv2.warpAffine(image, matrix, (FRAME_W, FRAME_H), flags=cv2.INTER_CUBIC,
-                                          borderMode=cv2.BORDER_REPLICATE))
+        clip.frames.append(
+            cv2.warpAffine(image, matrix, (FRAME_W, FRAME_H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        )
         truth = {}
         for person, (box, class_id) in enumerate(zip(record.boxes, record.class_ids), start=1):
             moved = (box - [x0, y0, x0, y0]) * scale

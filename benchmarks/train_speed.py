@@ -60,9 +60,15 @@ def measure(case: SpeedCase, data: str, model: str, image_size: int, batch_size:
             timings.append(time.perf_counter() - started)
     seconds = sorted(timings)[len(timings) // 2]
     # images/s at equal face scale: a crop covers (crop / image_size)**2 of a full canvas
-    return {"case": case.name, "crop": case.crop, "amp": case.amp, "channels_last": case.channels_last,
-            "step_s": round(seconds, 3), "images_per_s": round(batch_size / seconds, 2),
-            "canvas_equivalent_per_s": round(batch_size / seconds * (case.crop / image_size) ** 2, 2)}
+    return {
+        "case": case.name,
+        "crop": case.crop,
+        "amp": case.amp,
+        "channels_last": case.channels_last,
+        "step_s": round(seconds, 3),
+        "images_per_s": round(batch_size / seconds, 2),
+        "canvas_equivalent_per_s": round(batch_size / seconds * (case.crop / image_size) ** 2, 2),
+    }
 
 
 @click.command()
@@ -73,9 +79,21 @@ def measure(case: SpeedCase, data: str, model: str, image_size: int, batch_size:
 @click.option("--steps", type=int, default=3, show_default=True, help="Timed steps per case (median reported).")
 @click.option("--warmup", type=int, default=1, show_default=True)
 @click.option("--crops", default="512,384,256", show_default=True)
-@click.option("--bf16/--no-bf16", default=None, help="Include bf16 autocast cases (default: where the CPU has native bf16).")
+@click.option(
+    "--bf16/--no-bf16", default=None, help="Include bf16 autocast cases (default: where the CPU has native bf16)."
+)
 @click.option("--out", type=click.Path(dir_okay=False), default="runs/train-speed.json", show_default=True)
-def main(data: str, model: str, image_size: int, batch_size: int, steps: int, warmup: int, crops: str, bf16: bool | None, out: str) -> None:
+def main(
+    data: str,
+    model: str,
+    image_size: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    crops: str,
+    bf16: bool | None,
+    out: str,
+) -> None:
     """images/s of the real training step for every case; writes a JSON table and prints it."""
     import torch
 
@@ -93,10 +111,20 @@ def main(data: str, model: str, image_size: int, batch_size: int, steps: int, wa
     for case in cases:
         row = measure(case, data, model, image_size, batch_size, steps, warmup)
         rows.append(row)
-        click.echo(f"{row['case']:<28} {row['step_s']:>7.2f} s/step {row['images_per_s']:>7.2f} img/s "
-                   f"{row['canvas_equivalent_per_s']:>6.2f} full-canvas img/s")
-    report = {"machine": platform.processor() or platform.machine(), "cpu": _cpu_name(), "threads": torch.get_num_threads(),
-              "allocator": memory_allocator(), "model": model, "image_size": image_size, "batch_size": batch_size, "rows": rows}
+        click.echo(
+            f"{row['case']:<28} {row['step_s']:>7.2f} s/step {row['images_per_s']:>7.2f} img/s "
+            f"{row['canvas_equivalent_per_s']:>6.2f} full-canvas img/s"
+        )
+    report = {
+        "machine": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "allocator": memory_allocator(),
+        "model": model,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "rows": rows,
+    }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2))
     click.echo(f"wrote {out}")

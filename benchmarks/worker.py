@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facemask_tools.benchmarks.machine import gpu_memory_of_process, memory_mb
-from facemask_tools.benchmarks.runners import STAGES, RunnerSpec, RunnerUnavailable, make_runner
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.image_io import read_image
+from facemask_tools.benchmarks.machine import gpu_memory_of_process, memory_mb
+from facemask_tools.benchmarks.runners import STAGES, RunnerSpec, RunnerUnavailable, make_runner
 
 
 def run_job(job: dict, emit=print) -> tuple[dict, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -120,9 +120,7 @@ def load_predictions(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarra
     with np.load(path) as data:
         ends = np.cumsum(data["counts"])
         starts = ends - data["counts"]
-        return [
-            (data["boxes"][a:b], data["scores"][a:b], data["class_ids"][a:b]) for a, b in zip(starts, ends)
-        ]
+        return [(data["boxes"][a:b], data["scores"][a:b], data["class_ids"][a:b]) for a, b in zip(starts, ends)]
 
 
 def _torch_cuda_peak(spec: RunnerSpec) -> float | None:

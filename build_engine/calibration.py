@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facemask_sdk.files import file_sha256, write_atomically
 from facemask_sdk.errors import InternalError
+from facemask_sdk.files import file_sha256, write_atomically
 from facemask_sdk.image_io import read_image
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.spec import ModelSpec
@@ -64,8 +64,12 @@ def calibration_key(
         "method": method,
         "settings": CALIBRATOR_SETTINGS[method],
         "op_types": list(op_types),
-        "preprocess": {"image_size": list(spec.image_size), "mean": list(spec.mean), "std": list(spec.std),
-                       "letterbox": "top-left, cv2.INTER_LINEAR, BGR->RGB"},
+        "preprocess": {
+            "image_size": list(spec.image_size),
+            "mean": list(spec.mean),
+            "std": list(spec.std),
+            "letterbox": "top-left, cv2.INTER_LINEAR, BGR->RGB",
+        },
         "onnxruntime": onnxruntime.__version__,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(), data
@@ -95,8 +99,10 @@ def calibrate(
     input_name = calibrator.infer_session.get_inputs()[0].name
     chatter = io.StringIO()  # ONNX Runtime's histogram calibrators print progress to stdout
     # minutes at 768 px on two cores: a bar on stderr (tqdm, off when stderr is not a terminal)
-    with contextlib.redirect_stdout(chatter), tqdm(total=len(images), desc=f"calibrating ({method})", unit="img",
-                                                   disable=None, leave=False) as bar:
+    with (
+        contextlib.redirect_stdout(chatter),
+        tqdm(total=len(images), desc=f"calibrating ({method})", unit="img", disable=None, leave=False) as bar,
+    ):
         for start in range(0, len(images), CHUNK):
             chunk = images[start : start + CHUNK]
             calibrator.collect_data(_ImageReader(chunk, spec, input_name))
@@ -147,7 +153,9 @@ def entropy_amax(hist: np.ndarray, edges: np.ndarray, num_quantized_bins: int = 
         flat = groups + (num_quantized_bins + 1) * np.arange(ends.shape[0])[:, None]
         size = ends.shape[0] * (num_quantized_bins + 1)
         sums = np.bincount(flat.ravel(), weights=np.broadcast_to(hist, flat.shape).ravel(), minlength=size)
-        counts = np.bincount(flat.ravel(), weights=np.broadcast_to(nonzero, flat.shape).ravel().astype(np.float64), minlength=size)
+        counts = np.bincount(
+            flat.ravel(), weights=np.broadcast_to(nonzero, flat.shape).ravel().astype(np.float64), minlength=size
+        )
         spread = (sums / np.maximum(counts, 1.0))[flat]
         q = np.where(inside & nonzero[None, :], spread, 0.0)
         p = np.where(inside, hist[None, :], 0.0)
@@ -193,8 +201,10 @@ def read_cache(path: Path, key: str) -> dict[str, tuple[float, float]] | None:
 
 
 def write_cache(path: Path, key: str, key_data: dict, ranges: dict, seconds: float) -> None:
-    payload = {"key": key, "inputs": key_data, "seconds": round(seconds, 1),
-               "ranges": {name: [low, high] for name, (low, high) in ranges.items()}}
+    payload = {
+        "key": key,
+        "inputs": key_data,
+        "seconds": round(seconds, 1),
+        "ranges": {name: [low, high] for name, (low, high) in ranges.items()},
+    }
     write_atomically(path, json.dumps(payload, indent=1, sort_keys=True).encode(), overwrite=True)
-
-

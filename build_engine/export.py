@@ -32,9 +32,9 @@ import torch
 
 import facemask_sdk
 from facemask_sdk.errors import FacemaskError, InternalError
+from facemask_sdk.files import write_atomically
 from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
 from facemask_sdk.preprocess import preprocess
-from facemask_sdk.files import write_atomically
 from facemask_sdk.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelSpec
 from facemask_tools.training.checkpoint import load_network
 from facemask_tools.training.model import FlatHeads, create_network, make_size_agnostic
@@ -80,10 +80,17 @@ class ExportReport:
         """Human-readable summary, one fact per line (what the CLI prints)."""
         h, w = self.spec.image_size
         batch = "dynamic" if self.dynamic_batch else "1"
-        sizes = [
-            f"dynamic input size (multiples of 128; trained at {h}); parity at " + ", ".join(
-                f"{size} px {logits:.3g} / {boxes:.3g}" for size, (logits, boxes) in sorted(self.other_sizes.items()))
-        ] if self.other_sizes else []
+        sizes = (
+            [
+                f"dynamic input size (multiples of 128; trained at {h}); parity at "
+                + ", ".join(
+                    f"{size} px {logits:.3g} / {boxes:.3g}"
+                    for size, (logits, boxes) in sorted(self.other_sizes.items())
+                )
+            ]
+            if self.other_sizes
+            else []
+        )
         return sizes + [
             f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB) in {self.seconds:.1f} s",
             f"model: {self.spec.architecture}, input images [{batch}, 3, {'H, W' if self.other_sizes else f'{h}, {w}'}] "
@@ -153,7 +160,9 @@ def export_onnx(
             f"ONNX Runtime differs from PyTorch by {diff_logits:.3g} (logits) / {diff_boxes:.3g} (boxes), "
             f"more than the tolerance {tolerance:g}; nothing was written"
         )
-    other_sizes = _parity_at_other_sizes(data, spec, state, images, dynamic_batch, tolerance, size_checks) if dynamic_size else {}
+    other_sizes = (
+        _parity_at_other_sizes(data, spec, state, images, dynamic_batch, tolerance, size_checks) if dynamic_size else {}
+    )
     write_atomically(out, data, overwrite)
     return ExportReport(
         path=out,
@@ -175,7 +184,12 @@ def export_onnx(
 
 
 def _parity_at_other_sizes(
-    data: bytes, spec: ModelSpec, state: dict, images: list, dynamic_batch: bool, tolerance: float,
+    data: bytes,
+    spec: ModelSpec,
+    state: dict,
+    images: list,
+    dynamic_batch: bool,
+    tolerance: float,
     sizes: tuple[int, ...],
 ) -> dict[int, tuple[float, float]]:
     """Max |diff| of the dynamic-size graph against PyTorch's network built for each of `sizes` (the
@@ -212,7 +226,9 @@ def _parity_inputs(paths: list[Path] | None) -> list[tuple[str, np.ndarray]]:
     return [(Path(p).name, read_image(p)) for p in paths]
 
 
-def _trace(heads: FlatHeads, spec: ModelSpec, dynamic_batch: bool, opset: int, dynamic_size: bool = False) -> onnx.ModelProto:
+def _trace(
+    heads: FlatHeads, spec: ModelSpec, dynamic_batch: bool, opset: int, dynamic_size: bool = False
+) -> onnx.ModelProto:
     """TorchScript-based export (dynamo=False) to an in-memory ModelProto."""
     dummy = torch.zeros((1, 3, *spec.image_size), dtype=torch.float32)
     axes: dict[str, dict[int, str]] = {name: {} for name in (INPUT_NAME, *OUTPUT_NAMES)}

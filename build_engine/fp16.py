@@ -21,27 +21,27 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from facemask_sdk.errors import FacemaskError, InternalError, ModelFileError
 from facemask_sdk.files import write_atomically
 from facemask_tools.build_engine.precision import (
     CONVERSION_KEY,
-    conversion_key,
-    onnx_opset,
     PRECISION_KEY,
     check_output_path,
+    conversion_key,
     load_model,
     metadata,
     model_precision,
+    onnx_opset,
     set_metadata,
 )
-from facemask_sdk.errors import FacemaskError, InternalError, ModelFileError
 
 FP16_MAX = 65504.0
 FP32_ONLY_INPUTS: dict[str, tuple[int, ...]] = {"Resize": (2,), "Upsample": (1,)}
@@ -72,13 +72,15 @@ class Fp16Report:
             f"fp16: {self.fp16_nodes}/{self.nodes} nodes in FP16, {len(self.kept_fp32)} kept in FP32"
             + (f" ({kept})" if kept else "")
             + f", {self.casts_added} Cast nodes added, {self.initializers_converted} initialisers converted"
-            + (f", {self.values_flushed_to_zero} weights below FP16 range flushed to 0" if self.values_flushed_to_zero else "")
+            + (
+                f", {self.values_flushed_to_zero} weights below FP16 range flushed to 0"
+                if self.values_flushed_to_zero
+                else ""
+            )
         ]
 
 
-def to_fp16(
-    onnx_in: Path, onnx_out: Path, keep_fp32: list[str] | None = None, overwrite: bool = False
-) -> Fp16Report:
+def to_fp16(onnx_in: Path, onnx_out: Path, keep_fp32: list[str] | None = None, overwrite: bool = False) -> Fp16Report:
     """Write the FP16 variant of `onnx_in` to `onnx_out`; the report says what was converted (`.path`).
 
     `keep_fp32`: node names or op types to keep in FP32 (an entry that matches nothing is an error).
@@ -170,7 +172,9 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> tu
                 to = TensorProto.FLOAT16 if need == "fp16" else TensorProto.FLOAT
                 if (name, to) not in casts:
                     casts[(name, to)] = f"{name}_cast_{need}"
-                    new_nodes.append(helper.make_node("Cast", [name], [casts[(name, to)]], name=f"{name}/Cast_{need}", to=to))
+                    new_nodes.append(
+                        helper.make_node("Cast", [name], [casts[(name, to)]], name=f"{name}/Cast_{need}", to=to)
+                    )
                 node.input[pos] = casts[(name, to)]
         new_nodes.append(node)
     for old, new in renamed.items():
@@ -234,7 +238,11 @@ def _retarget_attributes(node: onnx.NodeProto) -> None:
     for attr in node.attribute:
         if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
             attr.i = TensorProto.FLOAT16
-        elif node.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
+        elif (
+            node.op_type in ("Constant", "ConstantOfShape")
+            and attr.name == "value"
+            and attr.t.data_type == TensorProto.FLOAT
+        ):
             attr.t.CopyFrom(numpy_helper.from_array(_to_half(numpy_helper.to_array(attr.t)), attr.t.name))
         elif node.op_type == "Constant" and attr.name in ("value_float", "value_floats"):
             value = np.array(attr.f if attr.name == "value_float" else list(attr.floats), dtype=np.float32)

@@ -70,7 +70,7 @@ def _gpu_from_nvidia_smi() -> GpuInfo | None:
 
 def parse_nvidia_smi(text: str) -> GpuInfo | None:
     """First line of `nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader`."""
-    line = next((l for l in text.splitlines() if l.strip()), "")
+    line = next((row for row in text.splitlines() if row.strip()), "")
     if "," not in line:
         return None
     name, capability = (part.strip() for part in line.rsplit(",", 1))

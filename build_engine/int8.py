@@ -23,27 +23,36 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facemask_tools.build_engine.calibration import CALIBRATOR_SETTINGS, DEFAULT_METHOD, METHODS, calibrate, calibration_key, read_cache, write_cache
+from facemask_sdk.errors import DataError, FacemaskError, ModelFileError
 from facemask_sdk.files import write_atomically
+from facemask_tools.build_engine.calibration import (
+    CALIBRATOR_SETTINGS,
+    DEFAULT_METHOD,
+    METHODS,
+    calibrate,
+    calibration_key,
+    read_cache,
+    write_cache,
+)
 from facemask_tools.build_engine.precision import (
     CONVERSION_KEY,
-    conversion_key,
-    onnx_opset,
     PRECISION_KEY,
     check_output_path,
+    conversion_key,
     load_model,
     metadata,
     model_precision,
     model_spec,
+    onnx_opset,
     set_metadata,
 )
-from facemask_sdk.errors import DataError, FacemaskError, ModelFileError
 
 if TYPE_CHECKING:
     import onnx  # loaded where a model is converted, so the CLI can read the defaults cheaply
@@ -156,8 +165,15 @@ def to_int8(
         onnx_in, "int8", {"calibration": key, "exclude": sorted(excluded_names), "high_precision": high_precision}
     )
     entries[CALIBRATION_KEY] = json.dumps(
-        {"method": method, "images": len(images), "op_types": list(op_types), "excluded": report.excluded,
-         "high_precision": high_precision, "cache_key": key, **CALIBRATOR_SETTINGS[method]},
+        {
+            "method": method,
+            "images": len(images),
+            "op_types": list(op_types),
+            "excluded": report.excluded,
+            "high_precision": high_precision,
+            "cache_key": key,
+            **CALIBRATOR_SETTINGS[method],
+        },
         sort_keys=True,
     )
     set_metadata(quantized, entries)

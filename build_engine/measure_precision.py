@@ -47,16 +47,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16
-from facemask_tools.build_engine.int8 import METHODS, STEM, to_int8
-from facemask_tools.build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
-from facemask_tools.build_engine.precision import load_model, metadata, model_spec, set_metadata
 from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
 from facemask_sdk.detector import Detector
 from facemask_sdk.image_io import read_image
 from facemask_sdk.metrics import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, evaluate_detections
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.voc import VocDataset
+from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16
+from facemask_tools.build_engine.int8 import METHODS, STEM, to_int8
+from facemask_tools.build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
+from facemask_tools.build_engine.precision import load_model, metadata, model_spec, set_metadata
 
 EARLY_STAGES = [STEM, *(f"/network/backbone/blocks.{i}/" for i in range(3))]
 SENSITIVITY_GROUPS = {  # `to_int8` exclude entries: module prefixes ending in "/" name their Convs
@@ -100,7 +100,9 @@ def evaluate_onnx(model: Path, records, threads: int | None = None) -> dict:
     """COCO mAP of one ONNX model over `records` through the SDK's Detector."""
     predictions = []
     started = time.perf_counter()
-    with Detector(model, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS, threads=threads) as detector:
+    with Detector(
+        model, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS, threads=threads
+    ) as detector:
         for record in records:
             detections = detector(record.load())
             predictions.append(detections)
@@ -148,18 +150,24 @@ def emulated_if_fp16(report) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="training checkpoint to export first")
     source.add_argument("--onnx", type=Path, help="an FP32 ONNX export")
-    parser.add_argument("--data", type=Path, default=DEFAULT_CALIB_DATA, help="VOC dataset (train: calibration, val: mAP)")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_CALIB_DATA, help="VOC dataset (train: calibration, val: mAP)"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/facemask-precision"))
     parser.add_argument("--calib-images", type=int, default=256)
     parser.add_argument("--methods", default=",".join(METHODS), help="INT8 calibration methods to compare")
     parser.add_argument("--split", default="val", choices=["val", "train", "all"], help="split to measure mAP on")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N images only")
     parser.add_argument("--sensitivity", default=None, metavar="METHOD", help="per-group INT8 sensitivity with METHOD")
-    parser.add_argument("--groups", default=",".join(SENSITIVITY_GROUPS), help="with --sensitivity: the groups to run (comma-separated)")
+    parser.add_argument(
+        "--groups", default=",".join(SENSITIVITY_GROUPS), help="with --sensitivity: the groups to run (comma-separated)"
+    )
     parser.add_argument("--skip", default="", help="comma-separated rows to skip: fp16,fp16-emulated")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument("--error-images", type=int, default=32, help="val images for the output-error columns")
@@ -170,7 +178,9 @@ def main(argv: list[str] | None = None) -> dict:
     groups = list(filter(None, args.groups.split(",")))
     unknown = [g for g in groups if g not in SENSITIVITY_GROUPS]
     if unknown:
-        parser.error(f"unknown sensitivity group(s) {', '.join(map(repr, unknown))}; choose from {', '.join(SENSITIVITY_GROUPS)}")
+        parser.error(
+            f"unknown sensitivity group(s) {', '.join(map(repr, unknown))}; choose from {', '.join(SENSITIVITY_GROUPS)}"
+        )
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -194,9 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
         result.update(output_error(raw_outputs(path, probe, args.threads), reference))
         result["note"] = note
         rows[name] = result
-        print(f"{name:44s} mAP {100 * result['map']:6.2f}  mAP50 {100 * result['map50']:6.2f}  "
-              f"top-score MAE {result['top_score_mae']:.4f}  top-box MAE {result['top_boxes_mae']:.4f}  "
-              f"({result['seconds']:.0f} s) {note}", flush=True)
+        print(
+            f"{name:44s} mAP {100 * result['map']:6.2f}  mAP50 {100 * result['map50']:6.2f}  "
+            f"top-score MAE {result['top_score_mae']:.4f}  top-box MAE {result['top_boxes_mae']:.4f}  "
+            f"({result['seconds']:.0f} s) {note}",
+            flush=True,
+        )
 
     run("fp32", fp32)
     if "fp16" not in skip or "fp16-emulated" not in skip:
@@ -210,30 +223,54 @@ def main(argv: list[str] | None = None) -> dict:
     op_types = tuple(filter(None, args.op_types.split(",")))
     suffix = "" if op_types == ("Conv", "Add") else f" [{args.op_types}]"
     for method in filter(None, args.methods.split(",")):
-        report = to_int8(fp32, work / f"model.int8.{method}.onnx", calib, method=method, cache_dir=work / "cache",
-                            op_types=op_types, high_precision=args.high_precision, overwrite=True)
+        report = to_int8(
+            fp32,
+            work / f"model.int8.{method}.onnx",
+            calib,
+            method=method,
+            cache_dir=work / "cache",
+            op_types=op_types,
+            high_precision=args.high_precision,
+            overwrite=True,
+        )
         run(f"int8 {method}{suffix}", emulated_if_fp16(report), report.lines()[0])
         if report.high_precision == "fp16" and method == args.methods.split(",")[0]:
             run(f"int8 {method}{suffix} (file on ORT CPU as is)", report.path, "ORT WeightBiasQuantization in FP16")
     if args.modelopt_python:
         for method in ("max", "entropy"):
             started = time.perf_counter()
-            path = modelopt_int8(args.modelopt_python, fp32, work / f"model.int8.modelopt-{method}.onnx", calib, method, work)
+            path = modelopt_int8(
+                args.modelopt_python, fp32, work / f"model.int8.modelopt-{method}.onnx", calib, method, work
+            )
             run(f"int8 ModelOpt {method}", path, f"quantised in {time.perf_counter() - started:.0f} s")
     if args.sensitivity:
         for group in groups:
-            report = to_int8(fp32, work / "model.int8.sensitivity.onnx", calib, method=args.sensitivity,
-                                cache_dir=work / "cache", exclude=SENSITIVITY_GROUPS[group], op_types=op_types,
-                                high_precision=args.high_precision, overwrite=True)
-            run(f"int8 {args.sensitivity}, {group} in float", emulated_if_fp16(report), f"{len(report.excluded)} Conv excluded")
+            report = to_int8(
+                fp32,
+                work / "model.int8.sensitivity.onnx",
+                calib,
+                method=args.sensitivity,
+                cache_dir=work / "cache",
+                exclude=SENSITIVITY_GROUPS[group],
+                op_types=op_types,
+                high_precision=args.high_precision,
+                overwrite=True,
+            )
+            run(
+                f"int8 {args.sensitivity}, {group} in float",
+                emulated_if_fp16(report),
+                f"{len(report.excluded)} Conv excluded",
+            )
 
     summary = {
         "onnx": str(fp32),
         "split": args.split,
         "images": len(records),
         "calibration_images": len(calib),
-        "rows": {name: {k: v for k, v in row.items() if k not in ("ap50_per_class", "images", "ground_truth_boxes")}
-                 for name, row in rows.items()},
+        "rows": {
+            name: {k: v for k, v in row.items() if k not in ("ap50_per_class", "images", "ground_truth_boxes")}
+            for name, row in rows.items()
+        },
     }
     (work / "results.json").write_text(json.dumps(summary, indent=1))
     print()
@@ -241,8 +278,10 @@ def main(argv: list[str] | None = None) -> dict:
     print("|---|---:|---:|---:|---:|---:|")
     base = rows["fp32"]["map"]
     for name, row in rows.items():
-        print(f"| {name} | {100 * row['map']:.2f} | {100 * (row['map'] - base):+.2f} | {100 * row['map50']:.2f} "
-              f"| {row['top_score_mae']:.4f} | {row['top_boxes_mae']:.4f} |")
+        print(
+            f"| {name} | {100 * row['map']:.2f} | {100 * (row['map'] - base):+.2f} | {100 * row['map50']:.2f} "
+            f"| {row['top_score_mae']:.4f} | {row['top_boxes_mae']:.4f} |"
+        )
     return summary
 
 

@@ -13,10 +13,12 @@ again; one that differs is refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from facemask_sdk.errors import DataError, FacemaskError
+from facemask_sdk.image_io import IMAGE_SUFFIXES
 from facemask_tools.build_engine.calibration import DEFAULT_METHOD
 from facemask_tools.build_engine.int8 import DEFAULT_EXCLUDE
 from facemask_tools.build_engine.precision import (
@@ -37,8 +39,6 @@ from facemask_tools.build_engine.tensorrt_build import (
     check_batch,
     device_command,
 )
-from facemask_sdk.errors import DataError, FacemaskError
-from facemask_sdk.image_io import IMAGE_SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CALIB_DATA = ROOT.parent / "shared" / "datasets" / "face-mask-detection"
@@ -97,8 +97,9 @@ def build(
             f"{source} is already a {recorded} model; pass --{recorded} to build its engine, "
             f"or start from the FP32 export for {precision}"
         )
-    options = BuildOptions(precision=precision, batch=batch or BatchProfile(), workspace_gb=workspace_gb,
-                           input_size=input_size)
+    options = BuildOptions(
+        precision=precision, batch=batch or BatchProfile(), workspace_gb=workspace_gb, input_size=input_size
+    )
     check_batch(source, options.batch)
     precision_onnx, engine = output_paths(source, precision, out, convert=recorded == "fp32")
     command = device_command(precision_onnx, options, None if out is None else engine)
@@ -153,7 +154,9 @@ def output_paths(source: Path, precision: str, out: Path | None, convert: bool =
         return (out if convert else source), out.with_suffix(".engine")
     if suffix in ENGINE_SUFFIXES:
         return (out.with_suffix(".onnx") if convert else source), out
-    raise FacemaskError(f"--out must end in .onnx (the precision model) or {', '.join(ENGINE_SUFFIXES)} (the engine), got {out}")
+    raise FacemaskError(
+        f"--out must end in .onnx (the precision model) or {', '.join(ENGINE_SUFFIXES)} (the engine), got {out}"
+    )
 
 
 def calibration_images(source: Path | None = None, count: int = DEFAULT_CALIB_IMAGES) -> list[Path]:
@@ -167,8 +170,10 @@ def calibration_images(source: Path | None = None, count: int = DEFAULT_CALIB_IM
     if source is None:
         source = DEFAULT_CALIB_DATA if (DEFAULT_CALIB_DATA / "images").is_dir() else SAMPLES_DIR
         if not source.is_dir():  # installed from a wheel: no checkout beside it to take defaults from
-            raise DataError("INT8 calibration needs images: pass --calib-data DIR (a VOC dataset or a folder "
-                            "of images from the training split)")
+            raise DataError(
+                "INT8 calibration needs images: pass --calib-data DIR (a VOC dataset or a folder "
+                "of images from the training split)"
+            )
     source = Path(source)
     if not source.is_dir():
         raise DataError(f"calibration data {source} is not a folder (a VOC dataset or a folder of images)")
@@ -206,6 +211,13 @@ def _convert(source: Path, target: Path, precision: str, int8: Int8Options, forc
     from facemask_tools.build_engine.int8 import to_int8
 
     images = calibration_images(int8.calib_data, int8.calib_images)
-    report = to_int8(source, target, images, method=int8.method, exclude=int8.exclude,
-                     high_precision=int8.float_type, overwrite=force)
+    report = to_int8(
+        source,
+        target,
+        images,
+        method=int8.method,
+        exclude=int8.exclude,
+        high_precision=int8.float_type,
+        overwrite=force,
+    )
     return [f"wrote {target}", *report.lines()]

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.files import file_sha256
@@ -42,7 +43,7 @@ CONVERTER_FORMAT = 1
 __all__ = ["PRECISIONS", "PRECISION_KEY", "variant_path", "model_precision", "onnx_opset"]
 
 
-def load_model(path: Path) -> "onnx.ModelProto":
+def load_model(path: Path) -> onnx.ModelProto:
     """The ONNX model at `path`; `FileNotFoundError` / `ModelFileError` with the reason otherwise."""
     import onnx
     from google.protobuf.message import DecodeError
@@ -60,8 +61,13 @@ def conversion_key(source: Path, precision: str, options: Mapping[str, Any]) -> 
     """The `CONVERSION_KEY` value of the `precision` variant of `source` made with `options`."""
     import onnx
 
-    data = {"format": CONVERTER_FORMAT, "source_sha256": file_sha256(source), "precision": precision,
-            "options": dict(options), "onnx": onnx.__version__}
+    data = {
+        "format": CONVERTER_FORMAT,
+        "source_sha256": file_sha256(source),
+        "precision": precision,
+        "options": dict(options),
+        "onnx": onnx.__version__,
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -73,16 +79,16 @@ def recorded_conversion_key(path: Path) -> str | None:
         return None
 
 
-def onnx_opset(model: "onnx.ModelProto") -> int:
+def onnx_opset(model: onnx.ModelProto) -> int:
     """The version of the default (`ai.onnx`) operator set the model imports (0 if none)."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def metadata(model: "onnx.ModelProto") -> dict[str, str]:
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {entry.key: entry.value for entry in model.metadata_props}
 
 
-def model_spec(model: "onnx.ModelProto", path: Path) -> ModelSpec:
+def model_spec(model: onnx.ModelProto, path: Path) -> ModelSpec:
     """The `ModelSpec` stored in the model's metadata (needed to pre-process calibration images)."""
     text = metadata(model).get(METADATA_KEY)
     if text is None:
@@ -93,12 +99,12 @@ def model_spec(model: "onnx.ModelProto", path: Path) -> ModelSpec:
     return ModelSpec.from_json(text)
 
 
-def model_precision(model: "onnx.ModelProto") -> str:
+def model_precision(model: onnx.ModelProto) -> str:
     """`fp32`, `fp16` or `int8` as recorded in the metadata (models without the key are FP32)."""
     return metadata(model).get(PRECISION_KEY, "fp32")
 
 
-def set_metadata(model: "onnx.ModelProto", entries: dict[str, str]) -> None:
+def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
     """Replace the model's `metadata_props` by `entries` (kept in the given order)."""
     del model.metadata_props[:]
     for key, value in entries.items():

@@ -38,14 +38,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import facemask_sdk
-from facemask_tools.build_engine.gpu_probe import GpuInfo, free_gpu_memory, visible_gpu
-from facemask_tools.build_engine.precision import PRECISION_KEY, PRECISIONS
-from facemask_sdk.files import file_sha256, write_atomically
-from facemask_sdk.engine_meta import SIDECAR_FORMAT, build_command, sidecar_path, write_sidecar
 from facemask_sdk.backends.tensorrt import TensorRTNotInstalled
 from facemask_sdk.backends.tensorrt import import_tensorrt as runtime_import_tensorrt
+from facemask_sdk.engine_meta import SIDECAR_FORMAT, build_command, sidecar_path, write_sidecar
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.files import file_sha256, write_atomically
 from facemask_sdk.spec import METADATA_KEY, ModelSpec
+from facemask_tools.build_engine.gpu_probe import GpuInfo, free_gpu_memory, visible_gpu
+from facemask_tools.build_engine.precision import PRECISION_KEY, PRECISIONS
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -76,19 +76,24 @@ class BatchProfile:
 
     def __post_init__(self) -> None:
         values = (self.min, self.opt, self.max)
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in values) or not 1 <= self.min <= self.opt <= self.max:
+        if (
+            any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+            or not 1 <= self.min <= self.opt <= self.max
+        ):
             raise FacemaskError(f"batch sizes must be integers with 1 <= MIN <= OPT <= MAX, got {values}")
 
     @classmethod
-    def static(cls, batch: int) -> "BatchProfile":
+    def static(cls, batch: int) -> BatchProfile:
         return cls(batch, batch, batch)
 
     @classmethod
-    def parse(cls, text: str) -> "BatchProfile":
+    def parse(cls, text: str) -> BatchProfile:
         """`"1,4,8"` -> BatchProfile(1, 4, 8) (the `--dynamic-batch MIN,OPT,MAX` option)."""
         parts = [p.strip() for p in str(text).split(",")]
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            raise FacemaskError(f"--dynamic-batch takes MIN,OPT,MAX (three positive integers, e.g. 1,4,8), got {text!r}")
+            raise FacemaskError(
+                f"--dynamic-batch takes MIN,OPT,MAX (three positive integers, e.g. 1,4,8), got {text!r}"
+            )
         return cls(*(int(p) for p in parts))
 
     @property
@@ -145,7 +150,7 @@ def default_workspace_bytes(free_bytes: int | None) -> int:
     return int(min(MAX_DEFAULT_WORKSPACE, max(MIN_DEFAULT_WORKSPACE, free_bytes // 2)))
 
 
-def timing_cache_path(engine_path: Path, trt_version: str, gpu: "GpuInfo") -> Path:
+def timing_cache_path(engine_path: Path, trt_version: str, gpu: GpuInfo) -> Path:
     """`<engine folder>/timing-<gpu>-sm<cc>-trt<version>.timing.cache`: tactic timings belong to one GPU
     and one TensorRT, so each pair gets its own file (and `*.timing.cache` is git-ignored)."""
     gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu.name).strip("-").lower() or "gpu"
@@ -200,8 +205,12 @@ def device_command(onnx_path: Path, options: BuildOptions, engine_path: Path | N
     """The `facemask-sdk build-engine` command that builds this engine from a precision ONNX."""
     batch = options.batch
     return build_command(
-        _shown(onnx_path), options.precision, (batch.min, batch.opt, batch.max), options.workspace_gb,
-        None if engine_path is None else _shown(engine_path), options.input_size,
+        _shown(onnx_path),
+        options.precision,
+        (batch.min, batch.opt, batch.max),
+        options.workspace_gb,
+        None if engine_path is None else _shown(engine_path),
+        options.input_size,
     )
 
 
@@ -226,7 +235,9 @@ def make_sidecar(
     """The JSON written beside an engine (`facemask_sdk.engine_meta`'s format, which the runtime
     checks): what it was built from, with which TensorRT, for which GPU, with which options."""
     if METADATA_KEY not in model_metadata:
-        raise FacemaskError(f"{onnx_path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with `facemask-sdk export`")
+        raise FacemaskError(
+            f"{onnx_path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with `facemask-sdk export`"
+        )
     spec = ModelSpec.from_json(model_metadata[METADATA_KEY])
     if options.input_size is not None:
         spec = spec.at_input_size(options.input_size)  # what the runtime checks the engine against
@@ -286,7 +297,9 @@ def check_batch(onnx_path: Path, batch: BatchProfile) -> None:
 def check_input_size(onnx_path: Path, shape: list, model_metadata: dict[str, str], asked: int | None) -> int:
     """The engine's input side: `asked` from a dynamic-size graph, else the graph's own (trained) size."""
     if METADATA_KEY not in model_metadata:
-        raise FacemaskError(f"{onnx_path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with `facemask-sdk export`")
+        raise FacemaskError(
+            f"{onnx_path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with `facemask-sdk export`"
+        )
     trained = ModelSpec.from_json(model_metadata[METADATA_KEY]).image_size[0]
     dynamic = len(shape) == 4 and not all(isinstance(d, int) and d > 0 for d in shape[2:])
     if asked is not None and asked != trained and not dynamic:
@@ -360,7 +373,9 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, over
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineBuildError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: " + "; ".join(errors or ["no details"]))
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} cannot parse {onnx_path}: " + "; ".join(errors or ["no details"])
+        )
 
     config = builder.create_builder_config()
     workspace = options.workspace_bytes(None if options.workspace_gb is not None else free_gpu_memory())
@@ -371,7 +386,11 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, over
         batch = options.batch
         profile.set_shape(input_name, (batch.min, *rest), (batch.opt, *rest), (batch.max, *rest))
         config.add_optimization_profile(profile)
-    cache_file = Path(options.timing_cache) if options.timing_cache else timing_cache_path(engine_path, str(trt.__version__), gpu)
+    cache_file = (
+        Path(options.timing_cache)
+        if options.timing_cache
+        else timing_cache_path(engine_path, str(trt.__version__), gpu)
+    )
     notes: list[str] = []
     previous = cache_file.read_bytes() if cache_file.is_file() else b""
     try:
@@ -388,17 +407,29 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, over
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineBuildError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path}; see its log above")
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} could not build an engine from {onnx_path}; see its log above"
+        )
     engine_bytes = bytes(memoryview(serialized))
     write_atomically(engine_path, engine_bytes, overwrite)
     options_used = replace(options, workspace_gb=workspace / (1 << 30), timing_cache=cache_file)
-    sidecar = make_sidecar(onnx_path, model_metadata, options_used, str(trt.__version__), gpu, True, _sha256_bytes(engine_bytes))
+    sidecar = make_sidecar(
+        onnx_path, model_metadata, options_used, str(trt.__version__), gpu, True, _sha256_bytes(engine_bytes)
+    )
     side_path = write_sidecar(engine_path, sidecar)
     # the cache last: a build that fails before this point leaves the previous cache as it was
     write_atomically(cache_file, bytes(memoryview(config.get_timing_cache().serialize())), overwrite=True)
     return EngineReport(
-        engine_path, side_path, len(engine_bytes), str(trt.__version__), gpu, True, time.perf_counter() - started,
-        workspace, cache_file, tuple(notes),
+        engine_path,
+        side_path,
+        len(engine_bytes),
+        str(trt.__version__),
+        gpu,
+        True,
+        time.perf_counter() - started,
+        workspace,
+        cache_file,
+        tuple(notes),
     )
 
 

@@ -18,8 +18,8 @@ Level `l` has a `ceil(H / 2**l) x ceil(W / 2**l)` grid (effdet's `get_feat_sizes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 

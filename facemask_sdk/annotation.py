@@ -1,13 +1,13 @@
 """Drawing detections on images (OpenCV only). Every function returns a new image; inputs are never changed.
 
-    >>> annotated = annotate(image_bgr, detections)                   # boxes, labels, scores
-    >>> annotated = annotate(image_bgr, detections, ground_truth=gt)  # plus dashed white ground truth
-    >>> annotated = draw_summary(annotated, detections.summary())     # one-line banner on top
+>>> annotated = annotate(image_bgr, detections)                   # boxes, labels, scores
+>>> annotated = annotate(image_bgr, detections, ground_truth=gt)  # plus dashed white ground truth
+>>> annotated = draw_summary(annotated, detections.summary())     # one-line banner on top
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import cv2
 import numpy as np

@@ -1,18 +1,19 @@
 """`Detections`: the one validated result type of the SDK (supervision-style dataclass of arrays).
 
-    >>> import numpy as np
-    >>> names = ("with_mask", "without_mask")
-    >>> dets = Detections(np.array([[10, 20, 50, 80]]), np.array([0.9]), np.array([0]), names)
-    >>> len(dets), dets.labels
-    (1, ['with_mask'])
-    >>> dets.summary()
-    {'faces': 1, 'per_class': {'with_mask': 1, 'without_mask': 0}, 'compliance_rate': 1.0}
+>>> import numpy as np
+>>> names = ("with_mask", "without_mask")
+>>> dets = Detections(np.array([[10, 20, 50, 80]]), np.array([0.9]), np.array([0]), names)
+>>> len(dets), dets.labels
+(1, ['with_mask'])
+>>> dets.summary()
+{'faces': 1, 'per_class': {'with_mask': 1, 'without_mask': 0}, 'compliance_rate': 1.0}
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -73,9 +74,7 @@ class Detections:
         for name in ("scores", "class_ids") + (("tracker_id",) if self.tracker_id is not None else ()):
             array = getattr(self, name)
             if array.shape != (n,):
-                raise FacemaskError(
-                    f"{name} must have shape [{n}] to match xyxy [{n}, 4], got {list(array.shape)}"
-                )
+                raise FacemaskError(f"{name} must have shape [{n}] to match xyxy [{n}, 4], got {list(array.shape)}")
         if n and (self.class_ids.min() < 0 or self.class_ids.max() >= len(self.class_names)):
             raise FacemaskError(
                 f"class_ids must be in [0, {len(self.class_names)}) for classes {self.class_names}, "
@@ -83,7 +82,7 @@ class Detections:
             )
 
     @classmethod
-    def empty(cls, class_names: tuple[str, ...] = CLASSES) -> "Detections":
+    def empty(cls, class_names: tuple[str, ...] = CLASSES) -> Detections:
         """No detections."""
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), class_names)
 
@@ -100,7 +99,7 @@ class Detections:
             class_id = int(self.class_ids[i])
             yield Detection(self.xyxy[i], float(self.scores[i]), class_id, self.class_names[class_id])
 
-    def __getitem__(self, index: int | slice | np.ndarray | list) -> "Detections":
+    def __getitem__(self, index: int | slice | np.ndarray | list) -> Detections:
         """A subset as `Detections`: an int (one detection), a slice, a boolean mask or an index array."""
         if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
             n = len(self)
@@ -111,15 +110,11 @@ class Detections:
             index = np.asarray(index)
             if index.dtype == bool:
                 if index.shape != (len(self),):
-                    raise FacemaskError(
-                        f"boolean mask must have shape [{len(self)}], got {list(index.shape)}"
-                    )
+                    raise FacemaskError(f"boolean mask must have shape [{len(self)}], got {list(index.shape)}")
             elif index.size == 0:
                 index = index.astype(np.int64)
             elif not np.issubdtype(index.dtype, np.integer):
-                raise FacemaskError(
-                    f"index with an int, a slice, a boolean mask or integers, got {index.dtype}"
-                )
+                raise FacemaskError(f"index with an int, a slice, a boolean mask or integers, got {index.dtype}")
         tracker_id = None if self.tracker_id is None else self.tracker_id[index]
         return Detections(self.xyxy[index], self.scores[index], self.class_ids[index], self.class_names, tracker_id)
 
@@ -157,9 +152,7 @@ def _as_array(name: str, value: object, dtype: type) -> np.ndarray:
     try:
         return np.ascontiguousarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise FacemaskError(
-            f"{name} must be a numeric array convertible to {np.dtype(dtype)}: {exc}"
-        ) from None
+        raise FacemaskError(f"{name} must be a numeric array convertible to {np.dtype(dtype)}: {exc}") from None
 
 
 def _as_class_ids(value: object, name: str = "class_ids") -> np.ndarray:
@@ -167,7 +160,5 @@ def _as_class_ids(value: object, name: str = "class_ids") -> np.ndarray:
     if array.size and not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
         floats = _as_array(name, array, np.float64)
         if not np.all(np.isfinite(floats)) or np.any(floats != np.round(floats)):
-            raise FacemaskError(
-                f"{name} must be whole numbers, got {array.dtype} values like {floats.ravel()[:3]}"
-            )
+            raise FacemaskError(f"{name} must be whole numbers, got {array.dtype} values like {floats.ravel()[:3]}")
     return _as_array(name, array, np.int64)

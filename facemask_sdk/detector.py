@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,13 +35,19 @@ from facemask_sdk.models import default_model_path
 from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.stages import (
-    DEVICE, HOST, STAGE_KINDS, NumpyPostprocess, NumpyPreprocess, Pipeline, close_in_order,
+    DEVICE,
+    HOST,
+    STAGE_KINDS,
+    NumpyPostprocess,
+    NumpyPreprocess,
+    Pipeline,
+    close_in_order,
 )
 
 if TYPE_CHECKING:
     from facemask_sdk.tracking import TrackerConfig
 
-ImageInput = Union[np.ndarray, str, os.PathLike]
+ImageInput = np.ndarray | str | os.PathLike
 
 BACKEND_ALIASES = {
     "onnxruntime": "onnxruntime",
@@ -92,14 +99,20 @@ class Detector:
         input_size: int | None = None,
     ) -> None:
         if model is not None and not isinstance(model, (str, os.PathLike)):
-            raise FacemaskError(f"model must be a path to an .onnx or .engine file (or None), got {type(model).__name__}")
+            raise FacemaskError(
+                f"model must be a path to an .onnx or .engine file (or None), got {type(model).__name__}"
+            )
         self._timings = threading.local()
         self.config = PostprocessConfig(
-            score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
             class_agnostic=class_agnostic,
         )
-        kinds = {"preprocess": _stage_kind(preprocess, "preprocess"),
-                 "postprocess": _stage_kind(postprocess, "postprocess")}
+        kinds = {
+            "preprocess": _stage_kind(preprocess, "preprocess"),
+            "postprocess": _stage_kind(postprocess, "postprocess"),
+        }
         self.model_path = default_model_path() if model is None else Path(model)
         self.backend = _resolve_backend(backend, self.model_path)
         if not self.model_path.exists():
@@ -141,7 +154,7 @@ class Detector:
         if pipeline is not None:
             pipeline.close()
 
-    def __enter__(self) -> "Detector":
+    def __enter__(self) -> Detector:
         self._check_open()
         return self
 
@@ -156,8 +169,14 @@ class Detector:
         if self._pipeline is None:
             raise FacemaskError(f"this Detector ({self.model_path}) is closed; create a new one")
 
-    def stream(self, sources, max_frames: int | None = None, timeout_s: float | None = None, track: bool = False,
-               tracker_config: "TrackerConfig | None" = None):
+    def stream(
+        self,
+        sources,
+        max_frames: int | None = None,
+        timeout_s: float | None = None,
+        track: bool = False,
+        tracker_config: TrackerConfig | None = None,
+    ):
         """`(frame, detections)` for every frame of `sources` (a path, folder, glob, video, camera index,
         RTSP/HTTP URL, or a list of them), with running totals in `.totals` (`facemask_sdk.stream`).
         `track=True` follows faces across frames and counts people (`facemask_sdk.tracking`)."""
@@ -165,14 +184,21 @@ class Detector:
         from facemask_sdk.stream import DetectionStream
 
         self._check_open()
-        return DetectionStream(self, sources, max_frames, DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s,
-                               track=track, tracker_config=tracker_config)
+        return DetectionStream(
+            self,
+            sources,
+            max_frames,
+            DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s,
+            track=track,
+            tracker_config=tracker_config,
+        )
 
     def frame_buffer(self, height: int, width: int) -> np.ndarray:
         """A BGR uint8 `height x width x 3` array to capture frames into (`cap.read(frame)`).
 
         On TensorRT it is a view of page-locked memory: mapped into the GPU on Jetson, so the frame reaches
-        the kernels without a copy, or uploaded with one async copy on a discrete GPU; on other backends it is an ordinary array (nothing to gain there).
+        the kernels without a copy, or uploaded with one async copy on a discrete GPU; on other backends it is
+        an ordinary array (nothing to gain there).
         """
         self._check_open()
         for name, value in (("height", height), ("width", width)):
@@ -289,10 +315,14 @@ def _stage_kind(kind: str, name: str) -> str:
 
 
 STAGES = {
-    "preprocess": {"numpy": lambda spec, config, device: NumpyPreprocess(spec),
-                   "cuda": lambda spec, config, device: CudaPreprocess(device)},
-    "postprocess": {"numpy": lambda spec, config, device: NumpyPostprocess(spec, config),
-                    "cuda": lambda spec, config, device: CudaPostprocess(device)},
+    "preprocess": {
+        "numpy": lambda spec, config, device: NumpyPreprocess(spec),
+        "cuda": lambda spec, config, device: CudaPreprocess(device),
+    },
+    "postprocess": {
+        "numpy": lambda spec, config, device: NumpyPostprocess(spec, config),
+        "cuda": lambda spec, config, device: CudaPostprocess(device),
+    },
 }
 """Each host/device stage's implementations: `make(spec, config, device)`."""
 
@@ -309,8 +339,9 @@ def _compose(network, config: PostprocessConfig, kinds: dict[str, str]) -> tuple
             from facemask_sdk.cuda.pipeline import CudaPipeline
 
             input_dtype, head_dtype = network.device_dtypes
-            device = CudaPipeline(spec, config, input_dtype=input_dtype, head_dtype=head_dtype,
-                                  device=network.device_ordinal)
+            device = CudaPipeline(
+                spec, config, input_dtype=input_dtype, head_dtype=head_dtype, device=network.device_ordinal
+            )
         if network.side == DEVICE:
             network.bind(device)
         pre = STAGES["preprocess"][kinds["preprocess"]](spec, config, device)

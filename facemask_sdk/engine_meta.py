@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from facemask_sdk.errors import ModelFileError
 from facemask_sdk.files import write_atomically
@@ -91,8 +92,12 @@ def write_sidecar(engine_path: str | os.PathLike, sidecar: Mapping[str, Any]) ->
 
 
 def build_command(
-    onnx: str | None, precision: str | None, batch: tuple[int, int, int] | None = None,
-    workspace_gb: float | None = None, out: str | None = None, input_size: int | None = None,
+    onnx: str | None,
+    precision: str | None,
+    batch: tuple[int, int, int] | None = None,
+    workspace_gb: float | None = None,
+    out: str | None = None,
+    input_size: int | None = None,
 ) -> str:
     """`facemask-sdk build-engine ...` for these options: the one place the command is spelled, used by
     the runtime's rebuild advice and the builder's "run this on the device" line."""
@@ -123,8 +128,11 @@ def rebuild_command(sidecar: Mapping[str, Any], engine_path: str | os.PathLike |
         batch = (recorded["min"], recorded["opt"], recorded["max"])
     size = options.get("input_size")
     return build_command(
-        onnx if isinstance(onnx, str) else None, sidecar.get("precision"), batch,
-        out=None if engine_path is None else os.fspath(engine_path), input_size=size if isinstance(size, int) else None,
+        onnx if isinstance(onnx, str) else None,
+        sidecar.get("precision"),
+        batch,
+        out=None if engine_path is None else os.fspath(engine_path),
+        input_size=size if isinstance(size, int) else None,
     )
 
 

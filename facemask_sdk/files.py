@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO
 
 from facemask_sdk.errors import FacemaskError
 
-Content = Union[bytes, str, Callable[[BinaryIO], None]]
+Content = bytes | str | Callable[[BinaryIO], None]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once at import (os.umask can only be read by setting it)

@@ -199,15 +199,11 @@ def to_bgr8(image: object, source: str = "image") -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise FacemaskError(
-            f"{source} has shape {image.shape}; expected HxW (grayscale), HxWx3 (BGR) or HxWx4 (BGRA)"
-        )
+        raise FacemaskError(f"{source} has shape {image.shape}; expected HxW (grayscale), HxWx3 (BGR) or HxWx4 (BGRA)")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype == np.bool_ or image.dtype.kind == "f" or image.dtype != np.uint8:
-        raise FacemaskError(
-            f"{source} has dtype {image.dtype}; expected uint8 (or uint16, which is scaled to 8 bits)"
-        )
+        raise FacemaskError(f"{source} has dtype {image.dtype}; expected uint8 (or uint16, which is scaled to 8 bits)")
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:

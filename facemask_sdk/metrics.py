@@ -24,7 +24,13 @@ EVAL_IOU_THRESHOLD = 0.5
 EVAL_MAX_DETECTIONS = 100
 """At most this many detections per image reach the metric (COCO's maxDets)."""
 
-FACE_SIZE_BUCKETS: tuple[tuple[float, float], ...] = ((0.0, 0.06), (0.06, 0.12), (0.12, 0.25), (0.25, 0.5), (0.5, float("inf")))
+FACE_SIZE_BUCKETS: tuple[tuple[float, float], ...] = (
+    (0.0, 0.06),
+    (0.06, 0.12),
+    (0.12, 0.25),
+    (0.25, 0.5),
+    (0.5, float("inf")),
+)
 """Face size = sqrt(box area) / the image's long side. Kaggle faces sit almost all in the first three;
 close-ups (a face filling a webcam frame) in the last two, where the model was measured to fail."""
 FOUND_SCORE_THRESHOLD = 0.3
@@ -55,8 +61,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def size_breakdown(
-    ground_truth: "list[Detections]", predictions: "list[Detections]", image_sizes: list[tuple[int, int]],
-    classes: tuple[str, ...], iou_threshold: float = EVAL_IOU_THRESHOLD, score_threshold: float = FOUND_SCORE_THRESHOLD,
+    ground_truth: list[Detections],
+    predictions: list[Detections],
+    image_sizes: list[tuple[int, int]],
+    classes: tuple[str, ...],
+    iou_threshold: float = EVAL_IOU_THRESHOLD,
+    score_threshold: float = FOUND_SCORE_THRESHOLD,
 ) -> dict:
     """Per face-size bucket: the share of labelled faces that get a prediction (score >= `score_threshold`,
     IoU >= `iou_threshold`), the share whose best such prediction (highest IoU) has the right class, both
@@ -67,8 +77,15 @@ def size_breakdown(
     Also counts confident predictions that lie on no labelled face (`unmatched_predictions`).
     """
     columns = [*classes, "missed"]
-    buckets = {bucket_name(b): {"faces": 0, "found": 0, "right_class": 0,
-                                "confusion": {c: dict.fromkeys(columns, 0) for c in classes}} for b in FACE_SIZE_BUCKETS}
+    buckets = {
+        bucket_name(b): {
+            "faces": 0,
+            "found": 0,
+            "right_class": 0,
+            "confusion": {c: dict.fromkeys(columns, 0) for c in classes},
+        }
+        for b in FACE_SIZE_BUCKETS
+    }
     confident, unmatched = 0, 0
     for gt, pred, hw in zip(ground_truth, predictions, image_sizes):
         keep = np.asarray(pred.scores) >= score_threshold
@@ -91,8 +108,13 @@ def size_breakdown(
     for row in buckets.values():
         row["found_share"] = row["found"] / row["faces"] if row["faces"] else None
         row["right_class_share"] = row["right_class"] / row["faces"] if row["faces"] else None
-    return {"iou_threshold": iou_threshold, "score_threshold": score_threshold, "buckets": buckets,
-            "confident_predictions": confident, "unmatched_predictions": unmatched}
+    return {
+        "iou_threshold": iou_threshold,
+        "score_threshold": score_threshold,
+        "buckets": buckets,
+        "confident_predictions": confident,
+        "unmatched_predictions": unmatched,
+    }
 
 
 def evaluation_config():
@@ -105,8 +127,8 @@ def evaluation_config():
 
 
 def evaluate_detections(
-    ground_truth: "list[Detections]",
-    predictions: "list[Detections]",
+    ground_truth: list[Detections],
+    predictions: list[Detections],
     classes: tuple[str, ...],
     max_detections: int = 100,
     iou_threshold: float | None = None,
@@ -130,20 +152,40 @@ def evaluate_detections(
         for box, cls in zip(np.asarray(gt.xyxy, np.float64).reshape(-1, 4), np.asarray(gt.class_ids).reshape(-1)):
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls) + 1,
-                 "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
             )
         scores = np.asarray(pred.scores, np.float64)
-        for box, cls, score in zip(np.asarray(pred.xyxy, np.float64).reshape(-1, 4), np.asarray(pred.class_ids).reshape(-1), scores):
+        for box, cls, score in zip(
+            np.asarray(pred.xyxy, np.float64).reshape(-1, 4), np.asarray(pred.class_ids).reshape(-1), scores
+        ):
             results.append(
-                {"image_id": image_id, "category_id": int(cls) + 1,
-                 "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "score": float(score)}
+                {
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    "score": float(score),
+                }
             )
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
     empty = {name: 0.0 for name in classes}
     if not results:
-        report = {"map": 0.0, "map50": 0.0, "map75": 0.0, "ap50_per_class": dict(empty), "ap_per_class": dict(empty),
-                  "images": len(images), "ground_truth_boxes": len(annotations), "detections": 0}
+        report = {
+            "map": 0.0,
+            "map50": 0.0,
+            "map75": 0.0,
+            "ap50_per_class": dict(empty),
+            "ap_per_class": dict(empty),
+            "images": len(images),
+            "ground_truth_boxes": len(annotations),
+            "detections": 0,
+        }
         if iou_threshold is not None:
             report.update(iou_threshold=iou_threshold, ap_at_iou=0.0, ap_at_iou_per_class=dict(empty))
         return report
@@ -167,7 +209,9 @@ def evaluate_detections(
     at = {t: int(np.flatnonzero(thresholds == t)[0]) for t in (0.5, 0.75)}
     present = [any(a["category_id"] == k + 1 for a in annotations) for k in range(len(classes))]
     ap_per_class = {name: _mean_valid(precision[coco, :, k]) if present[k] else None for k, name in enumerate(classes)}
-    ap50_per_class = {name: _mean_valid(precision[at[0.5], :, k]) if present[k] else None for k, name in enumerate(classes)}
+    ap50_per_class = {
+        name: _mean_valid(precision[at[0.5], :, k]) if present[k] else None for k, name in enumerate(classes)
+    }
     report = {
         "map": _mean_valid(precision[coco]),
         "map50": _mean_valid(precision[at[0.5]]),

@@ -206,8 +206,12 @@ def postprocess(
 
 
 def postprocess_detections(
-    logits: np.ndarray, regressions: np.ndarray, anchors_xyxy: np.ndarray, letterbox: Letterbox,
-    config: PostprocessConfig, class_names: tuple[str, ...],
+    logits: np.ndarray,
+    regressions: np.ndarray,
+    anchors_xyxy: np.ndarray,
+    letterbox: Letterbox,
+    config: PostprocessConfig,
+    class_names: tuple[str, ...],
 ) -> Detections:
     """`postprocess` as the SDK's value type: what every host-side path returns for one image."""
     return Detections(*postprocess(logits, regressions, anchors_xyxy, letterbox, config), class_names)
@@ -218,8 +222,10 @@ def valid_detections(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     become faces, and a box clipped to nothing at the image border is no face either)."""
     with np.errstate(invalid="ignore"):
         return (
-            np.isfinite(scores) & np.isfinite(boxes).all(axis=1)
-            & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            np.isfinite(scores)
+            & np.isfinite(boxes).all(axis=1)
+            & (boxes[:, 2] > boxes[:, 0])
+            & (boxes[:, 3] > boxes[:, 1])
         )
 
 

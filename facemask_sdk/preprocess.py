@@ -25,7 +25,7 @@ class Letterbox:
     scale: float
 
     @classmethod
-    def fit(cls, original_hw: tuple[int, int], input_hw: tuple[int, int]) -> "Letterbox":
+    def fit(cls, original_hw: tuple[int, int], input_hw: tuple[int, int]) -> Letterbox:
         height, width = original_hw
         if height <= 0 or width <= 0:
             raise ValueError(f"image size must be positive, got {original_hw}")
@@ -38,7 +38,7 @@ class Letterbox:
         return np.array([*self.original_hw, *self.input_hw, self.scale], dtype=np.float32)
 
     @classmethod
-    def from_array(cls, values: np.ndarray) -> "Letterbox":
+    def from_array(cls, values: np.ndarray) -> Letterbox:
         height, width, input_h, input_w, scale = (float(v) for v in np.asarray(values).reshape(5))
         return cls(original_hw=(int(height), int(width)), input_hw=(int(input_h), int(input_w)), scale=scale)
 

@@ -11,7 +11,8 @@ blurred: a missed face stays as it was, so check the detector's recall on your c
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from collections.abc import Mapping
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -27,9 +28,7 @@ PIXELATE_CELLS = 6
 """A pixelated face is at most this many cells across: too few for anyone to be recognised."""
 
 
-def faces_to_blur(
-    detections: Detections, which: str, verdicts: Mapping[int, str] | None = None
-) -> np.ndarray:
+def faces_to_blur(detections: Detections, which: str, verdicts: Mapping[int, str] | None = None) -> np.ndarray:
     """Boolean mask of the detections `which` selects. With `verdicts` (tracker id to a person's class),
     "unmasked" also blurs a face whose person is unmasked even where this frame's box says otherwise."""
     if which not in BLUR_CHOICES:
@@ -40,8 +39,9 @@ def faces_to_blur(
         return np.ones(len(detections), bool)
     unmasked = np.array([label != COMPLIANT_CLASS for label in detections.labels], bool)
     if verdicts and detections.tracker_id is not None:
-        unmasked |= np.array([verdicts.get(i, COMPLIANT_CLASS) != COMPLIANT_CLASS
-                              for i in detections.tracker_id.tolist()], bool)
+        unmasked |= np.array(
+            [verdicts.get(i, COMPLIANT_CLASS) != COMPLIANT_CLASS for i in detections.tracker_id.tolist()], bool
+        )
     return unmasked
 
 

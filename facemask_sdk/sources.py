@@ -16,9 +16,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -37,6 +37,8 @@ def plausible_fps(claimed: float) -> float:
     """The container's frame rate where it is believable (FPS_RANGE), else DEFAULT_FPS (cameras and
     streams often report 0, NaN or nonsense such as 0.001 or 90000)."""
     return claimed if math.isfinite(claimed) and FPS_RANGE[0] <= claimed <= FPS_RANGE[1] else DEFAULT_FPS
+
+
 """Frame rate assumed for writing when a camera or stream does not report a usable one."""
 DEFAULT_TIMEOUT_S = 10.0
 """How long a stream may take to open or to deliver a frame before it counts as timed out."""
@@ -102,7 +104,9 @@ class VideoSource:
             what = {"video": "video file", "camera": "camera", "stream": "stream"}[kind]
             waited = time.monotonic() - started
             if kind == "stream" and waited >= 0.9 * timeout_s:
-                raise FacemaskError(f"cannot open stream {target!r}: timed out after {waited:.0f} s with no video (--timeout)")
+                raise FacemaskError(
+                    f"cannot open stream {target!r}: timed out after {waited:.0f} s with no video (--timeout)"
+                )
             raise FacemaskError(f"cannot open {what} {target!r} (unreadable, unsupported codec or unreachable)")
         self.fps = plausible_fps(float(self._capture.get(cv2.CAP_PROP_FPS)))
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0

@@ -81,12 +81,14 @@ class ModelSpec:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def at_input_size(self, size: int) -> "ModelSpec":
+    def at_input_size(self, size: int) -> ModelSpec:
         """The same model read at `size` x `size` (a model exported with a dynamic input size): anchors and
         letterbox follow the size. `FacemaskError` unless `size` is a positive multiple of 2**max_level."""
         stride = 2**self.anchors.max_level
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % stride:
-            raise FacemaskError(f"input size must be a positive multiple of {stride} (512, 640, 768, ...), got {size!r}")
+            raise FacemaskError(
+                f"input size must be a positive multiple of {stride} (512, 640, 768, ...), got {size!r}"
+            )
         return replace(self, image_size=(size, size))
 
     def to_dict(self) -> dict:
@@ -96,7 +98,7 @@ class ModelSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelSpec":
+    def from_dict(cls, data: dict) -> ModelSpec:
         if not isinstance(data, dict):
             raise ModelFileError(f"model spec must be a mapping, got {type(data).__name__}")
         version = data.get("format_version")
@@ -129,7 +131,7 @@ class ModelSpec:
             raise ModelFileError(f"model spec is incomplete or malformed: {exc!r}") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelSpec":
+    def from_json(cls, text: str) -> ModelSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from facemask_sdk.detections import Detections, compliance_rate
 from facemask_sdk.sources import DEFAULT_TIMEOUT_S, Frame, Source, VideoSource, resolve_sources
@@ -107,8 +108,12 @@ class DetectionStream:
     each source is one scene for the tracker (people do not carry over from one video to the next)."""
 
     def __init__(
-        self, detector: "Detector", sources: str | int | Source | Sequence[str | int | Source],
-        max_frames: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, track: bool = False,
+        self,
+        detector: Detector,
+        sources: str | int | Source | Sequence[str | int | Source],
+        max_frames: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        track: bool = False,
         tracker_config: TrackerConfig | None = None,
     ) -> None:
         items = list(sources) if isinstance(sources, (list, tuple)) else [sources]

@@ -18,8 +18,9 @@ unseen for `lost_frames` frames ends. Matching ignores the class, so a face flic
 stays one person, whose class is a vote over its frames (each weighted by its score).
 
 Motion is a constant-velocity alpha-beta filter on box centre and size (the steady state of SORT's
-Kalman filter); a hidden face's box keeps moving at its last velocity and keeps its last size. Matching is greedy by IoU, highest first: an optimal assignment differs only when
-several faces overlap their predictions about equally, and greedy needs no SciPy. All per-track state
+Kalman filter); a hidden face's box keeps moving at its last velocity and keeps its last size.
+Matching is greedy by IoU, highest first: an optimal assignment differs only when several faces overlap
+their predictions about equally, and greedy needs no SciPy. All per-track state
 lives in arrays, so one frame costs a handful of NumPy calls whatever the number of faces; memory
 grows with the number of people, not of frames.
 """
@@ -193,8 +194,13 @@ class FaceTracker:
         _greedy_match(_iou(predicted, boxes[first]), config.match_iou, free_tracks, first, track_of)
         weak = np.flatnonzero(~confident)
         followed = free_tracks & (self._missed == 0)  # ByteTrack: only tracks seen last frame take weak boxes
-        _greedy_match(_iou(np.where(followed[:, None], predicted, np.nan), boxes[weak]), config.low_match_iou,
-                      free_tracks, weak, track_of)
+        _greedy_match(
+            _iou(np.where(followed[:, None], predicted, np.nan), boxes[weak]),
+            config.low_match_iou,
+            free_tracks,
+            weak,
+            track_of,
+        )
         if config.rematch_distance > 0:
             unclaimed = first[track_of[first] < 0]
             hidden_people = free_tracks & (self._missed > 0) & (self._ids > 0)
@@ -217,8 +223,9 @@ class FaceTracker:
         self._last_frame[rows] = self._frame
         self._last_time[rows] = now
 
-        self._end_tracks(keep=(self._missed == 0) | ((self._ids > 0) & (self._missed <= config.lost_frames)),
-                         track_of=track_of)
+        self._end_tracks(
+            keep=(self._missed == 0) | ((self._ids > 0) & (self._missed <= config.lost_frames)), track_of=track_of
+        )
         opened = np.flatnonzero(confident & (track_of < 0))
         self._open_tracks(boxes[opened], detections.class_ids[opened], scores[opened], now)
         track_of[opened] = len(self._ids) - len(opened) + np.arange(len(opened))
@@ -247,10 +254,17 @@ class FaceTracker:
         score_votes = np.zeros((n, classes), np.float64)
         score_votes[np.arange(n), class_ids] = scores
         new = {
-            "_state": _xyxy_to_cxcywh(boxes), "_velocity": np.zeros((n, 4)), "_ids": np.zeros(n, np.int64),
-            "_hits": np.ones(n, np.int64), "_missed": np.zeros(n, np.int64), "_votes": votes,
-            "_score_votes": score_votes, "_first_frame": np.full(n, self._frame), "_last_frame": np.full(n, self._frame),
-            "_first_time": np.full(n, now), "_last_time": np.full(n, now),
+            "_state": _xyxy_to_cxcywh(boxes),
+            "_velocity": np.zeros((n, 4)),
+            "_ids": np.zeros(n, np.int64),
+            "_hits": np.ones(n, np.int64),
+            "_missed": np.zeros(n, np.int64),
+            "_votes": votes,
+            "_score_votes": score_votes,
+            "_first_frame": np.full(n, self._frame),
+            "_last_frame": np.full(n, self._frame),
+            "_first_time": np.full(n, now),
+            "_last_time": np.full(n, now),
         }
         for name in _ARRAYS:
             setattr(self, name, np.concatenate([getattr(self, name), new[name].astype(getattr(self, name).dtype)]))
@@ -258,8 +272,9 @@ class FaceTracker:
     def _confirm(self) -> None:
         """Give an id to the tentative tracks that have earned one."""
         mean_score = self._score_votes.sum(axis=1) / np.maximum(self._hits, 1)
-        ready = np.flatnonzero((self._ids == 0) & (self._hits >= self.config.min_frames)
-                               & (mean_score >= self.config.min_score))
+        ready = np.flatnonzero(
+            (self._ids == 0) & (self._hits >= self.config.min_frames) & (mean_score >= self.config.min_score)
+        )
         self._ids[ready] = self._next_id + np.arange(len(ready))
         self._next_id += len(ready)
         self.confirmed_now = [self._person(i) for i in ready]
@@ -270,22 +285,38 @@ class FaceTracker:
         frames = int(votes.sum())
         first_time, last_time = float(self._first_time[row]), float(self._last_time[row])
         return Person(
-            id=int(self._ids[row]), label=self.class_names[class_id], class_id=class_id,
-            share=float(votes[class_id] / max(frames, 1)), frames=frames,
+            id=int(self._ids[row]),
+            label=self.class_names[class_id],
+            class_id=class_id,
+            share=float(votes[class_id] / max(frames, 1)),
+            frames=frames,
             mean_score=float(score_votes.sum() / max(frames, 1)),
-            first_frame=int(self._first_frame[row]), last_frame=int(self._last_frame[row]),
+            first_frame=int(self._first_frame[row]),
+            last_frame=int(self._last_frame[row]),
             first_time_s=None if np.isnan(first_time) else first_time,
             last_time_s=None if np.isnan(last_time) else last_time,
             frames_per_class={name: int(votes[i]) for i, name in enumerate(self.class_names)},
         )
 
 
-_ARRAYS = ("_state", "_velocity", "_ids", "_hits", "_missed", "_votes", "_score_votes", "_first_frame",
-           "_last_frame", "_first_time", "_last_time")
+_ARRAYS = (
+    "_state",
+    "_velocity",
+    "_ids",
+    "_hits",
+    "_missed",
+    "_votes",
+    "_score_votes",
+    "_first_frame",
+    "_last_frame",
+    "_first_time",
+    "_last_time",
+)
 
 
-def _greedy_match(iou: np.ndarray, least: float, free_tracks: np.ndarray, columns: np.ndarray,
-                  track_of: np.ndarray) -> None:
+def _greedy_match(
+    iou: np.ndarray, least: float, free_tracks: np.ndarray, columns: np.ndarray, track_of: np.ndarray
+) -> None:
     """Pair tracks (rows) with detections (`columns` of the frame) by IoU, highest first, each at most once."""
     if not iou.size:
         return

@@ -9,7 +9,6 @@ wrong dataset or class list) whose message lists the known classes.
 from __future__ import annotations
 
 import math
-
 import random
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -165,9 +164,7 @@ class VocDataset:
         for obj in root.iter("object"):
             name = (obj.findtext("name") or "").strip()
             if name not in self.classes:
-                raise DataError(
-                    f"{xml_path}: unknown class '{name}'; known classes: {', '.join(self.classes)}"
-                )
+                raise DataError(f"{xml_path}: unknown class '{name}'; known classes: {', '.join(self.classes)}")
             try:
                 x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax"))
             except (TypeError, ValueError):

@@ -146,7 +146,10 @@ def wheel(tmp_path_factory) -> Path:
     source = _clean_copy(tmp_path_factory.mktemp("clone"))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=out,
     )
     if result.returncode != 0 and "No module named" in result.stderr and "setuptools" in result.stderr:
         pytest.skip("setuptools is not installed here, so no wheel can be built without the network")
@@ -171,8 +174,12 @@ def _png_declaring(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
-
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,9 @@
 
 Scale jitter around the letterbox scale with a random placement (crop or pad), horizontal flip, and a
 mild HSV jitter; `zoom_on_face` rescales the image around one chosen face so that face sizes from a few
-pixels to nearly the whole crop are all seen, balanced over the evaluation's face-size buckets. The output goes through the same `normalize_into` as inference, so train and run
-time see identical normalisation; evaluation uses `facemask_sdk.preprocess.preprocess` unchanged.
+pixels to nearly the whole crop are all seen, balanced over the evaluation's face-size buckets. The
+output goes through the same `normalize_into` as inference, so train and run time see identical
+normalisation; evaluation uses `facemask_sdk.preprocess.preprocess` unchanged.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class AugmentConfig:
     zoom_class_weights: tuple[float, ...] | None = None  # zoom picks its face weighted by class (None: uniform)
 
     @classmethod
-    def strength(cls, level: str) -> "AugmentConfig":
+    def strength(cls, level: str) -> AugmentConfig:
         presets = {
             "none": cls(scale_min=1.0, scale_max=1.0, hflip=0.0, hsv=0.0, random_place=False),
             "light": cls(scale_min=0.8, scale_max=1.2, hflip=0.5, hsv=0.15),
@@ -52,8 +53,13 @@ class AugmentConfig:
 
 
 def augment(
-    image_bgr: np.ndarray, boxes_xyxy: np.ndarray, class_ids: np.ndarray, spec: ModelSpec,
-    config: AugmentConfig, rng: np.random.Generator, out_hw: tuple[int, int] | None = None,
+    image_bgr: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    class_ids: np.ndarray,
+    spec: ModelSpec,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    out_hw: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(normalised float32 [3,H,W], boxes in output pixels, class ids) for one training sample.
 
@@ -90,8 +96,13 @@ def augment(
 
 
 def zoom_on_face(
-    image_bgr: np.ndarray, boxes_xyxy: np.ndarray, class_ids: np.ndarray, spec: ModelSpec,
-    config: AugmentConfig, rng: np.random.Generator, out_hw: tuple[int, int] | None = None,
+    image_bgr: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    class_ids: np.ndarray,
+    spec: ModelSpec,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    out_hw: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Like `augment`, but scaled so that one randomly chosen face gets a size drawn evenly over the
     face-size buckets (a bucket, then a log-uniform size inside it), placed anywhere in the crop.
@@ -194,8 +205,11 @@ def _hsv_jitter(image_bgr: np.ndarray, strength: float, rng: np.random.Generator
 
 
 def mosaic(
-    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], spec: ModelSpec, config: AugmentConfig,
-    rng: np.random.Generator, out_hw: tuple[int, int] | None = None,
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    spec: ModelSpec,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    out_hw: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Four (image, boxes, classes) samples in the four quadrants around a random centre.
 
@@ -220,8 +234,12 @@ def mosaic(
 
 
 def paste_patches(
-    image_bgr: np.ndarray, boxes_xyxy: np.ndarray, class_ids: np.ndarray,
-    patches: list[tuple[np.ndarray, int]], rng: np.random.Generator, tries: int = 10,
+    image_bgr: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    class_ids: np.ndarray,
+    patches: list[tuple[np.ndarray, int]],
+    rng: np.random.Generator,
+    tries: int = 10,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Copy-paste: put each (face patch, class) where it overlaps no box already there.
 

@@ -12,8 +12,8 @@ its sources under `init`, and carries no val metrics (they describe none of the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -54,11 +54,16 @@ def average_checkpoints(sources: Sequence[Path], target: Path, overwrite: bool =
         if payload.get("ema"):
             raise FacemaskError(f"{path} is a resume checkpoint: ship its EMA first (facemask_tools.training.ship)")
         if payload["spec"] != payloads[0]["spec"]:
-            raise FacemaskError(f"{path} has another model spec than {sources[0]}: {payload['spec']} vs {payloads[0]['spec']}")
+            raise FacemaskError(
+                f"{path} has another model spec than {sources[0]}: {payload['spec']} vs {payloads[0]['spec']}"
+            )
     merged = {key: payloads[0][key] for key in KEPT if key in payloads[0]}
     merged["state_dict"] = average_state_dicts([payload["state_dict"] for payload in payloads])
-    merged["init"] = {"kind": "average", "sources": [str(path) for path in sources],
-                      "sources_init": [payload.get("init") for payload in payloads]}
+    merged["init"] = {
+        "kind": "average",
+        "sources": [str(path) for path in sources],
+        "sources_init": [payload.get("init") for payload in payloads],
+    }
     return save_checkpoint(target, merged, overwrite=overwrite)
 
 

@@ -16,8 +16,8 @@ threshold and cut at `max_detections`. effdet's NMS IoU is fixed at 0.5 and its 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch

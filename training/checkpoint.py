@@ -60,7 +60,9 @@ def load_weights_file(path: str | Path) -> object:
             ) from None
         raise ModelFileError(f"{path} is not a readable PyTorch checkpoint (not a torch.save file)") from None
     except Exception as exc:  # torch raises many types for a bad file (zip, EOF, ...)
-        raise ModelFileError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ModelFileError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
 
 
 def _check_archive_size(path: Path) -> None:

@@ -12,8 +12,13 @@ from facemask_sdk.errors import FacemaskError
 DEFAULT_DATA = "../shared/datasets/face-mask-detection"
 
 malloc_option = click.option(
-    "--malloc", type=click.Choice(["auto", "tcmalloc", "libc"]), default="auto", show_default=True,
-    help="auto: re-run on tcmalloc where it is installed (measured on CPU: eval 2.4x, a stage-H training step 1.15x faster), else glibc's malloc.")
+    "--malloc",
+    type=click.Choice(["auto", "tcmalloc", "libc"]),
+    default="auto",
+    show_default=True,
+    help="auto: re-run on tcmalloc where it is installed (measured on CPU: eval 2.4x, a stage-H training step "
+    "1.15x faster), else glibc's malloc.",
+)
 
 
 def choose_allocator(choice: str) -> None:
@@ -27,52 +32,154 @@ def choose_allocator(choice: str) -> None:
 
 @click.command("train")
 @click.option("--data", default=DEFAULT_DATA, show_default=True, help="VOC folder (images/, annotations/, splits/).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics, curves).")
-@click.option("--model", type=click.Choice(["tf_efficientdet_lite0", "tf_efficientdet_d0"]), default="tf_efficientdet_lite0", show_default=True, help="The shipped model is Lite0.")
-@click.option("--image-size", type=int, default=None, help="Input size for evaluation and export (multiple of 128); default: the model's own (512).")
-@click.option("--crop-size", type=int, default=384, show_default=True, help="Train on random crops of this size of the input canvas (faces keep their scale); 0: the full canvas.")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics, curves)."
+)
+@click.option(
+    "--model",
+    type=click.Choice(["tf_efficientdet_lite0", "tf_efficientdet_d0"]),
+    default="tf_efficientdet_lite0",
+    show_default=True,
+    help="The shipped model is Lite0.",
+)
+@click.option(
+    "--image-size",
+    type=int,
+    default=None,
+    help="Input size for evaluation and export (multiple of 128); default: the model's own (512).",
+)
+@click.option(
+    "--crop-size",
+    type=int,
+    default=384,
+    show_default=True,
+    help="Train on random crops of this size of the input canvas (faces keep their scale); 0: the full canvas.",
+)
 @click.option("--mosaic", type=float, default=0.5, show_default=True, help="Chance of a four-image mosaic per sample.")
-@click.option("--zoom", type=float, default=0.0, show_default=True, help="Chance that a sample which is no mosaic is rescaled around one face, to a size drawn evenly from tiny to close-up (the face-size buckets of eval).")
-@click.option("--zoom-balance/--no-zoom-balance", default=False, show_default=True, help="Zoom picks its face weighted by 1 / class frequency, so close-ups of every class are seen (most large training faces are masked).")
-@click.option("--photometric", type=float, default=0.0, show_default=True, help="Chance per sample of one camera degradation: defocus blur, JPEG artefacts or sensor noise.")
-@click.option("--copy-paste", type=float, default=0.3, show_default=True, help="Chance of pasting 1-3 mask_weared_incorrect faces into a sample.")
-@click.option("--rare-class-weight", type=float, default=1.0, show_default=True, help="Class-loss weight of the anchors matched to mask_weared_incorrect faces (1: effdet's loss).")
-@click.option("--anchor-scale", type=float, default=None, help="Smallest anchor = 8 px x this (default: effdet's, 3 for Lite0).")
-@click.option("--ema-decay", type=float, default=0.999, show_default=True, help="Weight-average decay; the EMA weights are evaluated and shipped. 0 disables.")
+@click.option(
+    "--zoom",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Chance that a sample which is no mosaic is rescaled around one face, to a size drawn evenly from tiny "
+    "to close-up (the face-size buckets of eval).",
+)
+@click.option(
+    "--zoom-balance/--no-zoom-balance",
+    default=False,
+    show_default=True,
+    help="Zoom picks its face weighted by 1 / class frequency, so close-ups of every class are seen (most large "
+    "training faces are masked).",
+)
+@click.option(
+    "--photometric",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Chance per sample of one camera degradation: defocus blur, JPEG artefacts or sensor noise.",
+)
+@click.option(
+    "--copy-paste",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="Chance of pasting 1-3 mask_weared_incorrect faces into a sample.",
+)
+@click.option(
+    "--rare-class-weight",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Class-loss weight of the anchors matched to mask_weared_incorrect faces (1: effdet's loss).",
+)
+@click.option(
+    "--anchor-scale", type=float, default=None, help="Smallest anchor = 8 px x this (default: effdet's, 3 for Lite0)."
+)
+@click.option(
+    "--ema-decay",
+    type=float,
+    default=0.999,
+    show_default=True,
+    help="Weight-average decay; the EMA weights are evaluated and shipped. 0 disables.",
+)
 @click.option("--ema-ramp-steps", type=int, default=200, show_default=True)
-@click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True, help="Autocast for the network: auto = bf16 where the CPU has AVX-512-BF16/AMX, AMP on CUDA, else fp32.")
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "off", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="Autocast for the network: auto = bf16 where the CPU has AVX-512-BF16/AMX, AMP on CUDA, else fp32.",
+)
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True)
-@click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between last.pt checkpoints.")
+@click.option(
+    "--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between last.pt checkpoints."
+)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--lr", type=float, default=None, help="Peak learning rate; default: 1e-2 when BiFPN and heads start random (ImageNet backbone or --pretrained none, measured), 1e-3 from detector weights (COCO or a checkpoint).")
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="Peak learning rate; default: 1e-2 when BiFPN and heads start random (ImageNet backbone or --pretrained "
+    "none, measured), 1e-3 from detector weights (COCO or a checkpoint).",
+)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
 @click.option("--warmup-steps", type=int, default=0, show_default=True)
 @click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Max gradient norm; 0 disables.")
 @click.option("--pretrained", default="auto", show_default=True, help="auto | none | imagenet-lite0 | PATH to weights.")
-@click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="medium", show_default=True)
-@click.option("--repeat-threshold", type=float, default=0.3, show_default=True, help="Oversample images of rare classes (LVIS repeat factor); 0 disables.")
+@click.option(
+    "--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="medium", show_default=True
+)
+@click.option(
+    "--repeat-threshold",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="Oversample images of rare classes (LVIS repeat factor); 0 disables.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Used when the data has no split files.")
+@click.option(
+    "--val-fraction", type=float, default=0.2, show_default=True, help="Used when the data has no split files."
+)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @malloc_option
 @click.option("--max-steps", type=int, default=None, help="Cap steps per epoch (smoke runs).")
 @click.option("--max-val-images", type=int, default=None, help="Validate on the first N val images only.")
-@click.option("--resume", type=click.Path(), default=None, help="A run folder or its last.pt to continue at the exact step it stopped.")
-@click.option("--stop-after-minutes", type=float, default=None, help="End this stint cleanly (checkpoint written) after this long; --resume continues.")
-@click.option("--stop-after-steps", type=int, default=None, help="End this stint cleanly after this many optimiser steps.")
+@click.option(
+    "--resume",
+    type=click.Path(),
+    default=None,
+    help="A run folder or its last.pt to continue at the exact step it stopped.",
+)
+@click.option(
+    "--stop-after-minutes",
+    type=float,
+    default=None,
+    help="End this stint cleanly (checkpoint written) after this long; --resume continues.",
+)
+@click.option(
+    "--stop-after-steps", type=int, default=None, help="End this stint cleanly after this many optimiser steps."
+)
 @click.pass_context
-def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | None, stop_after_steps: int | None, malloc: str, **options) -> None:
+def train(
+    ctx: click.Context,
+    resume: str | None,
+    stop_after_minutes: float | None,
+    stop_after_steps: int | None,
+    malloc: str,
+    **options,
+) -> None:
     """Train an EfficientDet face-mask detector; EMA weights evaluated on val after every epoch.
 
     The schedule's length (--epochs) is fixed when a run starts; --resume continues it unchanged.
     """
     choose_allocator(malloc)
-    from facemask_tools.training.trainer import TrainConfig, train as run_training
+    from facemask_tools.training.trainer import TrainConfig
+    from facemask_tools.training.trainer import train as run_training
 
     if options["epochs"] < 1 or options["batch_size"] < 1 or options["checkpoint_every"] < 1:
         raise FacemaskError("--epochs, --batch-size and --checkpoint-every must be at least 1")
@@ -86,8 +193,12 @@ def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | No
     config = TrainConfig(**options)
     explicit_epochs = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
     summary = run_training(
-        config, resume=resume, log=click.echo, epochs=options["epochs"] if explicit_epochs and resume else None,
-        stop_after_minutes=stop_after_minutes, stop_after_steps=stop_after_steps,
+        config,
+        resume=resume,
+        log=click.echo,
+        epochs=options["epochs"] if explicit_epochs and resume else None,
+        stop_after_minutes=stop_after_minutes,
+        stop_after_steps=stop_after_steps,
     )
     if not summary:
         return
@@ -100,16 +211,46 @@ def train(ctx: click.Context, resume: str | None, stop_after_minutes: float | No
 
 @click.command("eval")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A .pt checkpoint from train.")
-@click.option("--data", default=DEFAULT_DATA, show_default=True, help="VOC folder; its class names must be among the model's (a set with fewer classes is fine).")
-@click.option("--split", type=click.Choice(["train", "val", "all"]), default=None, help="Default: val where the folder has splits/val.txt, else all of it.")
-@click.option("--iou", "iou_threshold", type=float, default=None, help="Also report AP at this one IoU, and match faces at it in the size breakdown (0.3 for head-box sets such as other-cameras).")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for eval.json, predictions.png and by-size.png (default: runs/eval/CHECKPOINT-DATA-SPLIT).")
+@click.option(
+    "--data",
+    default=DEFAULT_DATA,
+    show_default=True,
+    help="VOC folder; its class names must be among the model's (a set with fewer classes is fine).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "all"]),
+    default=None,
+    help="Default: val where the folder has splits/val.txt, else all of it.",
+)
+@click.option(
+    "--iou",
+    "iou_threshold",
+    type=float,
+    default=None,
+    help="Also report AP at this one IoU, and match faces at it in the size breakdown (0.3 for head-box sets such as other-cameras).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for eval.json, predictions.png and by-size.png (default: runs/eval/CHECKPOINT-DATA-SPLIT).",
+)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
 @malloc_option
-def evaluate(checkpoint: str, data: str, split: str | None, iou_threshold: float | None, out: str | None, batch_size: int,
-             device: str, force: bool, malloc: str) -> None:
+def evaluate(
+    checkpoint: str,
+    data: str,
+    split: str | None,
+    iou_threshold: float | None,
+    out: str | None,
+    batch_size: int,
+    device: str,
+    force: bool,
+    malloc: str,
+) -> None:
     """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a checkpoint, found / right-class shares and the class
     confusion by face size, plus a PNG of predictions."""
     if iou_threshold is not None and not 0.0 < iou_threshold < 1.0:
@@ -127,7 +268,9 @@ def evaluate(checkpoint: str, data: str, split: str | None, iou_threshold: float
     report_path, grid_path, size_plot = out_dir / "eval.json", out_dir / "predictions.png", out_dir / "by-size.png"
     earlier = [path.name for path in (report_path, grid_path, size_plot) if path.exists()]
     if earlier and not force:
-        raise FacemaskError(f"{out_dir} already holds {', '.join(earlier)}; pass --force to overwrite or choose another --out")
+        raise FacemaskError(
+            f"{out_dir} already holds {', '.join(earlier)}; pass --force to overwrite or choose another --out"
+        )
     train_config = payload.get("train_config") or {}
     dataset = VocDataset(data, split, spec.classes, train_config.get("val_fraction", 0.2), train_config.get("seed", 0))
     metrics, predictions = evaluate_network(
@@ -147,7 +290,9 @@ def evaluate(checkpoint: str, data: str, split: str | None, iou_threshold: float
         if ap is None:
             click.echo(f"  {name:<24} (not labelled in this set)")
             continue
-        at_iou = f"   AP@{iou_threshold:g} {metrics['ap_at_iou_per_class'][name]:.4f}" if iou_threshold is not None else ""
+        at_iou = (
+            f"   AP@{iou_threshold:g} {metrics['ap_at_iou_per_class'][name]:.4f}" if iou_threshold is not None else ""
+        )
         click.echo(f"  {name:<24} AP@.5 {ap50:.4f}   AP {ap:.4f}{at_iou}")
     for line in breakdown_lines(metrics["by_size"]):
         click.echo(line)

@@ -29,7 +29,9 @@ MIN_FACE_SIDE = 32
 """Faces whose shorter side is under this many pixels get no crop: enlarged to a close-up they are only blur."""
 
 
-def closeup_crops(record: ImageRecord, image: np.ndarray, seed: int, index: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def closeup_crops(
+    record: ImageRecord, image: np.ndarray, seed: int, index: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(crop, boxes in crop pixels, class ids) for every face of `record` that is large enough."""
     crops = []
     height, width = image.shape[:2]
@@ -54,7 +56,9 @@ def closeup_crops(record: ImageRecord, image: np.ndarray, seed: int, index: int)
         matrix = np.array([[1, 0, -x0], [0, 1, -y0]], np.float32)
         crop = cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
         # the chosen face lies whole inside; a neighbour cut by the crop stays labelled as in training
-        boxes, class_ids = clip_boxes(record.boxes - np.array([x0, y0, x0, y0], np.float32), record.class_ids, side, side)
+        boxes, class_ids = clip_boxes(
+            record.boxes - np.array([x0, y0, x0, y0], np.float32), record.class_ids, side, side
+        )
         crops.append((crop, boxes, class_ids))
     return crops
 

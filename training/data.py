@@ -29,8 +29,15 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(
-        self, records: list[ImageRecord], spec: ModelSpec, augment_config: AugmentConfig | None, seed: int = 0,
-        crop_hw: tuple[int, int] | None = None, mosaic: float = 0.0, copy_paste: float = 0.0, paste_class: int = 2,
+        self,
+        records: list[ImageRecord],
+        spec: ModelSpec,
+        augment_config: AugmentConfig | None,
+        seed: int = 0,
+        crop_hw: tuple[int, int] | None = None,
+        mosaic: float = 0.0,
+        copy_paste: float = 0.0,
+        paste_class: int = 2,
         zoom: float = 0.0,
     ):
         self.records = records
@@ -44,7 +51,9 @@ class DetectionDataset(Dataset):
         self.epoch = 0
         self._cache: dict[int, np.ndarray] = {}
         self._paste_sources = [
-            (i, box) for i, r in enumerate(records) for box, c in zip(r.boxes, r.class_ids)
+            (i, box)
+            for i, r in enumerate(records)
+            for box, c in zip(r.boxes, r.class_ids)
             if c == paste_class and min(box[2] - box[0], box[3] - box[1]) >= MIN_PASTE_SIZE
         ]
         self.paste_class = paste_class
@@ -85,19 +94,27 @@ class DetectionDataset(Dataset):
                 samples = [self._sample(i, rng) for i in partners]
                 tensor, boxes, classes = mosaic(samples, self.spec, self.augment_config, rng, self.crop_hw)
             elif self.zoom and rng.random() < self.zoom:  # no draw at zoom 0: earlier runs replay exactly
-                tensor, boxes, classes = zoom_on_face(*self._sample(index, rng), self.spec, self.augment_config, rng, self.crop_hw)
+                tensor, boxes, classes = zoom_on_face(
+                    *self._sample(index, rng), self.spec, self.augment_config, rng, self.crop_hw
+                )
             else:
-                tensor, boxes, classes = augment(*self._sample(index, rng), self.spec, self.augment_config, rng, self.crop_hw)
+                tensor, boxes, classes = augment(
+                    *self._sample(index, rng), self.spec, self.augment_config, rng, self.crop_hw
+                )
         yxyx = boxes[:, [1, 0, 3, 2]] if len(boxes) else np.zeros((0, 4), np.float32)
-        return torch.from_numpy(np.ascontiguousarray(tensor)), torch.from_numpy(yxyx.astype(np.float32)), torch.from_numpy(
-            np.asarray(classes, np.int64) + 1
+        return (
+            torch.from_numpy(np.ascontiguousarray(tensor)),
+            torch.from_numpy(yxyx.astype(np.float32)),
+            torch.from_numpy(np.asarray(classes, np.int64) + 1),
         )
 
 
 def inverse_class_frequencies(records: list[ImageRecord], num_classes: int) -> tuple[float, ...]:
     """1 / (share of the boxes of each class): weights that make every class equally likely to be picked."""
-    counts = np.bincount(np.concatenate([np.asarray(r.class_ids, np.int64) for r in records] or [np.zeros(0, np.int64)]),
-                         minlength=num_classes).astype(np.float64)
+    counts = np.bincount(
+        np.concatenate([np.asarray(r.class_ids, np.int64) for r in records] or [np.zeros(0, np.int64)]),
+        minlength=num_classes,
+    ).astype(np.float64)
     return tuple(float(counts.sum() / c) if c else 0.0 for c in counts)
 
 

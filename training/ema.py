@@ -47,7 +47,12 @@ class WeightAverage:
         self.module.load_state_dict(source.state_dict())
 
     def state_dict(self) -> dict:
-        return {"weights": self.module.state_dict(), "updates": self.updates, "decay": self.decay, "ramp_steps": self.ramp_steps}
+        return {
+            "weights": self.module.state_dict(),
+            "updates": self.updates,
+            "decay": self.decay,
+            "ramp_steps": self.ramp_steps,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["weights"])

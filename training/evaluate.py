@@ -17,10 +17,15 @@ from facemask_sdk.spec import ModelSpec
 from facemask_sdk.voc import ImageRecord
 from facemask_tools.training.model import FlatHeads
 
+
 @torch.no_grad()
 def predict_records(
-    network: torch.nn.Module, spec: ModelSpec, records: list[ImageRecord], batch_size: int = 8,
-    device: str = "cpu", progress: bool = True,
+    network: torch.nn.Module,
+    spec: ModelSpec,
+    records: list[ImageRecord],
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
 ) -> list[Detections]:
     """Predictions in original-image pixels for every record: the bare network, then the runtime's
     own NumPy post-processing (`facemask_sdk.postprocess`, one box per face), so a checkpoint's
@@ -45,8 +50,13 @@ def predict_records(
 
 
 def evaluate_network(
-    network: torch.nn.Module, spec: ModelSpec, records: list[ImageRecord], batch_size: int = 8,
-    device: str = "cpu", progress: bool = True, iou_threshold: float | None = None,
+    network: torch.nn.Module,
+    spec: ModelSpec,
+    records: list[ImageRecord],
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+    iou_threshold: float | None = None,
 ) -> tuple[dict, list[Detections]]:
     """COCO metrics (plus AP at `iou_threshold` when given) and, under `by_size`, the face-size breakdown
     at `iou_threshold` (COCO's 0.5 when not given)."""
@@ -54,7 +64,10 @@ def evaluate_network(
     ground_truth = [r.ground_truth(spec.classes) for r in records]
     metrics = evaluate_detections(ground_truth, predictions, spec.classes, iou_threshold=iou_threshold)
     metrics["by_size"] = size_breakdown(
-        ground_truth, predictions, [(r.height, r.width) for r in records], spec.classes,
+        ground_truth,
+        predictions,
+        [(r.height, r.width) for r in records],
+        spec.classes,
         iou_threshold=EVAL_IOU_THRESHOLD if iou_threshold is None else iou_threshold,
     )
     return metrics, predictions
@@ -62,29 +75,43 @@ def evaluate_network(
 
 def breakdown_lines(by_size: dict) -> list[str]:
     """The size breakdown as a text table: faces, found and right-class shares, and where each class went."""
+
     def share(value: float | None) -> str:
         return "   -" if value is None else f"{value:.2f}"
 
-    lines = [f"by face size (sqrt(area) / long side; found: a box of score >= {by_size['score_threshold']:g} at "
-             f"IoU >= {by_size['iou_threshold']:g}; right class: the best such box has the labelled class; shares of all faces):",
-             f"  {'size':<10}{'faces':>6}{'found':>7}{'right class':>13}   labelled -> said (counts)"]
+    lines = [
+        f"by face size (sqrt(area) / long side; found: a box of score >= {by_size['score_threshold']:g} at "
+        f"IoU >= {by_size['iou_threshold']:g}; right class: the best such box has the labelled class; shares of all faces):",
+        f"  {'size':<10}{'faces':>6}{'found':>7}{'right class':>13}   labelled -> said (counts)",
+    ]
     for name, row in by_size["buckets"].items():
         if not row["faces"]:
             lines.append(f"  {name:<10}{0:>6}")
             continue
         confusion = "; ".join(
             f"{truth} -> " + ", ".join(f"{said} {n}" for said, n in said_counts.items() if n)
-            for truth, said_counts in row["confusion"].items() if any(said_counts.values())
+            for truth, said_counts in row["confusion"].items()
+            if any(said_counts.values())
         )
-        lines.append(f"  {name:<10}{row['faces']:>6}{share(row['found_share']):>7}{share(row['right_class_share']):>13}   {confusion}")
-    lines.append(f"  {by_size['unmatched_predictions']} of {by_size['confident_predictions']} predictions at score "
-                 f">= {by_size['score_threshold']:g} lie on no labelled face")
+        lines.append(
+            f"  {name:<10}{row['faces']:>6}{share(row['found_share']):>7}{share(row['right_class_share']):>13}   {confusion}"
+        )
+    lines.append(
+        f"  {by_size['unmatched_predictions']} of {by_size['confident_predictions']} predictions at score "
+        f">= {by_size['score_threshold']:g} lie on no labelled face"
+    )
     return lines
 
 
 def save_prediction_grid(
-    records: list[ImageRecord], predictions: list[Detections], classes: tuple[str, ...], path: Path,
-    count: int = 12, score_threshold: float = 0.4, columns: int = 4, tile: int = 320,
+    records: list[ImageRecord],
+    predictions: list[Detections],
+    classes: tuple[str, ...],
+    path: Path,
+    count: int = 12,
+    score_threshold: float = 0.4,
+    columns: int = 4,
+    tile: int = 320,
 ) -> Path:
     """A PNG grid of annotated images: predictions in class colours, ground truth in thin white."""
     import cv2

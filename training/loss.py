@@ -39,15 +39,24 @@ class ClassWeightedDetectionLoss(nn.Module):
             targets_oh = one_hot(targets, self.num_classes).view(bs, height, width, -1)
             logits = cls_outputs[level].permute(0, 2, 3, 1).float()
             loss = new_focal_loss(
-                logits, targets_oh, alpha=config.alpha, gamma=config.gamma,
-                normalizer=normalizer, label_smoothing=config.label_smoothing,
+                logits,
+                targets_oh,
+                alpha=config.alpha,
+                gamma=config.gamma,
+                normalizer=normalizer,
+                label_smoothing=config.label_smoothing,
             ).view(bs, height, width, anchors, self.num_classes)
             weights = self.anchor_weights.to(loss.device)[(targets + 1).clamp(min=0)]
             weights = weights * (targets != -2)
             cls_losses.append((loss * weights.unsqueeze(-1)).sum())
-            box_losses.append(_box_loss(
-                box_outputs[level].permute(0, 2, 3, 1).float(), box_targets[level], normalizer, delta=config.delta,
-            ))
+            box_losses.append(
+                _box_loss(
+                    box_outputs[level].permute(0, 2, 3, 1).float(),
+                    box_targets[level],
+                    normalizer,
+                    delta=config.delta,
+                )
+            )
         cls_loss = torch.stack(cls_losses).sum()
         box_loss = torch.stack(box_losses).sum()
         return cls_loss + config.box_loss_weight * box_loss, cls_loss, box_loss

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PEER_YOLO11N = {"label": "peer: YOLO11n from scratch, 512 px (same CPU kind)", "minutes": 60.0, "map50": 0.418, "map": 0.241}
+PEER_YOLO11N = {
+    "label": "peer: YOLO11n from scratch, 512 px (same CPU kind)",
+    "minutes": 60.0,
+    "map50": 0.418,
+    "map": 0.241,
+}
 """The peer measurement the issue quotes: Ultralytics YOLO11n, no pretrained weights, 60 min on this CPU."""
 
 
@@ -91,9 +96,17 @@ def plot_by_size(series: list[tuple[str, dict]], path: Path) -> Path:
     first = series[0][1]["by_size"] if series else {"iou_threshold": 0.5, "score_threshold": 0.3}
     ious = {report["by_size"]["iou_threshold"] for _, report in series}
     iou = f"IoU >= {first['iou_threshold']:g}" if len(ious) <= 1 else "IoU as in the legend"
-    ax_found.set(title=f"faces found (score >= {first['score_threshold']:g}, {iou})", xlabel="face size (sqrt(area) / long side)",
-                 ylabel="share of labelled faces", ylim=(0, 1.02))
-    ax_right.set(title="labelled faces whose best box has the right class", xlabel="face size (sqrt(area) / long side)", ylim=(0, 1.02))
+    ax_found.set(
+        title=f"faces found (score >= {first['score_threshold']:g}, {iou})",
+        xlabel="face size (sqrt(area) / long side)",
+        ylabel="share of labelled faces",
+        ylim=(0, 1.02),
+    )
+    ax_right.set(
+        title="labelled faces whose best box has the right class",
+        xlabel="face size (sqrt(area) / long side)",
+        ylim=(0, 1.02),
+    )
     for axis in (ax_found, ax_right):
         axis.grid(True, alpha=0.3)
     ax_right.axhline(0.9, color="grey", linestyle="--", linewidth=1)
@@ -114,8 +127,13 @@ def run_from_metrics(label: str, metrics_path: Path, start_minutes: float = 0.0)
     for entry in history:
         total = entry.get("train_minutes_total", total + entry.get("train_seconds", 0.0) / 60)
         minutes.append(total)
-    return {"label": label, "minutes": minutes, "start_minutes": start_minutes,
-            "map50": [h["val"]["map50"] for h in history], "map": [h["val"]["map"] for h in history]}
+    return {
+        "label": label,
+        "minutes": minutes,
+        "start_minutes": start_minutes,
+        "map50": [h["val"]["map50"] for h in history],
+        "map": [h["val"]["map"] for h in history],
+    }
 
 
 def runs_from_specs(specs: list[tuple[str, str]]) -> list[dict]:
@@ -126,8 +144,14 @@ def runs_from_specs(specs: list[tuple[str, str]]) -> list[dict]:
         label, rest = spec.split("=", 1)
         if kind == "points":
             rows = [tuple(float(v) for v in point.split(":")) for point in rest.split(",")]
-            runs.append({"label": label, "minutes": [r[0] for r in rows], "map50": [r[1] for r in rows],
-                         "map": [r[2] for r in rows]})
+            runs.append(
+                {
+                    "label": label,
+                    "minutes": [r[0] for r in rows],
+                    "map50": [r[1] for r in rows],
+                    "map": [r[2] for r in rows],
+                }
+            )
         else:
             path, _, start = rest.partition("@")
             runs.append(run_from_metrics(label, Path(path), float(start or 0)))
@@ -139,13 +163,29 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="val mAP against cumulative training minutes, next to the peer")
     # --run and --points share one list, so the legend keeps the order of the command line
-    parser.add_argument("--run", dest="series", action="append", default=[], type=lambda v: ("run", v),
-                        metavar="LABEL=METRICS_JSON[@START_MINUTES]")
-    parser.add_argument("--points", dest="series", action="append", type=lambda v: ("points", v),
-                        metavar="LABEL=MIN:MAP50:MAP,MIN:MAP50:MAP,...",
-                        help="a run known only by a few (minutes, mAP@.5, mAP) points")
-    parser.add_argument("--by-size", action="append", default=[], metavar="LABEL=EVAL_JSON",
-                        help="instead: found / right-class shares by face size of these evaluations")
+    parser.add_argument(
+        "--run",
+        dest="series",
+        action="append",
+        default=[],
+        type=lambda v: ("run", v),
+        metavar="LABEL=METRICS_JSON[@START_MINUTES]",
+    )
+    parser.add_argument(
+        "--points",
+        dest="series",
+        action="append",
+        type=lambda v: ("points", v),
+        metavar="LABEL=MIN:MAP50:MAP,MIN:MAP50:MAP,...",
+        help="a run known only by a few (minutes, mAP@.5, mAP) points",
+    )
+    parser.add_argument(
+        "--by-size",
+        action="append",
+        default=[],
+        metavar="LABEL=EVAL_JSON",
+        help="instead: found / right-class shares by face size of these evaluations",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.by_size:

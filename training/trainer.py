@@ -130,7 +130,9 @@ def _resume_state(config: TrainConfig, resume: str | None, epochs: int | None, l
     state = read_checkpoint(resume_path)
     missing = [key for key in RESUME_KEYS if key not in state]
     if missing:
-        raise FacemaskError(f"{resume_path} cannot be resumed: it lacks {', '.join(missing)}; resume from a run's last.pt")
+        raise FacemaskError(
+            f"{resume_path} cannot be resumed: it lacks {', '.join(missing)}; resume from a run's last.pt"
+        )
     saved = {k: v for k, v in dict(state["train_config"]).items() if k in TrainConfig.__dataclass_fields__}
     if "data" not in saved:
         raise FacemaskError(f"{resume_path} records no training data folder; it cannot be resumed")
@@ -150,8 +152,13 @@ RESUME_KEYS = ("optimizer", "step", "total_steps", "train_config")
 
 
 def train(
-    config: TrainConfig, resume: str | None = None, progress: bool = True, log=print, epochs: int | None = None,
-    stop_after_minutes: float | None = None, stop_after_steps: int | None = None,
+    config: TrainConfig,
+    resume: str | None = None,
+    progress: bool = True,
+    log=print,
+    epochs: int | None = None,
+    stop_after_minutes: float | None = None,
+    stop_after_steps: int | None = None,
 ) -> dict:
     """Run (or resume) a training run; returns the metrics dict also written to metrics.json.
 
@@ -186,8 +193,10 @@ class _Stint:
     done: int = 0
 
     def over(self) -> bool:
-        return bool((self.steps and self.done >= self.steps)
-                    or (self.minutes and time.time() - self.started >= 60 * self.minutes))
+        return bool(
+            (self.steps and self.done >= self.steps)
+            or (self.minutes and time.time() - self.started >= 60 * self.minutes)
+        )
 
 
 class _Run:
@@ -212,15 +221,21 @@ class _Run:
 
         self.network = create_network(replace(spec, image_size=(crop, crop)))
         self.evaluated = create_network(spec)
-        self.ema = WeightAverage(self.evaluated, config.ema_decay, config.ema_ramp_steps) if config.ema_decay > 0 else None
+        self.ema = (
+            WeightAverage(self.evaluated, config.ema_decay, config.ema_ramp_steps) if config.ema_decay > 0 else None
+        )
         self._restore(state)  # a fresh run's learning rate is chosen here, by its initialisation
         config = self.config
         self.amp_dtype = resolve_amp(config.amp, self.device)
-        log(f"model: {spec.architecture} @ {spec.image_size[0]} px (training crops {crop} px), "
-            f"{count_parameters(self.network) / 1e6:.2f} M parameters, anchor scale {spec.anchors.anchor_scale:g}")
+        log(
+            f"model: {spec.architecture} @ {spec.image_size[0]} px (training crops {crop} px), "
+            f"{count_parameters(self.network) / 1e6:.2f} M parameters, anchor scale {spec.anchors.anchor_scale:g}"
+        )
         log(f"init: {self.init}")
-        log(f"device: {self.device}; precision: {self.amp_dtype or 'fp32'}{', channels_last' if config.channels_last else ''}; "
-            f"train images: {len(train_set)}; val images: {len(self.val_records)}")
+        log(
+            f"device: {self.device}; precision: {self.amp_dtype or 'fp32'}{', channels_last' if config.channels_last else ''}; "
+            f"train images: {len(train_set)}; val images: {len(self.val_records)}"
+        )
 
         self.bench = train_bench(self.network)
         if config.rare_class_weight != 1.0:
@@ -234,11 +249,21 @@ class _Run:
             self.network.to(memory_format=torch.channels_last)
         paste_class = spec.classes.index(RARE_CLASS) if RARE_CLASS in spec.classes else -1
         self.dataset = DetectionDataset(
-            train_set.records, spec,
-            replace(AugmentConfig.strength(config.augment), photometric=config.photometric, zoom_class_weights=(
-                inverse_class_frequencies(train_set.records, spec.num_classes) if config.zoom_balance else None)),
-            config.seed, (crop, crop),
-            mosaic=config.mosaic, copy_paste=config.copy_paste, paste_class=paste_class, zoom=config.zoom,
+            train_set.records,
+            spec,
+            replace(
+                AugmentConfig.strength(config.augment),
+                photometric=config.photometric,
+                zoom_class_weights=(
+                    inverse_class_frequencies(train_set.records, spec.num_classes) if config.zoom_balance else None
+                ),
+            ),
+            config.seed,
+            (crop, crop),
+            mosaic=config.mosaic,
+            copy_paste=config.copy_paste,
+            paste_class=paste_class,
+            zoom=config.zoom,
         )
         self.factors = repeat_factors(train_set.records, spec.num_classes, config.repeat_threshold)
         self.per_epoch = steps_per_epoch(self.factors, config.batch_size)
@@ -256,8 +281,10 @@ class _Run:
             self.init = report.describe()
             if self.config.lr is None:
                 self.config = replace(self.config, lr=default_lr(report))
-                self.log(f"lr: {self.config.lr:g} (the default for "
-                         f"{'detector weights' if report.detector_weights else 'random BiFPN and heads'}; --lr sets it)")
+                self.log(
+                    f"lr: {self.config.lr:g} (the default for "
+                    f"{'detector weights' if report.detector_weights else 'random BiFPN and heads'}; --lr sets it)"
+                )
             self.optimizer = _optimizer(self.network.parameters(), self.config)
             self.history: list[dict] = []
             self.step, self.best_map, self.elapsed = 0, -1.0, 0.0
@@ -275,34 +302,55 @@ class _Run:
         if state.get("evaluation") != evaluation_description():
             # val mAP of different post-processing is not comparable: best.pt is chosen anew from here
             earlier = state.get("evaluation") or "not recorded"
-            self.log(f"the evaluation changed since this run started ({earlier} -> {evaluation_description()}); "
-                     f"best.pt will be replaced by the next epoch's weights")
+            self.log(
+                f"the evaluation changed since this run started ({earlier} -> {evaluation_description()}); "
+                f"best.pt will be replaced by the next epoch's weights"
+            )
             self.best_map = -1.0
             self.history = [{**entry, "evaluation": entry.get("evaluation", earlier)} for entry in self.history]
 
     def payload(self, epoch: int) -> dict:
         return {
-            "spec": self.spec.to_dict(), "train_config": asdict(self.config), "init": self.init, "epoch": epoch,
-            "step": self.step, "total_steps": self.total_steps, "history": self.history, "best_map": self.best_map,
-            "train_seconds": round(self.elapsed, 1), "code_version": facemask_sdk.__version__,
+            "spec": self.spec.to_dict(),
+            "train_config": asdict(self.config),
+            "init": self.init,
+            "epoch": epoch,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "history": self.history,
+            "best_map": self.best_map,
+            "train_seconds": round(self.elapsed, 1),
+            "code_version": facemask_sdk.__version__,
             "evaluation": evaluation_description(),
         }
 
     def save_last(self, epoch: int) -> None:
-        save_checkpoint(self.out / "last.pt", {
-            **self.payload(epoch), "state_dict": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None, "torch_rng": torch.get_rng_state(),
-        })
+        save_checkpoint(
+            self.out / "last.pt",
+            {
+                **self.payload(epoch),
+                "state_dict": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else None,
+                "torch_rng": torch.get_rng_state(),
+            },
+        )
 
     def _loader(self, epoch: int, first: int):
         """This epoch's batches from step `first` on: the sampler's order is a function of the epoch alone."""
         config = self.config
         self.dataset.epoch = epoch
         order = epoch_indices(self.factors, epoch, config.seed)
-        order = (order * math.ceil(self.per_epoch * config.batch_size / len(order)))[: self.per_epoch * config.batch_size]
+        order = (order * math.ceil(self.per_epoch * config.batch_size / len(order)))[
+            : self.per_epoch * config.batch_size
+        ]
         return torch.utils.data.DataLoader(
-            torch.utils.data.Subset(self.dataset, order[first * config.batch_size :]), batch_size=config.batch_size,
-            shuffle=False, num_workers=config.workers, collate_fn=collate, drop_last=False,
+            torch.utils.data.Subset(self.dataset, order[first * config.batch_size :]),
+            batch_size=config.batch_size,
+            shuffle=False,
+            num_workers=config.workers,
+            collate_fn=collate,
+            drop_last=False,
             generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG for the steps alone
         )
 
@@ -313,8 +361,14 @@ class _Run:
         sums = {"loss": 0.0, "class_loss": 0.0, "box_loss": 0.0}
         seen, started, stopped = 0, time.time(), False
         epoch_started = started
-        bar = tqdm(self._loader(epoch, first), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
-                   disable=not progress, initial=first, total=self.per_epoch)
+        bar = tqdm(
+            self._loader(epoch, first),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=not progress,
+            initial=first,
+            total=self.per_epoch,
+        )
         for images, target in bar:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.total_steps, config)
@@ -341,25 +395,31 @@ class _Run:
         """Evaluate the (EMA) weights on val, record the epoch, keep best.pt, checkpoint, write metrics."""
         if not self.ema:
             self.evaluated.load_state_dict(self.network.state_dict())
-        metrics, _ = evaluate_network(self.evaluated, self.spec, self.val_records, self.config.eval_batch_size,
-                                      self.device, progress)
-        self.history.append({
-            "epoch": epoch + 1, "step": self.step,
-            **{f"train_{k}": v / max(1, seen) for k, v in sums.items()},
-            "lr_end": self.optimizer.param_groups[0]["lr"],
-            "train_seconds": round(seconds, 1),
-            "train_minutes_total": round(self.elapsed / 60, 2),
-            "val": metrics,
-            "evaluation": evaluation_description(),
-        })
+        metrics, _ = evaluate_network(
+            self.evaluated, self.spec, self.val_records, self.config.eval_batch_size, self.device, progress
+        )
+        self.history.append(
+            {
+                "epoch": epoch + 1,
+                "step": self.step,
+                **{f"train_{k}": v / max(1, seen) for k, v in sums.items()},
+                "lr_end": self.optimizer.param_groups[0]["lr"],
+                "train_seconds": round(seconds, 1),
+                "train_minutes_total": round(self.elapsed / 60, 2),
+                "val": metrics,
+                "evaluation": evaluation_description(),
+            }
+        )
         self.log(
             f"epoch {epoch + 1} (step {self.step}/{self.total_steps}, {self.elapsed / 60:.1f} min): "
             f"loss {sums['loss'] / max(1, seen):.4f}  val mAP {metrics['map']:.4f}  mAP@.5 {metrics['map50']:.4f}"
         )
         if metrics["map"] > self.best_map:
             self.best_map = metrics["map"]
-            save_checkpoint(self.out / "best.pt", {**self.payload(epoch + 1), "state_dict": self.evaluated.state_dict(),
-                                                   "metrics": metrics})
+            save_checkpoint(
+                self.out / "best.pt",
+                {**self.payload(epoch + 1), "state_dict": self.evaluated.state_dict(), "metrics": metrics},
+            )
         self.save_last(epoch + 1)
         summary = self.summary()
         _write_json(self.out / "metrics.json", summary)
@@ -403,7 +463,11 @@ def _train_step(bench, optimizer, images, target, device: str, amp_dtype, config
     if config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(bench.model.parameters(), config.grad_clip)
     optimizer.step()
-    return {"loss": float(loss.detach()), "class_loss": float(class_loss.detach()), "box_loss": float(box_loss.detach())}
+    return {
+        "loss": float(loss.detach()),
+        "class_loss": float(class_loss.detach()),
+        "box_loss": float(box_loss.detach()),
+    }
 
 
 def _summary(config: TrainConfig, spec, init: str, history: list[dict], network, step: int, total_steps: int) -> dict:

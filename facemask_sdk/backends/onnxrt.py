@@ -10,8 +10,8 @@ import). The CUDA provider is used when this onnxruntime build offers it, else t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -28,7 +28,9 @@ def _import_openvino():
     try:
         import openvino
     except ImportError:
-        raise FacemaskError("the OpenVINO backend needs the 'openvino' package: pip install 'facemask-sdk[openvino]'") from None
+        raise FacemaskError(
+            "the OpenVINO backend needs the 'openvino' package: pip install 'facemask-sdk[openvino]'"
+        ) from None
     return openvino
 
 
@@ -142,4 +144,6 @@ def _check_outputs(model, spec: ModelSpec, path: Path) -> None:
     for name, width in zip(OUTPUT_NAMES, (spec.num_classes, 4)):
         shape = model.output(name).get_partial_shape()
         if shape.is_static and list(shape.to_shape())[1:] != [anchors, width]:
-            raise ModelFileError(f"{path}: output '{name}' has shape {shape}; the model spec says [N, {anchors}, {width}]")
+            raise ModelFileError(
+                f"{path}: output '{name}' has shape {shape}; the model spec says [N, {anchors}, {width}]"
+            )

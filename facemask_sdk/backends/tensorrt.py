@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from facemask_sdk.engine_meta import check_compatible, read_sidecar
 from facemask_sdk.backends.base import Runner
+from facemask_sdk.engine_meta import check_compatible, read_sidecar
 from facemask_sdk.errors import FacemaskError, InternalError, ModelFileError
 from facemask_sdk.spec import INPUT_NAME, OUTPUT_NAMES, ModelSpec
 from facemask_sdk.stages import DEVICE
@@ -170,7 +170,11 @@ class TensorRTRunner(Runner):
         height, width = self.spec.image_size
         shape = tuple(engine.get_tensor_shape(roles["input"]))
         # -1: a dynamic axis (batch; height and width of a --dynamic-size export, built for one size)
-        if len(shape) != 4 or shape[1] != 3 or any(d not in (-1, e) for d, e in zip(shape[::2][:1] + shape[2:], (1, height, width))):
+        if (
+            len(shape) != 4
+            or shape[1] != 3
+            or any(d not in (-1, e) for d, e in zip(shape[::2][:1] + shape[2:], (1, height, width)))
+        ):
             raise ModelFileError(
                 f"{self.path}: input {roles['input']!r} has shape {shape}, expected (1, 3, {height}, {width})"
             )

@@ -28,7 +28,9 @@ def data_info(path: str, split: str, val_fraction: float, seed: int, as_json: bo
     for name, count in info["boxes_per_class"].items():
         click.echo(f"  {name:<24} {count:>6}")
     sizes = info["box_size_sqrt_area"]
-    click.echo(f"box size (sqrt area, px): min {sizes['min']:.1f}  median {sizes['median']:.1f}  max {sizes['max']:.1f}")
+    click.echo(
+        f"box size (sqrt area, px): min {sizes['min']:.1f}  median {sizes['median']:.1f}  max {sizes['max']:.1f}"
+    )
     for bucket, count in sizes["histogram"].items():
         click.echo(f"  {bucket:>9} px {count:>6}")
     click.echo(

@@ -142,13 +142,25 @@ def detect(
         plan = _plan_outputs(resolved, out_dir)
         _check_replaceable(out_dir, ([] if no_media else plan) + ([PEOPLE_NAME, EVENTS_NAME] if track else []))
         with Detector(
-            model, score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
-            class_agnostic=not class_aware, input_size=input_size,
+            model,
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
+            class_agnostic=not class_aware,
+            input_size=input_size,
         ) as detector:
             out_dir.mkdir(parents=True, exist_ok=True)
             window = show and _display_available()
-            run = _Run(detector, out_dir, window, max_frames, track=track, blur=blur, blur_method=blur_method,
-                       media=not no_media)
+            run = _Run(
+                detector,
+                out_dir,
+                window,
+                max_frames,
+                track=track,
+                blur=blur,
+                blur_method=blur_method,
+                media=not no_media,
+            )
             try:
                 with _sigterm_as_stop():
                     for source, target in zip(resolved, plan):
@@ -203,8 +215,17 @@ def _sigterm_as_stop() -> Iterator[None]:
 class _Run:
     """State of one `detect` run: the JSONL file, the current video writer, the running totals."""
 
-    def __init__(self, detector, out_dir: Path, show: bool, max_frames: int | None, track: bool = False,
-                 blur: str = "none", blur_method: str = "pixelate", media: bool = True) -> None:
+    def __init__(
+        self,
+        detector,
+        out_dir: Path,
+        show: bool,
+        max_frames: int | None,
+        track: bool = False,
+        blur: str = "none",
+        blur_method: str = "pixelate",
+        media: bool = True,
+    ) -> None:
         from facemask_sdk.tracking import FaceTracker
 
         self.detector = detector
@@ -259,8 +280,10 @@ class _Run:
             self._close_writer()
         limited = self.max_frames is not None and source.frames_read >= self.max_frames
         if source.frame_count and source.frames_read < source.frame_count and not (limited or self.stopped):
-            message = (f"{source.target}: read {source.frames_read} of the {source.frame_count} frames its container "
-                       "reports (truncated or corrupt video?)")
+            message = (
+                f"{source.target}: read {source.frames_read} of the {source.frame_count} frames its container "
+                "reports (truncated or corrupt video?)"
+            )
             self.warnings.append(message)
             tqdm.write(f"warning: {message}", file=sys.stderr)
 
@@ -308,9 +331,15 @@ class _Run:
         for person in self.tracker.confirmed_now:
             if person.label == COMPLIANT_CLASS:
                 continue
-            event = {"event": "person_without_mask", "person": person.id, "label": person.label,
-                     "source": frame.source, "frame": frame.index,
-                     "time_s": None if time_s is None else round(time_s, 3), "mean_score": round(person.mean_score, 4)}
+            event = {
+                "event": "person_without_mask",
+                "person": person.id,
+                "label": person.label,
+                "source": frame.source,
+                "frame": frame.index,
+                "time_s": None if time_s is None else round(time_s, 3),
+                "mean_score": round(person.mean_score, 4),
+            }
             self.events.write(json.dumps(event) + "\n")
             self.events.flush()
             when = f"{time_s:.1f} s" if time_s is not None else f"frame {frame.index}"
@@ -348,8 +377,10 @@ class _Run:
         self.jsonl.close()
         if self.tracker is not None:
             self.events.close()
-            _write_text(self.out_dir / PEOPLE_NAME,
-                        "".join(json.dumps(person.to_dict()) + "\n" for person in self.tracker.people))
+            _write_text(
+                self.out_dir / PEOPLE_NAME,
+                "".join(json.dumps(person.to_dict()) + "\n" for person in self.tracker.people),
+            )
         self.seconds = time.perf_counter() - self.started
 
     def summary(self, arguments: list[str], detector) -> dict:
@@ -365,16 +396,29 @@ class _Run:
             "iou_threshold": detector.config.iou_threshold,
             "max_detections": detector.config.max_detections,
             "class_agnostic_nms": detector.config.class_agnostic,
-            **{key: totals[key] for key in ("frames", "faces", "faces_per_frame", "frames_with_faces",
-                                            "compliance_over_frames", "per_class", "compliance_rate")},
+            **{
+                key: totals[key]
+                for key in (
+                    "frames",
+                    "faces",
+                    "faces_per_frame",
+                    "frames_with_faces",
+                    "compliance_over_frames",
+                    "per_class",
+                    "compliance_rate",
+                )
+            },
             "seconds": round(self.seconds, 3),
             "fps": round(frames / self.seconds, 2) if self.seconds > 0 else None,
             "detector_fps": round(1e3 * frames / detector_ms, 2) if detector_ms else None,
             "mean_ms": totals["mean_ms"],
             **({"people": totals["people"]} if self.tracker is not None else {}),
             "blur": self.blur if self.media else "no media written",
-            "outputs": {"annotated": self.written, "jsonl": JSONL_NAME,
-                        **({"people": PEOPLE_NAME, "events": EVENTS_NAME} if self.tracker is not None else {})},
+            "outputs": {
+                "annotated": self.written,
+                "jsonl": JSONL_NAME,
+                **({"people": PEOPLE_NAME, "events": EVENTS_NAME} if self.tracker is not None else {}),
+            },
             "interrupted": self.interrupted or self.stopped,
             "failures": self.totals.failures,
             "warnings": self.warnings,
@@ -493,15 +537,21 @@ def _summary_lines(summary: dict, out_dir: Path) -> list[str]:
         f"frames: {summary['frames']}  faces: {summary['faces']} ({per_class})"
         + (f", a sum over frames: {summary['faces_per_frame']:.2f} per frame" if summary["frames"] > 1 else ""),
         f"compliance rate: {'n/a (no faces)' if rate is None else f'{100 * rate:.1f}%'}"
-        + (f" of all faces; {100 * summary['compliance_over_frames']:.1f}% mean over {summary['frames_with_faces']} "
-           "frames with faces" if summary["frames"] > 1 and summary["compliance_over_frames"] is not None else ""),
+        + (
+            f" of all faces; {100 * summary['compliance_over_frames']:.1f}% mean over {summary['frames_with_faces']} "
+            "frames with faces"
+            if summary["frames"] > 1 and summary["compliance_over_frames"] is not None
+            else ""
+        ),
     ]
     if "people" in summary:
         people = summary["people"]
         counts = ", ".join(f"{name} {count}" for name, count in people["per_class"].items())
         rate = people["compliance_rate"]
-        lines.append(f"people: {people['people']} ({counts}); compliance over people: "
-                     f"{'n/a' if rate is None else f'{100 * rate:.1f}%'}")
+        lines.append(
+            f"people: {people['people']} ({counts}); compliance over people: "
+            f"{'n/a' if rate is None else f'{100 * rate:.1f}%'}"
+        )
     if summary["frames"]:
         lines.append(
             f"speed: {summary['fps']} FPS end to end; per frame {mean['preprocess']:.1f} ms pre-processing, "

@@ -18,8 +18,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "detect": ("facemask_sdk.cli.detect", "detect", "Detect masks in images, folders, videos, cameras or streams."),
     "data-info": ("facemask_sdk.cli.data_info", "data_info", "Summarise a VOC face-mask dataset and its problems."),
     "serve": ("facemask_sdk.cli.serve", "serve", "Serve the detector over Triton's HTTP/gRPC protocol (PyTriton)."),
-    "triton-repository": ("facemask_sdk.cli.serve", "triton_repository",
-                          "Write a Triton model repository (ensemble: pre-processing, network, post-processing)."),
+    "triton-repository": (
+        "facemask_sdk.cli.serve",
+        "triton_repository",
+        "Write a Triton model repository (ensemble: pre-processing, network, post-processing).",
+    ),
 }
 
 TOOLING_GROUP = "facemask_sdk.commands"

@@ -36,12 +36,22 @@ import numpy as np
 
 from facemask_sdk.backends.base import Runner
 from facemask_sdk.cuda.plans import (
-    KERNEL_ARGS, KERNEL_SOURCE, NVCC_OPTIONS, DecodeSettings, Launch, check_frame, decode_buffer_specs, io_dtype,
-    output_specs, plan_decode, plan_letterbox,
+    KERNEL_ARGS,
+    KERNEL_SOURCE,
+    NVCC_OPTIONS,
+    DecodeSettings,
+    Launch,
+    check_frame,
+    decode_buffer_specs,
+    io_dtype,
+    output_specs,
+    plan_decode,
+    plan_letterbox,
 )
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.preprocess import Letterbox
 from facemask_sdk.spec import ModelSpec
+
 
 def find_nvcc() -> str:
     """nvcc on PATH, else the CUDA toolkit's default place (JetPack does not put it on PATH)."""
@@ -91,7 +101,9 @@ def primary_context(cuda, ordinal: int):
         return _CONTEXTS[ordinal]
 
 
-def use_mapped_memory(requested: bool | None, integrated: bool, can_map_host_memory: bool, device_name: str = "GPU") -> bool:
+def use_mapped_memory(
+    requested: bool | None, integrated: bool, can_map_host_memory: bool, device_name: str = "GPU"
+) -> bool:
     """Zero-copy mapped host memory or explicit copies. Mapped memory is the fast path on an integrated,
     I/O-coherent GPU (Jetson: one physical memory); on a discrete GPU every kernel read of it crosses
     PCIe, so `None` picks copies there. An explicit request wins, if the device can honour it."""
@@ -141,8 +153,10 @@ class CudaPipeline(Runner):
         self.device = cuda.Device(self.ordinal)
         attribute = cuda.device_attribute
         self.mapped = use_mapped_memory(
-            mapped, bool(self.device.get_attribute(attribute.INTEGRATED)),
-            bool(self.device.get_attribute(attribute.CAN_MAP_HOST_MEMORY)), self.device.name(),
+            mapped,
+            bool(self.device.get_attribute(attribute.INTEGRATED)),
+            bool(self.device.get_attribute(attribute.CAN_MAP_HOST_MEMORY)),
+            self.device.name(),
         )
         self._closed = False
         try:
@@ -159,8 +173,13 @@ class CudaPipeline(Runner):
 
         cuda = self._cuda
         cache_dir.mkdir(parents=True, exist_ok=True)  # pycuda only creates its default cache directory
-        module = SourceModule(KERNEL_SOURCE.read_text(), nvcc=find_nvcc(), options=list(NVCC_OPTIONS),
-                              no_extern_c=True, cache_dir=str(cache_dir))
+        module = SourceModule(
+            KERNEL_SOURCE.read_text(),
+            nvcc=find_nvcc(),
+            options=list(NVCC_OPTIONS),
+            no_extern_c=True,
+            cache_dir=str(cache_dir),
+        )
         self._module = module
         self._functions = {name: module.get_function(name).prepare(fmt) for name, fmt in KERNEL_ARGS.items()}
         self.stream = cuda.Stream()
@@ -341,8 +360,11 @@ class CudaPipeline(Runner):
         if self._pending:
             raise FacemaskError("results() before synchronize(): the GPU may still be writing them")
         n = int(self._out["out_count"][0])
-        return (self._out["out_boxes"][:n].copy(), self._out["out_scores"][:n].copy(),
-                self._out["out_classes"][:n].astype(np.int64))
+        return (
+            self._out["out_boxes"][:n].copy(),
+            self._out["out_scores"][:n].copy(),
+            self._out["out_classes"][:n].astype(np.int64),
+        )
 
     # -- stage timing: CUDA events on the stream ----------------------------------------------------
 

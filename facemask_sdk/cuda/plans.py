@@ -8,9 +8,10 @@ are checked without a GPU. `KERNEL_CONSTANTS` is the one source of the sizes bot
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -79,14 +80,19 @@ class DecodeSettings:
     class_agnostic: bool = True
 
     @classmethod
-    def from_config(cls, config: Any) -> "DecodeSettings":
+    def from_config(cls, config: Any) -> DecodeSettings:
         top_k, max_det = int(config.top_k), int(config.max_detections)
         if not 1 <= top_k <= MAX_TOP_K:
             raise FacemaskError(f"the CUDA decoder supports top_k in [1, {MAX_TOP_K}], got {top_k}")
         if max_det < 1:
             raise FacemaskError(f"max_detections must be a positive integer, got {max_det}")
-        return cls(float(config.logit_threshold), float(config.iou_threshold), max_det, top_k,
-                   bool(getattr(config, "class_agnostic", True)))
+        return cls(
+            float(config.logit_threshold),
+            float(config.iou_threshold),
+            max_det,
+            top_k,
+            bool(getattr(config, "class_agnostic", True)),
+        )
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -146,8 +152,21 @@ def plan_letterbox(
         f"fm_letterbox_{_DTYPE_SUFFIX[io_dtype(out_dtype)]}",
         (_cdiv(dst_w, bx), _cdiv(dst_h, by), 1),
         LETTERBOX_BLOCK,
-        (int(frame_ptr), int(out_ptr), scale_x, scale_y, src_h, src_w, int(pitch), dst_h, dst_w, rs_h, rs_w,
-         *(float(m) for m in spec.mean), *(float(s) for s in spec.std)),
+        (
+            int(frame_ptr),
+            int(out_ptr),
+            scale_x,
+            scale_y,
+            src_h,
+            src_w,
+            int(pitch),
+            dst_h,
+            dst_w,
+            rs_h,
+            rs_w,
+            *(float(m) for m in spec.mean),
+            *(float(s) for s in spec.std),
+        ),
     )
     return launch, box
 
@@ -169,20 +188,67 @@ def plan_decode(
     height, width = box.original_hw
     return [
         Launch("fm_reset_counters", (1, 1, 1), (256, 1, 1), (ptr["counters"], ptr["coarse_hist"])),
-        Launch(f"fm_decode_candidates_{suffix}", (_cdiv(total, DECODE_THREADS), 1, 1), (DECODE_THREADS, 1, 1),
-               (ptr["logits"], ptr["cand_keys"], ptr["counters"], ptr["coarse_hist"], total, settings.logit_threshold)),
-        Launch("fm_topk_select", (1, 1, 1), (SELECT_THREADS, 1, 1),
-               (ptr["cand_keys"], ptr["counters"], ptr["coarse_hist"], ptr["sel_keys"], settings.top_k)),
-        Launch(f"fm_rank_decode_{suffix}", (_cdiv(settings.top_k, RANK_THREADS), 1, 1), (RANK_THREADS, 1, 1),
-               (ptr["sel_keys"], ptr["counters"], ptr["regressions"], ptr["anchors"], ptr["boxes"], ptr["scores"],
-                ptr["classes"], ptr["flat_index"], num_classes, float(np.float32(box.scale)), float(height),
-                float(width))),
-        Launch("fm_nms_mask", (words, words, 1), (NMS_BLOCK, 1, 1),
-               (ptr["boxes"], ptr["classes"], ptr["counters"], ptr["mask"], settings.iou_threshold,
-                int(settings.class_agnostic))),
-        Launch("fm_nms_reduce", (1, 1, 1), (REDUCE_THREADS, 1, 1),
-               (ptr["mask"], ptr["boxes"], ptr["scores"], ptr["classes"], ptr["counters"], ptr["out_boxes"],
-                ptr["out_scores"], ptr["out_classes"], ptr["out_count"], settings.max_detections)),
+        Launch(
+            f"fm_decode_candidates_{suffix}",
+            (_cdiv(total, DECODE_THREADS), 1, 1),
+            (DECODE_THREADS, 1, 1),
+            (ptr["logits"], ptr["cand_keys"], ptr["counters"], ptr["coarse_hist"], total, settings.logit_threshold),
+        ),
+        Launch(
+            "fm_topk_select",
+            (1, 1, 1),
+            (SELECT_THREADS, 1, 1),
+            (ptr["cand_keys"], ptr["counters"], ptr["coarse_hist"], ptr["sel_keys"], settings.top_k),
+        ),
+        Launch(
+            f"fm_rank_decode_{suffix}",
+            (_cdiv(settings.top_k, RANK_THREADS), 1, 1),
+            (RANK_THREADS, 1, 1),
+            (
+                ptr["sel_keys"],
+                ptr["counters"],
+                ptr["regressions"],
+                ptr["anchors"],
+                ptr["boxes"],
+                ptr["scores"],
+                ptr["classes"],
+                ptr["flat_index"],
+                num_classes,
+                float(np.float32(box.scale)),
+                float(height),
+                float(width),
+            ),
+        ),
+        Launch(
+            "fm_nms_mask",
+            (words, words, 1),
+            (NMS_BLOCK, 1, 1),
+            (
+                ptr["boxes"],
+                ptr["classes"],
+                ptr["counters"],
+                ptr["mask"],
+                settings.iou_threshold,
+                int(settings.class_agnostic),
+            ),
+        ),
+        Launch(
+            "fm_nms_reduce",
+            (1, 1, 1),
+            (REDUCE_THREADS, 1, 1),
+            (
+                ptr["mask"],
+                ptr["boxes"],
+                ptr["scores"],
+                ptr["classes"],
+                ptr["counters"],
+                ptr["out_boxes"],
+                ptr["out_scores"],
+                ptr["out_classes"],
+                ptr["out_count"],
+                settings.max_detections,
+            ),
+        ),
     ]
 
 

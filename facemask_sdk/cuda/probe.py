@@ -20,10 +20,19 @@ def candidates(gpu: CudaPipeline) -> dict[str, np.ndarray | int]:
         gpu._cuda.memcpy_dtoh(counters, gpu._ptr["counters"])
         m = int(counters[1])
         out = {}
-        for name, dtype, per in (("boxes", np.float32, 4), ("scores", np.float32, 1), ("classes", np.int32, 1),
-                                 ("flat_index", np.uint32, 1)):
+        for name, dtype, per in (
+            ("boxes", np.float32, 4),
+            ("scores", np.float32, 1),
+            ("classes", np.int32, 1),
+            ("flat_index", np.uint32, 1),
+        ):
             host = np.empty(max(m * per, 1), dtype)
             gpu._cuda.memcpy_dtoh(host, gpu._ptr[name])
             out[name] = host[: m * per].reshape((m, 4) if per == 4 else (m,))
-    return {"num_candidates": int(counters[0]), "boxes": out["boxes"], "scores": out["scores"],
-            "class_ids": out["classes"].astype(np.int64), "flat_index": out["flat_index"].astype(np.int64)}
+    return {
+        "num_candidates": int(counters[0]),
+        "boxes": out["boxes"],
+        "scores": out["scores"],
+        "class_ids": out["classes"].astype(np.int64),
+        "flat_index": out["flat_index"].astype(np.int64),
+    }

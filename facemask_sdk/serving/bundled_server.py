@@ -18,7 +18,6 @@ from pathlib import Path
 
 from facemask_sdk.errors import FacemaskError
 
-
 PYTRITON_MISSING = "serving needs the 'nvidia-pytriton' package: pip install 'facemask-sdk[serve]'"
 
 
@@ -34,8 +33,10 @@ def interpreter_environment(base: dict[str, str] | None = None) -> dict[str, str
     """`base` (default: this process's environment) with this interpreter's libpython and `python3`
     first, as Triton's Python stub needs them."""
     env = dict(os.environ if base is None else base)
-    for name, first in (("LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR") or ""),
-                        ("PATH", str(Path(sys.executable).parent))):
+    for name, first in (
+        ("LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR") or ""),
+        ("PATH", str(Path(sys.executable).parent)),
+    ):
         entries = [entry for entry in env.get(name, "").split(os.pathsep) if entry and entry != first]
         env[name] = os.pathsep.join([first, *entries] if first else entries)  # idempotent: first once
     return env
@@ -62,8 +63,10 @@ def server_command(
         str(dist / "bin" / "tritonserver"),
         f"--model-repository={Path(repository).resolve()}",
         f"--backend-directory={backends}",
-        f"--http-address={host}", f"--http-port={http_port}",
-        f"--grpc-address={host}", f"--grpc-port={grpc_port}",
+        f"--http-address={host}",
+        f"--http-port={http_port}",
+        f"--grpc-address={host}",
+        f"--grpc-port={grpc_port}",
         "--allow-metrics=false",
         "--log-verbose=0",
     ]

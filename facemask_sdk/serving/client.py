@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import cv2
 import numpy as np
@@ -23,7 +23,7 @@ from facemask_sdk.image_io import to_bgr8
 from facemask_sdk.serving.protocol import IMAGE, MODEL_NAME, OUTPUTS, encode_request, unpack_detections
 from facemask_sdk.spec import CLASSES
 
-ClientImage = Union[str, os.PathLike, bytes, np.ndarray]
+ClientImage = str | os.PathLike | bytes | np.ndarray
 """A path, encoded image bytes, or a BGR uint8 array (sent PNG-encoded, so lossless)."""
 
 
@@ -32,7 +32,9 @@ def _grpc():
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
     except ImportError:
-        raise FacemaskError("the Triton client needs 'tritonclient[grpc]': pip install 'facemask-sdk[client]'") from None
+        raise FacemaskError(
+            "the Triton client needs 'tritonclient[grpc]': pip install 'facemask-sdk[client]'"
+        ) from None
     return grpcclient, InferenceServerException
 
 
@@ -57,8 +59,13 @@ class TritonClient:
     `max_batch_size` (the servers' default, 8) splits longer `detect_batch` lists into requests."""
 
     def __init__(
-        self, url: str = "127.0.0.1:8001", model_name: str = MODEL_NAME, timeout_s: float = 10.0,
-        access_token: str | None = None, class_names: tuple[str, ...] = CLASSES, max_batch_size: int = 8,
+        self,
+        url: str = "127.0.0.1:8001",
+        model_name: str = MODEL_NAME,
+        timeout_s: float = 10.0,
+        access_token: str | None = None,
+        class_names: tuple[str, ...] = CLASSES,
+        max_batch_size: int = 8,
     ) -> None:
         if timeout_s <= 0:
             raise FacemaskError(f"timeout_s must be positive, got {timeout_s}")
@@ -77,8 +84,9 @@ class TritonClient:
     def is_ready(self) -> bool:
         """Whether the server answers and its model is ready (False when nothing listens)."""
         try:
-            return bool(self._client.is_model_ready(self.model_name, headers=self._headers,
-                                                    client_timeout=self.timeout_s))
+            return bool(
+                self._client.is_model_ready(self.model_name, headers=self._headers, client_timeout=self.timeout_s)
+            )
         except self._server_error:
             return False
 
@@ -102,8 +110,11 @@ class TritonClient:
     def detect_batch(self, images: Sequence[ClientImage]) -> list[Detections]:
         """Detections of several images, sent `max_batch_size` per request (the server may batch further)."""
         images = list(images)
-        return [found for start in range(0, len(images), self.max_batch_size)
-                for found in self._request(images[start:start + self.max_batch_size])]
+        return [
+            found
+            for start in range(0, len(images), self.max_batch_size)
+            for found in self._request(images[start : start + self.max_batch_size])
+        ]
 
     def _request(self, images: list[ClientImage]) -> list[Detections]:
         batch = encode_request([encode_image(image) for image in images])
@@ -111,8 +122,9 @@ class TritonClient:
         request.set_data_from_numpy(batch)
         outputs = [self._grpc.InferRequestedOutput(spec.name) for spec in OUTPUTS]
         try:
-            result = self._client.infer(self.model_name, [request], outputs=outputs, headers=self._headers,
-                                        client_timeout=self.timeout_s)
+            result = self._client.infer(
+                self.model_name, [request], outputs=outputs, headers=self._headers, client_timeout=self.timeout_s
+            )
         except self._server_error as exc:
             raise FacemaskError(f"the server at {self.url} {_reason(exc)}") from None
         return unpack_detections({spec.name: result.as_numpy(spec.name) for spec in OUTPUTS}, self.class_names)
@@ -120,7 +132,7 @@ class TritonClient:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "TritonClient":
+    def __enter__(self) -> TritonClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -53,7 +53,9 @@ def encode_request(images: list[bytes]) -> np.ndarray:
     batch = np.empty((len(images), 1), dtype=np.object_)
     for row, data in enumerate(images):
         if not isinstance(data, (bytes, bytearray)) or not data:
-            raise FacemaskError(f"image {row} of the request must be non-empty encoded bytes, got {type(data).__name__}")
+            raise FacemaskError(
+                f"image {row} of the request must be non-empty encoded bytes, got {type(data).__name__}"
+            )
         batch[row, 0] = bytes(data)
     return batch
 
@@ -93,6 +95,8 @@ def unpack_detections(outputs: dict[str, np.ndarray], class_names: tuple[str, ..
     results = []
     for row, n in enumerate(counts):
         if not 0 <= n <= boxes.shape[1]:
-            raise FacemaskError(f"the server's answer says {n} detections for image {row}, outside [0, {boxes.shape[1]}]")
+            raise FacemaskError(
+                f"the server's answer says {n} detections for image {row}, outside [0, {boxes.shape[1]}]"
+            )
         results.append(Detections(boxes[row, :n], scores[row, :n], class_ids[row, :n], class_names))
     return results

@@ -64,7 +64,9 @@ class RepositoryOptions:
             if getattr(self, name) < 1:
                 raise FacemaskError(f"{name} must be at least 1, got {getattr(self, name)}")
         if any(not 1 <= size <= self.max_batch_size for size in self.preferred_batch_sizes):
-            raise FacemaskError(f"preferred batch sizes must lie in [1, {self.max_batch_size}], got {self.preferred_batch_sizes}")
+            raise FacemaskError(
+                f"preferred batch sizes must lie in [1, {self.max_batch_size}], got {self.preferred_batch_sizes}"
+            )
         self.postprocess_config()  # validates the thresholds
 
     def postprocess_config(self) -> PostprocessConfig:
@@ -81,51 +83,88 @@ def model_configs(spec: ModelSpec, options: RepositoryOptions) -> dict[str, dict
     """The four models' configs as dicts of `ModelConfig` fields (Triton's model_config.proto)."""
     image_in = _tensor(INPUT_NAME, "TYPE_FP32", (3, *spec.image_size))
     anchors = len(generate_anchors(spec))
-    head_out = [_tensor(OUTPUT_NAMES[0], "TYPE_FP32", (anchors, spec.num_classes)),
-                _tensor(OUTPUT_NAMES[1], "TYPE_FP32", (anchors, 4))]
+    head_out = [
+        _tensor(OUTPUT_NAMES[0], "TYPE_FP32", (anchors, spec.num_classes)),
+        _tensor(OUTPUT_NAMES[1], "TYPE_FP32", (anchors, 4)),
+    ]
     letterbox = _tensor(LETTERBOX, "TYPE_FP32", (5,))
     outputs = [_tensor(spec_.name, spec_.triton_type, spec_.shape) for spec_ in OUTPUTS]
     batch = options.max_batch_size
     cpu_instance = [{"kind": Enum("KIND_CPU"), "count": options.host_instances}]
 
-    network = {"name": NETWORK, "max_batch_size": batch, "input": [image_in], "output": head_out,
-               "dynamic_batching": {"preferred_batch_size": list(options.preferred_batch_sizes),
-                                    "max_queue_delay_microseconds": options.max_queue_delay_us}}
+    network = {
+        "name": NETWORK,
+        "max_batch_size": batch,
+        "input": [image_in],
+        "output": head_out,
+        "dynamic_batching": {
+            "preferred_batch_size": list(options.preferred_batch_sizes),
+            "max_queue_delay_microseconds": options.max_queue_delay_us,
+        },
+    }
     if options.backend == "onnxruntime":
-        network.update(platform="onnxruntime_onnx", default_model_filename="model.onnx",
-                       instance_group=[{"kind": Enum("KIND_CPU"), "count": options.network_instances}])
+        network.update(
+            platform="onnxruntime_onnx",
+            default_model_filename="model.onnx",
+            instance_group=[{"kind": Enum("KIND_CPU"), "count": options.network_instances}],
+        )
         if options.network_threads:
-            network["parameters"] = [{"key": "intra_op_thread_count",
-                                      "value": {"string_value": str(options.network_threads)}}]
+            network["parameters"] = [
+                {"key": "intra_op_thread_count", "value": {"string_value": str(options.network_threads)}}
+            ]
     elif options.backend == "tensorrt":
-        network.update(platform="tensorrt_plan", default_model_filename="model.plan",
-                       instance_group=[{"kind": Enum("KIND_GPU"), "count": options.network_instances}])
+        network.update(
+            platform="tensorrt_plan",
+            default_model_filename="model.plan",
+            instance_group=[{"kind": Enum("KIND_GPU"), "count": options.network_instances}],
+        )
     else:
-        network.update(backend="python",
-                       instance_group=[{"kind": Enum("KIND_CPU"), "count": options.network_instances}],
-                       parameters=[{"key": "threads", "value": {"string_value": str(options.network_threads)}}])
+        network.update(
+            backend="python",
+            instance_group=[{"kind": Enum("KIND_CPU"), "count": options.network_instances}],
+            parameters=[{"key": "threads", "value": {"string_value": str(options.network_threads)}}],
+        )
 
     def step(model: str, inputs: list[str], outputs_: list[str], renamed: dict[str, str]) -> dict:
-        return {"model_name": model, "model_version": -1,
-                "input_map": [{"key": name, "value": renamed.get(name, name)} for name in inputs],
-                "output_map": [{"key": name, "value": renamed.get(name, name)} for name in outputs_]}
+        return {
+            "model_name": model,
+            "model_version": -1,
+            "input_map": [{"key": name, "value": renamed.get(name, name)} for name in inputs],
+            "output_map": [{"key": name, "value": renamed.get(name, name)} for name in outputs_],
+        }
 
     return {
         MODEL_NAME: {
-            "name": MODEL_NAME, "platform": "ensemble", "max_batch_size": batch,
-            "input": [_tensor(IMAGE.name, IMAGE.triton_type, IMAGE.shape)], "output": outputs,
-            "ensemble_scheduling": {"step": [
-                step(PREPROCESS, [IMAGE.name], [INPUT_NAME, LETTERBOX], {}),
-                step(NETWORK, [INPUT_NAME], list(OUTPUT_NAMES), {}),
-                step(POSTPROCESS, [*OUTPUT_NAMES, LETTERBOX], [spec_.name for spec_ in OUTPUTS], {}),
-            ]},
+            "name": MODEL_NAME,
+            "platform": "ensemble",
+            "max_batch_size": batch,
+            "input": [_tensor(IMAGE.name, IMAGE.triton_type, IMAGE.shape)],
+            "output": outputs,
+            "ensemble_scheduling": {
+                "step": [
+                    step(PREPROCESS, [IMAGE.name], [INPUT_NAME, LETTERBOX], {}),
+                    step(NETWORK, [INPUT_NAME], list(OUTPUT_NAMES), {}),
+                    step(POSTPROCESS, [*OUTPUT_NAMES, LETTERBOX], [spec_.name for spec_ in OUTPUTS], {}),
+                ]
+            },
         },
-        PREPROCESS: {"name": PREPROCESS, "backend": "python", "max_batch_size": batch,
-                     "input": [_tensor(IMAGE.name, IMAGE.triton_type, IMAGE.shape)],
-                     "output": [image_in, letterbox], "instance_group": cpu_instance},
+        PREPROCESS: {
+            "name": PREPROCESS,
+            "backend": "python",
+            "max_batch_size": batch,
+            "input": [_tensor(IMAGE.name, IMAGE.triton_type, IMAGE.shape)],
+            "output": [image_in, letterbox],
+            "instance_group": cpu_instance,
+        },
         NETWORK: network,
-        POSTPROCESS: {"name": POSTPROCESS, "backend": "python", "max_batch_size": batch,
-                      "input": [*head_out, letterbox], "output": outputs, "instance_group": cpu_instance},
+        POSTPROCESS: {
+            "name": POSTPROCESS,
+            "backend": "python",
+            "max_batch_size": batch,
+            "input": [*head_out, letterbox],
+            "output": outputs,
+            "instance_group": cpu_instance,
+        },
     }
 
 
@@ -165,8 +204,11 @@ class WrittenRepository:
 
 
 def write_repository(
-    out: str | Path, onnx_path: str | Path, options: RepositoryOptions = RepositoryOptions(),
-    engine: str | Path | None = None, force: bool = False,
+    out: str | Path,
+    onnx_path: str | Path,
+    options: RepositoryOptions = RepositoryOptions(),
+    engine: str | Path | None = None,
+    force: bool = False,
 ) -> WrittenRepository:
     """Write the repository to `out` (refused if it exists, unless `force`: then a repository written
     here before, or an empty folder, is replaced whole once the new one is complete; any other folder is
@@ -179,8 +221,10 @@ def write_repository(
     if out.exists() and not out.is_dir():
         raise FacemaskError(f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise FacemaskError(f"{out} is not a model repository written by facemask-sdk (no {MARKER}); "
-                            f"--force replaces only those: choose another folder")
+        raise FacemaskError(
+            f"{out} is not a model repository written by facemask-sdk (no {MARKER}); "
+            f"--force replaces only those: choose another folder"
+        )
     with OnnxRuntimeRunner(onnx_path) as runner:
         spec, batch, dtype = runner.spec, runner.batch_size, runner.input_dtype
     if batch is not None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from facemask_sdk.errors import FacemaskError
-from facemask_sdk.serving.bundled_server import interpreter_environment
-from facemask_sdk.serving.bundled_server import PYTRITON_MISSING
+from facemask_sdk.serving.bundled_server import PYTRITON_MISSING, interpreter_environment
 from facemask_sdk.serving.protocol import IMAGE, MAX_DETECTIONS, MODEL_NAME, OUTPUTS, decode_request, pack_detections
 
 
@@ -65,8 +64,13 @@ def make_infer_function(detector) -> Callable[..., dict[str, np.ndarray]]:
     return infer
 
 
-def serve(model: str | Path | None, options: ServeOptions, score_threshold: float, iou_threshold: float,
-          on_ready: Callable[[str], None] = print) -> None:
+def serve(
+    model: str | Path | None,
+    options: ServeOptions,
+    score_threshold: float,
+    iou_threshold: float,
+    on_ready: Callable[[str], None] = print,
+) -> None:
     """Serve until SIGTERM or Ctrl-C. `on_ready` gets one line once the model answers."""
     batch, DynamicBatcher, ModelConfig, Tensor, Triton, TritonConfig, TritonSecurityConfig = _import_pytriton()
     from facemask_sdk.detector import Detector
@@ -74,25 +78,37 @@ def serve(model: str | Path | None, options: ServeOptions, score_threshold: floa
     os.environ.update(interpreter_environment())  # the tritonserver child and its Python stub inherit it
     logging.getLogger("pytriton").setLevel(logging.WARNING)
     triton_config = TritonConfig(
-        http_address=options.host, http_port=options.http_port,
-        grpc_address=options.host, grpc_port=options.grpc_port, allow_metrics=False,
+        http_address=options.host,
+        http_port=options.http_port,
+        grpc_address=options.host,
+        grpc_port=options.grpc_port,
+        allow_metrics=False,
     )
     security = TritonSecurityConfig(access_token=options.access_token) if options.access_token else None
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     detectors = []
     try:
         for _ in range(options.instances):
-            detectors.append(Detector(model, backend="onnxruntime", score_threshold=score_threshold,
-                                      iou_threshold=iou_threshold, max_detections=MAX_DETECTIONS,
-                                      threads=options.threads))
+            detectors.append(
+                Detector(
+                    model,
+                    backend="onnxruntime",
+                    score_threshold=score_threshold,
+                    iou_threshold=iou_threshold,
+                    max_detections=MAX_DETECTIONS,
+                    threads=options.threads,
+                )
+            )
         with Triton(config=triton_config, security_config=security) as triton:
             triton.bind(
                 model_name=MODEL_NAME,
                 infer_func=[batch(make_infer_function(detector)) for detector in detectors],
                 inputs=[Tensor(name=IMAGE.name, dtype=bytes, shape=IMAGE.shape)],
                 outputs=[Tensor(name=spec.name, dtype=spec.dtype, shape=spec.shape) for spec in OUTPUTS],
-                config=ModelConfig(max_batch_size=options.max_batch_size,
-                                   batcher=DynamicBatcher(max_queue_delay_microseconds=options.max_queue_delay_us)),
+                config=ModelConfig(
+                    max_batch_size=options.max_batch_size,
+                    batcher=DynamicBatcher(max_queue_delay_microseconds=options.max_queue_delay_us),
+                ),
                 strict=True,
             )
             on_ready(

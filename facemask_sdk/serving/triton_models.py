@@ -53,10 +53,14 @@ class PreprocessModel:
             try:
                 frames = decode_request(pb_utils.get_input_tensor_by_name(request, IMAGE.name).as_numpy())
                 prepared = [preprocess(frame, self.spec) for frame in frames]
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor(INPUT_NAME, np.stack([chw for chw, _ in prepared])),
-                    pb_utils.Tensor(LETTERBOX, np.stack([box.as_array() for _, box in prepared])),
-                ]))
+                responses.append(
+                    pb_utils.InferenceResponse(
+                        output_tensors=[
+                            pb_utils.Tensor(INPUT_NAME, np.stack([chw for chw, _ in prepared])),
+                            pb_utils.Tensor(LETTERBOX, np.stack([box.as_array() for _, box in prepared])),
+                        ]
+                    )
+                )
             except (FacemaskError, ValueError) as exc:
                 responses.append(_error_response(pb_utils, exc))
         return responses
@@ -81,10 +85,14 @@ class NetworkModel:
         for batch in inputs:
             rows = slice(start, start + len(batch))
             start += len(batch)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor(OUTPUT_NAMES[0], np.ascontiguousarray(logits[rows])),
-                pb_utils.Tensor(OUTPUT_NAMES[1], np.ascontiguousarray(boxes[rows])),
-            ]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor(OUTPUT_NAMES[0], np.ascontiguousarray(logits[rows])),
+                        pb_utils.Tensor(OUTPUT_NAMES[1], np.ascontiguousarray(boxes[rows])),
+                    ]
+                )
+            )
         return responses
 
     def finalize(self) -> None:
@@ -107,12 +115,22 @@ class PostprocessModel:
             logits = pb_utils.get_input_tensor_by_name(request, OUTPUT_NAMES[0]).as_numpy()
             boxes = pb_utils.get_input_tensor_by_name(request, OUTPUT_NAMES[1]).as_numpy()
             geometry = pb_utils.get_input_tensor_by_name(request, LETTERBOX).as_numpy()
-            outputs = pack_detections([
-                postprocess_detections(logits[row], boxes[row], self.anchors, Letterbox.from_array(geometry[row]),
-                                       self.config, self.spec.classes)
-                for row in range(len(logits))
-            ])
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items()]
-            ))
+            outputs = pack_detections(
+                [
+                    postprocess_detections(
+                        logits[row],
+                        boxes[row],
+                        self.anchors,
+                        Letterbox.from_array(geometry[row]),
+                        self.config,
+                        self.spec.classes,
+                    )
+                    for row in range(len(logits))
+                ]
+            )
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items()]
+                )
+            )
         return responses

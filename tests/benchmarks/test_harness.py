@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facemask_sdk.errors import FacemaskError
 from facemask_tools.benchmarks.harness import BenchConfig, evaluate_goals, latency_stats
 from facemask_tools.benchmarks.runners import BASELINE
-from facemask_sdk.errors import FacemaskError
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"  # a small VOC folder: images/ + annotations/
 STAGES = ("preprocess", "inference", "postprocess")
@@ -23,11 +23,34 @@ SELECTED = (BASELINE, "ort-cpu-fp32", "ort-cpu-fp16", "trt-int8")
 def bench_run(tiny_checkpoint, tiny_onnx, tmp_path_factory, run_cli):
     """One real `facemask-sdk bench` on two sample images; (completed process, bench.json, out folder)."""
     out = tmp_path_factory.mktemp("bench") / "out"
-    done = run_cli([
-        "bench", "--model", tiny_onnx, "--checkpoint", tiny_checkpoint, "--data", SAMPLES, "--split", "all",
-        "--images", "2", "--warmup", "1", "--iterations", "2", "--batch", "2", "--threads", "1",
-        "--runners", ",".join(SELECTED), "--out", out, "--no-progress",
-    ])
+    done = run_cli(
+        [
+            "bench",
+            "--model",
+            tiny_onnx,
+            "--checkpoint",
+            tiny_checkpoint,
+            "--data",
+            SAMPLES,
+            "--split",
+            "all",
+            "--images",
+            "2",
+            "--warmup",
+            "1",
+            "--iterations",
+            "2",
+            "--batch",
+            "2",
+            "--threads",
+            "1",
+            "--runners",
+            ",".join(SELECTED),
+            "--out",
+            out,
+            "--no-progress",
+        ]
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     return done, json.loads((out / "bench.json").read_text()), out
 
@@ -123,7 +146,9 @@ def _row(name, map_, mean, pre=0.5, post=0.5, status="ok"):
     if status != "ok":
         return {"name": name, "status": status, "reason": "why"}
     return {
-        "name": name, "status": "ok", "speedup": 1.0,
+        "name": name,
+        "status": "ok",
+        "speedup": 1.0,
         "accuracy": {"map": map_, "delta_map_pt": None},
         "latency_ms": {"end_to_end": {"mean": mean}, "preprocess": {"mean": pre}, "postprocess": {"mean": post}},
         "pre_post_share": (pre + post) / mean,
@@ -144,8 +169,11 @@ def _with_deltas(rows):
     [
         (_row("ort-cpu-fp32", 0.500, 30.0), _row("ort-cpu-int8", 0.495, 20.0), ["met", "met", "met"]),
         (_row("ort-cpu-fp32", 0.500, 50.0), _row("ort-cpu-int8", 0.480, 20.0), ["missed", "missed", "met"]),
-        (_row("ort-cpu-fp32", 0.503, 30.0, post=5.0), _row("ort-cpu-int8", 0.5, 20.0, status="skipped"),
-         ["missed", "not evaluated", "missed"]),
+        (
+            _row("ort-cpu-fp32", 0.503, 30.0, post=5.0),
+            _row("ort-cpu-int8", 0.5, 20.0, status="skipped"),
+            ["missed", "not evaluated", "missed"],
+        ),
     ],
 )
 def test_goal_table(fp32, int8, expected):
@@ -160,12 +188,24 @@ def test_goal_table(fp32, int8, expected):
 def test_goals_are_data_read_from_one_file(tmp_path):
     from facemask_tools.benchmarks.harness import GOALS, load_goals
 
-    assert GOALS == {"fp32_speedup_over_baseline": 3.0, "fp32_map_difference_pt": 0.1, "int8_map_drop_pt": 1.0,
-                     "pre_post_share_of_latency": 0.1}
+    assert GOALS == {
+        "fp32_speedup_over_baseline": 3.0,
+        "fp32_map_difference_pt": 0.1,
+        "int8_map_drop_pt": 1.0,
+        "pre_post_share_of_latency": 0.1,
+    }
     stricter = tmp_path / "goals.json"
-    stricter.write_text(json.dumps({name: {"minimum": value * (10 if name.startswith("fp32_speedup") else 0.1)}
-                                    for name, value in GOALS.items()}))
-    rows = _with_deltas([_row(BASELINE, 0.500, 100.0), _row("ort-cpu-fp32", 0.500, 30.0), _row("ort-cpu-int8", 0.495, 20.0)])
+    stricter.write_text(
+        json.dumps(
+            {
+                name: {"minimum": value * (10 if name.startswith("fp32_speedup") else 0.1)}
+                for name, value in GOALS.items()
+            }
+        )
+    )
+    rows = _with_deltas(
+        [_row(BASELINE, 0.500, 100.0), _row("ort-cpu-fp32", 0.500, 30.0), _row("ort-cpu-int8", 0.495, 20.0)]
+    )
     assert [g["status"] for g in evaluate_goals(rows)] == ["met", "met", "met"]
     assert [g["status"] for g in evaluate_goals(rows, load_goals(stricter))] == ["missed", "missed", "missed"]
 
@@ -184,8 +224,14 @@ def test_stats_percentiles():
 
 @pytest.mark.parametrize(
     "kwargs, error",
-    [({"iterations": 0}, "iterations"), ({"warmup": -1}, "warmup"), ({"images": 0}, "images"),
-     ({"threads": True}, "threads"), ({"score_threshold": 1.5}, "score_threshold"), ({}, None)],
+    [
+        ({"iterations": 0}, "iterations"),
+        ({"warmup": -1}, "warmup"),
+        ({"images": 0}, "images"),
+        ({"threads": True}, "threads"),
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({}, None),
+    ],
 )
 def test_config_validation(tmp_path, kwargs, error):
     def make():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facemask_tools.benchmarks.runners import BASELINE, RunnerSpec, discover_runners, make_runner, variant_path
 from facemask_sdk.errors import FacemaskError
+from facemask_tools.benchmarks.runners import BASELINE, RunnerSpec, discover_runners, make_runner, variant_path
 
 
 def test_discovery_names_variants_and_reasons(tmp_path):

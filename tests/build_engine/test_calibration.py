@@ -15,9 +15,9 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime.quantization")
 
+from facemask_sdk.spec import METADATA_KEY, ModelSpec  # noqa: E402
 from facemask_tools.build_engine import calibration  # noqa: E402
 from facemask_tools.build_engine.int8 import to_int8  # noqa: E402
-from facemask_sdk.spec import METADATA_KEY, ModelSpec  # noqa: E402
 
 
 def sha256(path: Path) -> str:

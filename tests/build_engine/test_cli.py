@@ -15,7 +15,6 @@ pytest.importorskip("onnxruntime.quantization")
 
 from facemask_tools.build_engine.tensorrt_build import tensorrt_version  # noqa: E402
 
-
 # -- export ------------------------------------------------------------------------------------------
 
 
@@ -32,8 +31,8 @@ def test_cli_refuses_overwrite_without_force(run_cli, tiny_checkpoint: Path, tmp
 def test_cli_dynamic_batch_with_force(run_cli, tiny_checkpoint: Path, tmp_path: Path, sample_images: list) -> None:
     """A second export (about 10 s): --dynamic-batch --force, then a batch of 3 through ONNX Runtime."""
     from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
-    from facemask_sdk.preprocess import preprocess
     from facemask_sdk.image_io import read_image
+    from facemask_sdk.preprocess import preprocess
 
     out = tmp_path / "dynamic.onnx"
     out.write_bytes(b"old")
@@ -100,9 +99,13 @@ def test_cli_int8_exclude(run_cli, model_copy: Path, sample_images):
         calibration = {p.key: p.value for p in onnx.load(str(out)).metadata_props}["int8.calibration"]
         assert json.loads(calibration)["excluded"] == excluded
     for option, message in ((["none", "stem"], "cannot be combined"), (["conv_missing"], "matches no node")):
-        result = run_cli([*common, *(a for o in option for a in ("--int8-exclude", o)), "--out", model_copy.with_name("bad.onnx")])
+        result = run_cli(
+            [*common, *(a for o in option for a in ("--int8-exclude", o)), "--out", model_copy.with_name("bad.onnx")]
+        )
         lines = result.stderr.strip().splitlines()
-        assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+        assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (
+            result.stderr
+        )
         assert not model_copy.with_name("bad.onnx").exists()
 
 

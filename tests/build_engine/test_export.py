@@ -11,10 +11,10 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
-from facemask_tools.build_engine.export import export_onnx  # noqa: E402
 from facemask_sdk.anchors import generate_anchors  # noqa: E402
 from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_sdk.spec import METADATA_KEY, ModelSpec  # noqa: E402
+from facemask_tools.build_engine.export import export_onnx  # noqa: E402
 
 
 def test_parity_with_pytorch_on_the_samples(tiny_export, sample_images: list[Path]) -> None:

@@ -15,9 +15,9 @@ pytest.importorskip("onnxruntime.quantization")
 
 from onnx import TensorProto  # noqa: E402
 
+from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16  # noqa: E402
 from facemask_tools.build_engine.precision import PRECISION_KEY  # noqa: E402
-from facemask_sdk.errors import FacemaskError  # noqa: E402
 
 # Tolerances on the randomly initialised tiny model (logits spread ~0.45, box codes ~0.75):
 FP16_MAX_ABS = 0.05  # observed ~0.015 (file on ORT CPU) and ~0.026 (emulated FP16 storage)

@@ -16,6 +16,7 @@ pytest.importorskip("onnxruntime.quantization")
 
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
+from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_tools.build_engine.fp16 import emulate_fp16  # noqa: E402
 from facemask_tools.build_engine.int8 import (  # noqa: E402
     DEFAULT_EXCLUDE,
@@ -26,7 +27,6 @@ from facemask_tools.build_engine.int8 import (  # noqa: E402
     to_int8,
 )
 from facemask_tools.build_engine.precision import PRECISION_KEY  # noqa: E402
-from facemask_sdk.errors import FacemaskError  # noqa: E402
 
 # Tolerances on the randomly initialised tiny model (logits spread ~0.45, box codes ~0.75):
 INT8_MIN_CORRELATION = 0.9  # observed 0.95-0.98 with 4 calibration images
@@ -36,7 +36,9 @@ INT8_MAX_MEAN_ABS_RATIO = 0.35  # mean |int8 - fp32| / std(fp32); observed 0.14-
 @pytest.fixture(scope="module")
 def int8_onnx(tiny_onnx: Path, sample_images: list[Path], tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("int8")
-    return to_int8(tiny_onnx, folder / "tiny.int8.onnx", sample_images, method="minmax", cache_dir=folder / "cache").path
+    return to_int8(
+        tiny_onnx, folder / "tiny.int8.onnx", sample_images, method="minmax", cache_dir=folder / "cache"
+    ).path
 
 
 def test_int8_every_conv_weight_but_the_first_stage_is_per_channel_int8(int8_onnx: Path):
@@ -86,9 +88,13 @@ def test_int8_high_precision_is_fp16_by_default(
     types = float_types(model)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     assert all(types[name] == TensorProto.FLOAT16 for n in convs for name in (*n.input, *n.output) if name)
-    fp32 = onnx.load(str(to_int8(tiny_onnx, tmp_path / "fp32.onnx", sample_images, "minmax", tmp_path, high_precision="fp32").path))
+    fp32 = onnx.load(
+        str(to_int8(tiny_onnx, tmp_path / "fp32.onnx", sample_images, "minmax", tmp_path, high_precision="fp32").path)
+    )
     types = float_types(fp32)
-    assert all(types[name] == TensorProto.FLOAT for n in fp32.graph.node if n.op_type == "Conv" for name in n.input if name)
+    assert all(
+        types[name] == TensorProto.FLOAT for n in fp32.graph.node if n.op_type == "Conv" for name in n.input if name
+    )
     assert not any(i.data_type == TensorProto.FLOAT16 for i in fp32.graph.initializer)
 
 
@@ -110,7 +116,9 @@ def test_int8_outputs_close_to_fp32(
     # with `disabled_optimizers=["WeightBiasQuantization"]`). TensorRT keeps such biases in float.
     emulated = tmp_path / "emulated.onnx"
     onnx.save(emulate_fp16(onnx.load(str(int8_onnx))), str(emulated))
-    int8_fp32 = to_int8(tiny_onnx, tmp_path / "fp32.onnx", sample_images, "minmax", tmp_path, high_precision="fp32").path
+    int8_fp32 = to_int8(
+        tiny_onnx, tmp_path / "fp32.onnx", sample_images, "minmax", tmp_path, high_precision="fp32"
+    ).path
     for path in (emulated, int8_fp32):
         for actual, expected in zip(run(path, inputs), fp32_outputs):
             a, e = actual.ravel(), expected.ravel()

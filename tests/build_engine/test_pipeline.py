@@ -11,9 +11,9 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime.quantization")
 
+from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_tools.build_engine.pipeline import calibration_images, output_paths  # noqa: E402
 from facemask_tools.build_engine.precision import variant_path  # noqa: E402
-from facemask_sdk.errors import FacemaskError  # noqa: E402
 
 
 @pytest.mark.parametrize(

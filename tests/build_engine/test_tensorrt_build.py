@@ -14,11 +14,11 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from facemask_tools.build_engine import tensorrt_build as tb  # noqa: E402
-from facemask_tools.build_engine.precision import PRECISION_KEY  # noqa: E402
 from facemask_sdk.engine_meta import check_compatible, read_sidecar  # noqa: E402
 from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_sdk.spec import METADATA_KEY, ModelSpec  # noqa: E402
+from facemask_tools.build_engine import tensorrt_build as tb  # noqa: E402
+from facemask_tools.build_engine.precision import PRECISION_KEY  # noqa: E402
 
 TRT_MISSING = tb.tensorrt_version() is None
 GPU = tb.GpuInfo("Orin (test)", "8.7", "test")
@@ -27,7 +27,9 @@ GPU = tb.GpuInfo("Orin (test)", "8.7", "test")
 # -- stand-in TensorRT ------------------------------------------------------------------------------
 
 
-def fake_tensorrt(version: str = "10.3.0", strongly_typed_flag: bool = True, parse_ok: bool = True, build_ok: bool = True):
+def fake_tensorrt(
+    version: str = "10.3.0", strongly_typed_flag: bool = True, parse_ok: bool = True, build_ok: bool = True
+):
     """A `tensorrt` module with the API surface `build_engine` uses; `calls` records what was called."""
     calls: list[tuple] = []
     trt = types.ModuleType("tensorrt")
@@ -40,7 +42,11 @@ def fake_tensorrt(version: str = "10.3.0", strongly_typed_flag: bool = True, par
         def __init__(self, severity):
             calls.append(("Logger", severity))
 
-    members = {"STRONGLY_TYPED": 0, "PREFER_AOT_PYTHON_PLUGINS": 1} if strongly_typed_flag else {"PREFER_AOT_PYTHON_PLUGINS": 1}
+    members = (
+        {"STRONGLY_TYPED": 0, "PREFER_AOT_PYTHON_PLUGINS": 1}
+        if strongly_typed_flag
+        else {"PREFER_AOT_PYTHON_PLUGINS": 1}
+    )
     trt.Logger = Logger
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", members)
     trt.BuilderFlag = enum.Enum("BuilderFlag", ["FP16", "INT8"])
@@ -177,7 +183,9 @@ def test_without_tensorrt_the_error_names_the_device_command(tiny_onnx: Path, tm
         tb.build_engine(onnx_path, tmp_path / "m.fp16.engine", tb.BuildOptions("fp16"))
     message = str(info.value)
     assert "\n" not in message and "TensorRT is not installed" in message
-    assert f"facemask-sdk build-engine --onnx {onnx_path} --fp16 --batch 1 --out {tmp_path / 'm.fp16.engine'}" in message
+    assert (
+        f"facemask-sdk build-engine --onnx {onnx_path} --fp16 --batch 1 --out {tmp_path / 'm.fp16.engine'}" in message
+    )
     assert not (tmp_path / "m.fp16.engine").exists()
 
 
@@ -237,7 +245,9 @@ def test_tensorrt_older_than_10_is_refused_before_building(with_trt, tiny_onnx: 
     """JetPack 6.0 ships TensorRT 8.6, whose `create_network(0)` is an implicit-batch network."""
     trt = with_trt(version="8.6.2")
     onnx_path = with_precision(tiny_onnx, tmp_path / "m.fp16.onnx", "fp16")
-    with pytest.raises(FacemaskError, match=r"TensorRT 8\.6\.2 is installed here, but facemask-sdk needs TensorRT 10 or 11"):
+    with pytest.raises(
+        FacemaskError, match=r"TensorRT 8\.6\.2 is installed here, but facemask-sdk needs TensorRT 10 or 11"
+    ):
         tb.build_engine(onnx_path, tmp_path / "m.engine", tb.BuildOptions("fp16"))
     assert not any(c[0] == "create_network" for c in trt.calls)
     assert not (tmp_path / "m.engine").exists()
@@ -245,9 +255,15 @@ def test_tensorrt_older_than_10_is_refused_before_building(with_trt, tiny_onnx: 
 
 def test_the_timing_cache_is_per_gpu_and_tensorrt() -> None:
     engine = Path("out/m.engine")
-    names = {tb.timing_cache_path(engine, version, gpu).name for version, gpu in [
-        ("10.3.0", GPU), ("10.4.0", GPU), ("10.3.0", tb.GpuInfo("NVIDIA H200", "9.0", "test")),
-        ("10.3.0", tb.GpuInfo("Orin (test)", "8.6", "test"))]}
+    names = {
+        tb.timing_cache_path(engine, version, gpu).name
+        for version, gpu in [
+            ("10.3.0", GPU),
+            ("10.4.0", GPU),
+            ("10.3.0", tb.GpuInfo("NVIDIA H200", "9.0", "test")),
+            ("10.3.0", tb.GpuInfo("Orin (test)", "8.6", "test")),
+        ]
+    }
     assert len(names) == 4 and all(name.endswith(".timing.cache") for name in names)
 
 
@@ -259,7 +275,9 @@ def test_a_refused_timing_cache_is_replaced_not_trusted(with_trt, tiny_onnx: Pat
     cache.write_bytes(b"FOREIGN-CACHE")
     report = tb.build_engine(onnx_path, engine, tb.BuildOptions("fp16"))
     assert [c for c in trt.calls if c[0] == "create_timing_cache"] == [
-        ("create_timing_cache", b"FOREIGN-CACHE"), ("create_timing_cache", b"")]
+        ("create_timing_cache", b"FOREIGN-CACHE"),
+        ("create_timing_cache", b""),
+    ]
     assert any("made by another TensorRT or GPU" in line for line in report.lines())
     assert cache.read_bytes() == b"+timings"
 
@@ -380,8 +398,13 @@ def test_build_options_validation(kwargs, error):
 def test_device_command():
     static = tb.device_command(Path("m.int8.onnx"), tb.BuildOptions("int8"))
     assert static == "facemask-sdk build-engine --onnx m.int8.onnx --int8 --batch 1"
-    dynamic = tb.device_command(Path("m.onnx"), tb.BuildOptions("fp32", batch=tb.BatchProfile(1, 2, 8), workspace_gb=4), Path("e.engine"))
-    assert dynamic == "facemask-sdk build-engine --onnx m.onnx --fp32 --dynamic-batch 1,2,8 --workspace-gb 4 --out e.engine"
+    dynamic = tb.device_command(
+        Path("m.onnx"), tb.BuildOptions("fp32", batch=tb.BatchProfile(1, 2, 8), workspace_gb=4), Path("e.engine")
+    )
+    assert (
+        dynamic
+        == "facemask-sdk build-engine --onnx m.onnx --fp32 --dynamic-batch 1,2,8 --workspace-gb 4 --out e.engine"
+    )
 
 
 def test_sidecar_needs_model_metadata(tmp_path: Path):

@@ -154,7 +154,7 @@ def _emulator_source() -> str:
 
 
 @pytest.fixture(scope="session")
-def emulator(tmp_path_factory) -> "Emulator":
+def emulator(tmp_path_factory) -> Emulator:
     if CXX is None:
         pytest.skip("g++ is not installed (needed to emulate the CUDA kernels on the CPU)")
     build = tmp_path_factory.mktemp("cuda_emulator")
@@ -162,9 +162,23 @@ def emulator(tmp_path_factory) -> "Emulator":
     source.write_text(_emulator_source())
     library = build / "libfmemu.so"
     result = subprocess.run(
-        [CXX, "-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
-         *KERNEL_DEFINES, f"-I{KERNEL_SOURCE.parent}", "-o", str(library), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            CXX,
+            "-std=c++17",
+            "-O2",
+            "-ffp-contract=off",
+            "-fno-fast-math",
+            "-shared",
+            "-fPIC",
+            *KERNEL_DEFINES,
+            f"-I{KERNEL_SOURCE.parent}",
+            "-o",
+            str(library),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     return Emulator(ctypes.CDLL(str(library)))
@@ -284,7 +298,9 @@ class FakeDriver(types.ModuleType):
                 del driver.live[int(self)]
 
         self.Device, self.Context, self.Stream, self.Event, self.Allocation = Device, Context, Stream, Event, Allocation
-        self.device_attribute = types.SimpleNamespace(CAN_MAP_HOST_MEMORY="CAN_MAP_HOST_MEMORY", INTEGRATED="INTEGRATED")
+        self.device_attribute = types.SimpleNamespace(
+            CAN_MAP_HOST_MEMORY="CAN_MAP_HOST_MEMORY", INTEGRATED="INTEGRATED"
+        )
         self.host_alloc_flags = types.SimpleNamespace(DEVICEMAP=2)
 
     def require_context(self) -> None:
@@ -315,8 +331,9 @@ class FakeDriver(types.ModuleType):
 
     def memcpy_htod_async(self, dst, src, stream=None) -> None:
         assert isinstance(stream, self.Stream)
-        assert isinstance(src.base, _Pinned) or isinstance(getattr(src.base, "base", None), _Pinned), \
+        assert isinstance(src.base, _Pinned) or isinstance(getattr(src.base, "base", None), _Pinned), (
             "memcpy_htod_async needs page-locked host memory"
+        )
         self.memcpy_htod(dst, src)
 
     def memcpy_dtoh_async(self, dst, src, stream=None) -> None:
@@ -378,8 +395,16 @@ class FakeTensorRT(types.ModuleType):
     """`tensorrt` 10.x as far as TensorRTRunner uses it, on `fake_cuda`'s memory: the engine's 'network'
     records its input and writes fixed head outputs (tensor names as `facemask-sdk export` writes them)."""
 
-    def __init__(self, spec: ModelSpec, logits: np.ndarray, regressions: np.ndarray, *, io_dtype=np.float32,
-                 dynamic_batch: bool = False, dynamic_size: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        logits: np.ndarray,
+        regressions: np.ndarray,
+        *,
+        io_dtype=np.float32,
+        dynamic_batch: bool = False,
+        dynamic_size: bool = False,
+    ) -> None:
         super().__init__("tensorrt")
         trt = self
         self.__version__ = "10.3.0"
@@ -391,8 +416,7 @@ class FakeTensorRT(types.ModuleType):
         height, width = spec.image_size
         batch = -1 if dynamic_batch else 1
         side = (-1, -1) if dynamic_size else (height, width)  # an engine of a --dynamic-size export
-        shapes = {"images": (batch, 3, *side), "logits": (batch, *logits.shape),
-                  "boxes": (batch, *regressions.shape)}
+        shapes = {"images": (batch, 3, *side), "logits": (batch, *logits.shape), "boxes": (batch, *regressions.shape)}
         outputs = {"logits": logits.astype(io_dtype), "boxes": regressions.astype(io_dtype)}
 
         class Context:
@@ -463,8 +487,17 @@ def fake_engine(tmp_path: Path) -> Path:
 
     path = tmp_path / "model.fp16.engine"
     path.write_bytes(b"fake engine")
-    write_sidecar(path, {"spec": SPEC_256.to_dict(), "precision": "fp16", "tensorrt_version": "10.3.0",
-                         "gpu_name": "Orin", "compute_capability": "8.7", "onnx_sha256": "0" * 64})
+    write_sidecar(
+        path,
+        {
+            "spec": SPEC_256.to_dict(),
+            "precision": "fp16",
+            "tensorrt_version": "10.3.0",
+            "gpu_name": "Orin",
+            "compute_capability": "8.7",
+            "onnx_sha256": "0" * 64,
+        },
+    )
     return path
 
 
@@ -474,10 +507,16 @@ def fake_tensorrt(fake_cuda, monkeypatch):
     stand-in as the `tensorrt` module, for engines of `fake_engine`'s spec (D0, 256 px)."""
     import sys
 
-    def install(logits: np.ndarray, regressions: np.ndarray, io_dtype=np.float32, dynamic_batch: bool = False,
-                dynamic_size: bool = False):
-        trt = FakeTensorRT(SPEC_256, logits, regressions, io_dtype=io_dtype, dynamic_batch=dynamic_batch,
-                           dynamic_size=dynamic_size)
+    def install(
+        logits: np.ndarray,
+        regressions: np.ndarray,
+        io_dtype=np.float32,
+        dynamic_batch: bool = False,
+        dynamic_size: bool = False,
+    ):
+        trt = FakeTensorRT(
+            SPEC_256, logits, regressions, io_dtype=io_dtype, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size
+        )
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         return trt
 

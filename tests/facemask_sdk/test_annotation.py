@@ -49,12 +49,12 @@ def test_higher_scores_are_drawn_on_top() -> None:
 
 def test_crowded_labels_do_not_cover_each_other() -> None:
     """A row of small adjacent faces: every label is placed where no other label lies."""
-    from facemask_sdk.annotation import _place_labels, _overlap_area, _corners, _font_scale
+    from facemask_sdk.annotation import _corners, _font_scale, _overlap_area, _place_labels
 
     image = np.zeros((400, 640, 3), dtype=np.uint8)
     boxes = [[20 + 30 * i, 200, 46 + 30 * i, 228] for i in range(12)]
     dets = Detections(boxes, np.linspace(0.9, 0.5, 12), [i % 3 for i in range(12)])
-    items = [(s, c, l, _corners(b, image), f"{l} {s:.2f}") for b, s, c, l in dets]
+    items = [(s, c, label, _corners(b, image), f"{label} {s:.2f}") for b, s, c, label in dets]
     placed = _place_labels(image, items, _font_scale(image))
     import cv2
 
@@ -69,8 +69,11 @@ def test_crowded_labels_do_not_cover_each_other() -> None:
 
 def test_summary_banner_fits_a_narrow_frame() -> None:
     image = np.zeros((360, 640, 3), dtype=np.uint8)
-    summary = {"faces": 10, "per_class": {"with_mask": 5, "without_mask": 3, "mask_weared_incorrect": 2},
-               "compliance_rate": 0.5}
+    summary = {
+        "faces": 10,
+        "per_class": {"with_mask": 5, "without_mask": 3, "mask_weared_incorrect": 2},
+        "compliance_rate": 0.5,
+    }
     out = draw_summary(image, summary)
     lit_columns = np.flatnonzero((out[:40] > 200).any(axis=(0, 2)))
     assert lit_columns.max() < 640 - 2

@@ -86,10 +86,18 @@ def test_read_sidecar(tmp_path: Path, content, error, words) -> None:
         ({"compute_capability": "sm_87"}, ("10.3.0", "Orin", "8.7"), None, []),
         ({}, ("10.7.0", "Orin", "8.7"), ModelFileError, ["TensorRT 10.3.0 (here: 10.7.0)"]),
         ({}, ("11.0.0", "Orin", "8.7"), ModelFileError, ["TensorRT 10.3.0"]),
-        ({}, ("10.3.0", "NVIDIA H100 80GB HBM3", "9.0"), ModelFileError,
-         ["compute capability 8.7 (here: 9.0)", "GPU 'Orin' (here: 'NVIDIA H100 80GB HBM3')"]),
-        ({"gpu_name": "NVIDIA GeForce RTX 4090"}, ("10.3.0", "NVIDIA GeForce RTX 4080", "8.9"), ModelFileError,
-         ["GPU 'NVIDIA GeForce RTX 4090'"]),
+        (
+            {},
+            ("10.3.0", "NVIDIA H100 80GB HBM3", "9.0"),
+            ModelFileError,
+            ["compute capability 8.7 (here: 9.0)", "GPU 'Orin' (here: 'NVIDIA H100 80GB HBM3')"],
+        ),
+        (
+            {"gpu_name": "NVIDIA GeForce RTX 4090"},
+            ("10.3.0", "NVIDIA GeForce RTX 4080", "8.9"),
+            ModelFileError,
+            ["GPU 'NVIDIA GeForce RTX 4090'"],
+        ),
         ({}, ("10.4.0", "Xavier", "7.2"), ModelFileError, ["TensorRT 10.3.0", "compute capability", "GPU 'Orin'"]),
     ],
 )

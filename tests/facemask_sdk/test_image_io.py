@@ -16,8 +16,16 @@ def test_header_size_matches_the_decoded_size_in_every_format() -> None:
     from facemask_sdk.image_io import image_header_size
 
     image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)
-    encodings = [(".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", []),
-                 (".webp", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".tif", []), (".ppm", [])]
+    encodings = [
+        (".png", []),
+        (".jpg", []),
+        (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        (".bmp", []),
+        (".webp", []),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),
+        (".tif", []),
+        (".ppm", []),
+    ]
     for suffix, params in encodings:
         encoded = cv2.imencode(suffix, image, params)[1].tobytes()
         assert image_header_size(encoded) == (53, 37), suffix

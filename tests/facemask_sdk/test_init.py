@@ -4,7 +4,6 @@ first."""
 from __future__ import annotations
 
 
-
 def test_lazy_exports_are_the_functions_whatever_is_imported_first(fresh_python) -> None:
     code = (
         "from facemask_sdk.annotation import annotate as direct\n"

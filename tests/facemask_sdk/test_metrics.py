@@ -30,7 +30,9 @@ def test_ground_truth_as_predictions_scores_one():
 def test_shifted_boxes_score_what_their_iou_allows():
     # shifted by 10 px: IoU 1200/2800 = 0.43 for the 40x50 boxes (missed), 3000/5400 = 0.56 for the 60x70 one
     shifted = evaluate_detections(GT, as_predictions(GT, 10.0), CLASSES)
-    assert shifted["ap50_per_class"] == pytest.approx({"with_mask": 0.0, "without_mask": 0.0, "mask_weared_incorrect": 1.0})
+    assert shifted["ap50_per_class"] == pytest.approx(
+        {"with_mask": 0.0, "without_mask": 0.0, "mask_weared_incorrect": 1.0}
+    )
     assert shifted["map50"] == pytest.approx(1 / 3)
     # shifted by 4 px: IoU 1656/2344 = 0.71 (40x50) and 3696/4704 = 0.79 (60x70)
     result = evaluate_detections(GT, as_predictions(GT, 4.0), CLASSES)
@@ -77,29 +79,54 @@ def test_size_breakdown_buckets_faces_and_counts_found_right_class_and_confusion
     from facemask_sdk.metrics import FACE_SIZE_BUCKETS, bucket_name, size_breakdown
 
     # a 1000 px wide image: faces of side 30 (0.03), 100 (0.1), 600 (0.6)
-    truth = Detections(np.array([[0, 0, 30, 30], [100, 100, 200, 200], [300, 0, 900, 600]], np.float32), np.ones(3),
-                       np.array([0, 1, 1]))
-    said = Detections(np.array([[0, 0, 30, 30], [110, 100, 210, 200], [300, 0, 900, 600], [950, 0, 990, 40]], np.float32),
-                      np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 0, 1, 2]))
+    truth = Detections(
+        np.array([[0, 0, 30, 30], [100, 100, 200, 200], [300, 0, 900, 600]], np.float32),
+        np.ones(3),
+        np.array([0, 1, 1]),
+    )
+    said = Detections(
+        np.array([[0, 0, 30, 30], [110, 100, 210, 200], [300, 0, 900, 600], [950, 0, 990, 40]], np.float32),
+        np.array([0.9, 0.8, 0.7, 0.6]),
+        np.array([0, 0, 1, 2]),
+    )
     low = Detections(np.array([[0, 0, 30, 30]], np.float32), np.array([0.2]), np.array([0]))
     result = size_breakdown([truth, truth], [said, low], [(800, 1000), (800, 1000)], CLASSES, iou_threshold=0.5)
     rows = result["buckets"]
-    assert list(rows) == [bucket_name(b) for b in FACE_SIZE_BUCKETS] == ["<0.06", "0.06-0.12", "0.12-0.25", "0.25-0.5", ">0.5"]
-    assert (rows["<0.06"]["faces"], rows["<0.06"]["found"], rows["<0.06"]["right_class"]) == (2, 1, 1)  # score 0.2 is no find
-    assert rows["0.06-0.12"]["right_class_share"] == 0.0 and rows["0.06-0.12"]["confusion"]["without_mask"]["with_mask"] == 1
+    assert (
+        list(rows)
+        == [bucket_name(b) for b in FACE_SIZE_BUCKETS]
+        == ["<0.06", "0.06-0.12", "0.12-0.25", "0.25-0.5", ">0.5"]
+    )
+    assert (rows["<0.06"]["faces"], rows["<0.06"]["found"], rows["<0.06"]["right_class"]) == (
+        2,
+        1,
+        1,
+    )  # score 0.2 is no find
+    assert (
+        rows["0.06-0.12"]["right_class_share"] == 0.0
+        and rows["0.06-0.12"]["confusion"]["without_mask"]["with_mask"] == 1
+    )
     assert rows[">0.5"]["found_share"] == 0.5 and rows[">0.5"]["confusion"]["without_mask"] == {
-        "with_mask": 0, "without_mask": 1, "mask_weared_incorrect": 0, "missed": 1}
+        "with_mask": 0,
+        "without_mask": 1,
+        "mask_weared_incorrect": 0,
+        "missed": 1,
+    }
     assert rows[">0.5"]["right_class_share"] == 0.5 and rows["<0.06"]["right_class_share"] == 0.5  # over labelled faces
     assert rows["0.12-0.25"]["faces"] == 0 and rows["0.12-0.25"]["found_share"] is None
-    assert (result["confident_predictions"], result["unmatched_predictions"]) == (4, 1)  # the box at x 950 is on no face
+    assert (result["confident_predictions"], result["unmatched_predictions"]) == (
+        4,
+        1,
+    )  # the box at x 950 is on no face
 
 
 def test_the_best_prediction_of_a_face_is_the_one_that_overlaps_it_most():
     from facemask_sdk.metrics import size_breakdown
 
     truth = Detections(np.array([[100, 100, 300, 300]], np.float32), np.ones(1), np.array([1]))
-    said = Detections(np.array([[100, 100, 300, 300], [120, 120, 320, 320]], np.float32), np.array([0.5, 0.9]),
-                      np.array([1, 0]))  # the exact box says without_mask, a looser one scores higher
+    said = Detections(
+        np.array([[100, 100, 300, 300], [120, 120, 320, 320]], np.float32), np.array([0.5, 0.9]), np.array([1, 0])
+    )  # the exact box says without_mask, a looser one scores higher
     rows = size_breakdown([truth], [said], [(500, 500)], CLASSES, iou_threshold=0.3)["buckets"]
     assert rows["0.25-0.5"]["right_class"] == 1 and rows["0.25-0.5"]["confusion"]["without_mask"]["without_mask"] == 1
 
@@ -127,15 +154,32 @@ def test_coco_figures_are_cocoevals_own_whatever_extra_iou_is_asked(extra):
         images.append({"id": image_id})
         for box, cls in zip(boxes.astype(np.float64), classes):
             w, h = box[2] - box[0], box[3] - box[1]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls) + 1,
-                                "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         for box, cls, score in zip(noisy.astype(np.float64), guesses, scores):
-            results.append({"image_id": image_id, "category_id": int(cls) + 1,
-                            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "score": float(score)})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    "score": float(score),
+                }
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
-        coco.dataset = {"images": images, "annotations": annotations,
-                        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
+        coco.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)],
+        }
         coco.createIndex()
         evaluator = COCOeval(coco, coco.loadRes(results), iouType="bbox")
         evaluator.evaluate()

@@ -33,10 +33,16 @@ def opencv_4(request) -> Path:
     """OpenCV 4.11 installed once into pytest's cache (a folder put first on PYTHONPATH)."""
     folder = Path(request.config.cache.mkdir("opencv-4.11.0.86"))
     if not (folder / "cv2").is_dir():
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(folder), OPENCV_4],
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(folder), OPENCV_4],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if done.returncode != 0:
-            pytest.skip(f"{OPENCV_4} could not be installed (no package index reachable?): {done.stderr.strip()[-300:]}")
+            pytest.skip(
+                f"{OPENCV_4} could not be installed (no package index reachable?): {done.stderr.strip()[-300:]}"
+            )
     return folder
 
 
@@ -44,9 +50,17 @@ def opencv_4(request) -> Path:
 def test_a_video_is_read_whole(opencv, request, tmp_path):
     env = dict(os.environ)
     if opencv == "4.11":
-        env["PYTHONPATH"] = os.pathsep.join([str(request.getfixturevalue("opencv_4")), str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-c", READ_A_VIDEO, str(tmp_path / "clip.avi")], capture_output=True, text=True,
-                          env=env, timeout=120, cwd=tmp_path)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(request.getfixturevalue("opencv_4")), str(ROOT), env.get("PYTHONPATH", "")]
+        )
+    done = subprocess.run(
+        [sys.executable, "-c", READ_A_VIDEO, str(tmp_path / "clip.avi")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     version, frames, fps = done.stdout.split()
     assert (frames, float(fps)) == ("5", 10.0)

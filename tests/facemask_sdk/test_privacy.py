@@ -27,7 +27,7 @@ def test_selected_faces_change_inside_their_enlarged_box_and_nothing_else_does(p
     x1, y1, x2, y2 = 200, 60, 260, 130
     gx, gy = (x2 - x1) * BLUR_MARGIN, (y2 - y1) * BLUR_MARGIN
     inside = np.zeros_like(changed)
-    inside[int(y1 - gy):int(np.ceil(y2 + gy)), int(x1 - gx):int(np.ceil(x2 + gx))] = True
+    inside[int(y1 - gy) : int(np.ceil(y2 + gy)), int(x1 - gx) : int(np.ceil(x2 + gx))] = True
     assert not changed[~inside].any()  # the masked face and the background are untouched
     assert changed[y1:y2, x1:x2].mean() > 0.9
 

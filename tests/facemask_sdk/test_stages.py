@@ -124,7 +124,9 @@ def test_a_device_stage_without_device_buffers_is_refused(tiny_onnx) -> None:
             Pipeline(NumpyPreprocess(runner.spec), runner, DeviceSidePostprocess(runner.spec, PostprocessConfig()))
 
 
-def test_a_composition_that_fails_halfway_frees_what_it_built(fake_tensorrt, fake_cuda, fake_engine, head_outputs) -> None:
+def test_a_composition_that_fails_halfway_frees_what_it_built(
+    fake_tensorrt, fake_cuda, fake_engine, head_outputs
+) -> None:
     """TensorRT refuses the device buffers' addresses after the engine, its context and the buffers exist:
     the error says so, and the engine, every allocation and every pushed context are gone."""
     from facemask_sdk.backends.tensorrt import _ENGINES

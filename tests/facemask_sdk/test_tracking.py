@@ -31,8 +31,9 @@ def run(tracker: FaceTracker, frames: list[Detections]) -> list[np.ndarray]:
 
 def test_two_faces_crossing_keep_their_ids():
     # A walks right, B walks left 30 px lower; their boxes overlap for several frames in the middle.
-    frames = [frame((box(50 + 8 * t, 200, 60), 0.9, WITH), (box(530 - 8 * t, 230, 60), 0.8, WITHOUT))
-              for t in range(60)]
+    frames = [
+        frame((box(50 + 8 * t, 200, 60), 0.9, WITH), (box(530 - 8 * t, 230, 60), 0.8, WITHOUT)) for t in range(60)
+    ]
     tracker = FaceTracker(CLASSES)
     ids = run(tracker, frames)
     assert all((ids_t == UNTRACKED).all() for ids_t in ids[:2])  # tentative for min_frames - 1 frames
@@ -42,8 +43,11 @@ def test_two_faces_crossing_keep_their_ids():
     people = tracker.people
     assert [p.label for p in people] == ["with_mask", "without_mask"]
     assert [p.frames for p in people] == [60, 60]
-    assert tracker.summary() == {"people": 2, "per_class": {"with_mask": 1, "without_mask": 1,
-                                                            "mask_weared_incorrect": 0}, "compliance_rate": 0.5}
+    assert tracker.summary() == {
+        "people": 2,
+        "per_class": {"with_mask": 1, "without_mask": 1, "mask_weared_incorrect": 0},
+        "compliance_rate": 0.5,
+    }
 
 
 def test_a_face_hidden_for_a_while_comes_back_as_the_same_person():

@@ -16,8 +16,12 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "face-mas
 
 def test_reads_boxes_and_classes(tmp_path, make_dataset, write_xml):
     root = make_dataset(tmp_path / "d", 2)
-    write_xml(root / "annotations" / "img1.xml", "img1.png", (80, 60),
-              [("without_mask", (1, 2, 20, 25)), ("mask_weared_incorrect", (40, 5, 70, 50))])
+    write_xml(
+        root / "annotations" / "img1.xml",
+        "img1.png",
+        (80, 60),
+        [("without_mask", (1, 2, 20, 25)), ("mask_weared_incorrect", (40, 5, 70, 50))],
+    )
     data = VocDataset(root)
     record = data.records[1]
     np.testing.assert_array_equal(record.boxes, [[1, 2, 20, 25], [40, 5, 70, 50]])
@@ -55,7 +59,9 @@ def test_bad_boxes_are_clipped_or_dropped_and_counted(
 def test_unknown_class_names_file_and_known_classes(tmp_path, make_dataset, write_xml):
     root = make_dataset(tmp_path / "d", 1)
     write_xml(root / "annotations" / "img0.xml", "img0.png", (80, 60), [("helmet", (1, 1, 9, 9))])
-    with pytest.raises(DataError, match=r"img0\.xml.*unknown class 'helmet'.*with_mask, without_mask, mask_weared_incorrect"):
+    with pytest.raises(
+        DataError, match=r"img0\.xml.*unknown class 'helmet'.*with_mask, without_mask, mask_weared_incorrect"
+    ):
         VocDataset(root)
 
 
@@ -105,4 +111,8 @@ def test_split_files_are_used_when_present(tmp_path, make_dataset):
 def test_shared_dataset_counts_match_its_readme():
     train, val = VocDataset(SHARED, "train"), VocDataset(SHARED, "val")
     assert (len(train), len(val)) == (683, 170)
-    assert val.summary(check_images=False)["boxes_per_class"] == {"with_mask": 659, "without_mask": 223, "mask_weared_incorrect": 27}
+    assert val.summary(check_images=False)["boxes_per_class"] == {
+        "with_mask": 659,
+        "without_mask": 223,
+        "mask_weared_incorrect": 27,
+    }

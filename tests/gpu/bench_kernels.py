@@ -85,15 +85,27 @@ def bench_letterbox(iterations: int) -> list[dict]:
             name = np.dtype(dtype).name
             on_device, _ = plan_letterbox(int(device_frame), FRAME_HW, 3 * FRAME_HW[1], copied.input_ptr, dtype, D0)
             with mapped.active():
-                zero_copy, _ = plan_letterbox(frame.base.get_device_pointer(), FRAME_HW, 3 * FRAME_HW[1],
-                                              mapped.input_ptr, dtype, D0)
-            (t,) = time_enqueues(copied, [lambda: copied.launch(on_device)], iterations)
+                zero_copy, _ = plan_letterbox(
+                    frame.base.get_device_pointer(), FRAME_HW, 3 * FRAME_HW[1], mapped.input_ptr, dtype, D0
+                )
+            (t,) = time_enqueues(
+                copied, [lambda copied=copied, on_device=on_device: copied.launch(on_device)], iterations
+            )
             rows.append(row(f"letterbox 1920x1080 -> 512x512 {name}, frame in device memory", t, 0.1))
-            (t,) = time_enqueues(mapped, [lambda: mapped.launch(zero_copy)], iterations)
+            (t,) = time_enqueues(
+                mapped, [lambda mapped=mapped, zero_copy=zero_copy: mapped.launch(zero_copy)], iterations
+            )
             rows.append(row(f"letterbox 1920x1080 -> 512x512 {name}, mapped host frame (zero-copy)", t, None))
             if dtype == np.float32:
-                (t,) = time_enqueues(copied, [lambda: cuda.memcpy_htod_async(int(device_frame), pinned, copied.stream)],
-                                     iterations)
+                (t,) = time_enqueues(
+                    copied,
+                    [
+                        lambda frame=int(device_frame), src=pinned, gpu=copied: cuda.memcpy_htod_async(
+                            frame, src, gpu.stream
+                        )
+                    ],
+                    iterations,
+                )
                 rows.append(row("frame upload 1920x1080x3 (6.2 MB) pinned host -> device", t, None))
             with copied.active():
                 device_frame.free()
@@ -123,7 +135,7 @@ def bench_decode(iterations: int) -> list[dict]:
             logits, regressions = head_outputs(kind)
             gpu.upload_head(logits, regressions)
             launches = plan_decode(gpu.pointers, gpu.num_anchors, gpu.num_classes, box, gpu.settings, gpu.head_dtype)
-            times = time_enqueues(gpu, [lambda l=l: gpu.launch(l) for l in launches], iterations)
+            times = time_enqueues(gpu, [lambda launch=launch: gpu.launch(launch) for launch in launches], iterations)
             gpu.synchronize()
             state = probe.candidates(gpu)
             label = f"{kind}: {state['num_candidates']} candidates, {len(gpu.results()[0])} kept"
@@ -160,8 +172,13 @@ def bench_python_path(iterations: int) -> list[dict]:
 
 def row(name: str, samples: list[float], target: float | None) -> dict:
     median, p90 = stats(samples)
-    return {"stage": name, "median_ms": round(median, 4), "p90_ms": round(p90, 4), "target_ms": target,
-            "meets_target": None if target is None else median <= target}
+    return {
+        "stage": name,
+        "median_ms": round(median, 4),
+        "p90_ms": round(p90, 4),
+        "target_ms": target,
+        "meets_target": None if target is None else median <= target,
+    }
 
 
 def table(rows: list[dict], header: str) -> str:
@@ -184,9 +201,11 @@ def main() -> int:
     cuda.init()
     device = cuda.Device(0)
     major, minor = device.compute_capability()
-    header = (f"# CUDA kernel timings: {device.name()} (compute {major}.{minor}), CUDA driver "
-              f"{cuda.get_driver_version()}, pycuda {pycuda.VERSION_TEXT}, Python {platform.python_version()}; "
-              f"{args.iterations} iterations, CUDA events")
+    header = (
+        f"# CUDA kernel timings: {device.name()} (compute {major}.{minor}), CUDA driver "
+        f"{cuda.get_driver_version()}, pycuda {pycuda.VERSION_TEXT}, Python {platform.python_version()}; "
+        f"{args.iterations} iterations, CUDA events"
+    )
     rows = bench_letterbox(args.iterations) + bench_decode(args.iterations) + bench_python_path(args.iterations)
     text = table(rows, header)
     print(text)

@@ -36,9 +36,16 @@ D0 = ModelSpec("tf_efficientdet_d0", (512, 512))
 _PIPELINES: dict[tuple, CudaPipeline] = {}
 
 
-def pipeline(config: PostprocessConfig = PostprocessConfig(), *, mapped: bool = True, input_dtype=np.float32,
-             head_dtype=np.float32, spec: ModelSpec = D0) -> CudaPipeline:
+def pipeline(
+    config: PostprocessConfig | None = None,
+    *,
+    mapped: bool = True,
+    input_dtype=np.float32,
+    head_dtype=np.float32,
+    spec: ModelSpec = D0,
+) -> CudaPipeline:
     """One pipeline per settings for the whole module (compiling and allocating once)."""
+    config = config or PostprocessConfig()
     key = (config, mapped, np.dtype(input_dtype).str, np.dtype(head_dtype).str, spec)
     if key not in _PIPELINES:
         _PIPELINES[key] = CudaPipeline(spec, config, mapped=mapped, input_dtype=input_dtype, head_dtype=head_dtype)

@@ -26,6 +26,7 @@ SAMPLE_IMAGES = sorted((REPO / "samples" / "images").glob("*.png"))
 SHIPPED_ONNX = REPO / "models" / "facemask.onnx"
 COMBINATIONS = [("numpy", "cuda"), ("cuda", "numpy"), ("cuda", "cuda")]
 
+
 def _detections(model: Path, preprocess: str, postprocess: str) -> list:
     with Detector(model, preprocess=preprocess, postprocess=postprocess, score_threshold=0.05) as detector:
         assert detector.stages == {"preprocess": preprocess, "postprocess": postprocess}

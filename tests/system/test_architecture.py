@@ -8,8 +8,12 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = {"facemask_sdk": "facemask_sdk", "facemask_tools.training": "training",
-            "facemask_tools.build_engine": "build_engine", "facemask_tools.benchmarks": "benchmarks"}
+PACKAGES = {
+    "facemask_sdk": "facemask_sdk",
+    "facemask_tools.training": "training",
+    "facemask_tools.build_engine": "build_engine",
+    "facemask_tools.benchmarks": "benchmarks",
+}
 TOOLING_NAMES = ("facemask_tools", "training.", "build_engine.", "benchmarks.")
 
 
@@ -27,9 +31,12 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     """Project modules that `path` imports at any level (function-level imports included; imports under
     `if TYPE_CHECKING:` are for annotations only and never run)."""
     tree = ast.parse(path.read_text())
-    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-                   for inner in ast.walk(node)}
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
     found = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
@@ -55,7 +62,7 @@ def test_no_import_cycle_between_project_modules() -> None:
         state[name] = 1
         for dep in sorted(graph.get(name, ())):
             if state.get(dep) == 1:
-                cycles.append(trail[trail.index(dep):] + [dep] if dep in trail else [name, dep])
+                cycles.append(trail[trail.index(dep) :] + [dep] if dep in trail else [name, dep])
             elif dep not in state:
                 visit(dep, trail + [dep])
         state[name] = 2
@@ -72,11 +79,16 @@ def test_the_runtime_neither_imports_nor_names_its_tooling() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                offenders += [f"{path.name}: import {n}" for n in names if n.split(".")[0] in
-                              ("facemask_tools", "training", "build_engine", "benchmarks", "torch", "effdet", "onnx")]
+                offenders += [
+                    f"{path.name}: import {n}"
+                    for n in names
+                    if n.split(".")[0]
+                    in ("facemask_tools", "training", "build_engine", "benchmarks", "torch", "effdet", "onnx")
+                ]
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                offenders += [f"{path.name}: names {node.value!r}" for prefix in TOOLING_NAMES
-                              if node.value.startswith(prefix)]
+                offenders += [
+                    f"{path.name}: names {node.value!r}" for prefix in TOOLING_NAMES if node.value.startswith(prefix)
+                ]
     assert not offenders, offenders
 
 

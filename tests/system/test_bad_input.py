@@ -31,18 +31,54 @@ def _config_less_checkpoint(tmp: Path) -> dict[str, bytes]:
 
 CASES = [
     # id, args (TMP is the test folder), setup, exit code, fragment of the error/notice, needs
-    ("out-not-creatable", ["detect", str(SAMPLES / "images"), "--out", "/sys/facemask-sdk-test"], None, 2,
-     "permission denied", ["onnxruntime"]),
-    ("out-under-a-file", ["detect", str(SAMPLES / "images"), "--out", "TMP/file.txt/out"],
-     lambda tmp: (tmp / "file.txt").write_text("x") and {}, 2, "Not a directory", ["onnxruntime"]),
-    ("train-over-earlier-run", ["train", "--data", str(SAMPLES), "--out", "TMP/run", "--image-size", "128"],
-     _earlier_run, 2, "already holds a training run (best.pt, metrics.json)", ["torch", "effdet"]),
-    ("resume-without-config", ["train", "--out", "TMP/r", "--resume", "TMP/noconfig.pt"], _config_less_checkpoint, 2,
-     "lacks train_config", ["torch", "effdet"]),
-    ("conflicting-precisions", ["build-engine", "--fp16", "--int8", "--onnx-only"], None, 2,
-     "--fp16 and --int8 conflict", ["onnx"]),
-    ("bad-checkpoint", ["eval", "--checkpoint", str(ROOT / "README.md")], None, 2,
-     "not a readable PyTorch checkpoint", ["torch", "effdet"]),
+    (
+        "out-not-creatable",
+        ["detect", str(SAMPLES / "images"), "--out", "/sys/facemask-sdk-test"],
+        None,
+        2,
+        "permission denied",
+        ["onnxruntime"],
+    ),
+    (
+        "out-under-a-file",
+        ["detect", str(SAMPLES / "images"), "--out", "TMP/file.txt/out"],
+        lambda tmp: (tmp / "file.txt").write_text("x") and {},
+        2,
+        "Not a directory",
+        ["onnxruntime"],
+    ),
+    (
+        "train-over-earlier-run",
+        ["train", "--data", str(SAMPLES), "--out", "TMP/run", "--image-size", "128"],
+        _earlier_run,
+        2,
+        "already holds a training run (best.pt, metrics.json)",
+        ["torch", "effdet"],
+    ),
+    (
+        "resume-without-config",
+        ["train", "--out", "TMP/r", "--resume", "TMP/noconfig.pt"],
+        _config_less_checkpoint,
+        2,
+        "lacks train_config",
+        ["torch", "effdet"],
+    ),
+    (
+        "conflicting-precisions",
+        ["build-engine", "--fp16", "--int8", "--onnx-only"],
+        None,
+        2,
+        "--fp16 and --int8 conflict",
+        ["onnx"],
+    ),
+    (
+        "bad-checkpoint",
+        ["eval", "--checkpoint", str(ROOT / "README.md")],
+        None,
+        2,
+        "not a readable PyTorch checkpoint",
+        ["torch", "effdet"],
+    ),
 ]
 
 
@@ -72,8 +108,13 @@ def test_an_image_bomb_is_skipped_and_named_and_the_rest_is_detected(tmp_path, p
     (inputs / "bomb.png").write_bytes(png_declaring(60000, 60000))
     good = sorted((SAMPLES / "images").glob("*.png"))[0]
     (inputs / good.name).write_bytes(good.read_bytes())
-    result = subprocess.run(CLI + ["detect", str(inputs), "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        CLI + ["detect", str(inputs), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "image too large" in result.stderr and "bomb.png" in result.stderr and "Traceback" not in result.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

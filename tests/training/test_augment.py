@@ -85,7 +85,7 @@ def test_zoom_spreads_one_face_over_every_size_bucket_and_keeps_it_whole():
         assert height <= ZOOM_LARGEST_SHARE * 384 + 1e-3
         sizes.append(face_sizes(out, (768, 768))[0])
     sizes = np.array(sizes)
-    reachable = [b for b in FACE_SIZE_BUCKETS if b[0] < ZOOM_LARGEST_SHARE * 384 / 768 / 1.3 ** 0.5]
+    reachable = [b for b in FACE_SIZE_BUCKETS if b[0] < ZOOM_LARGEST_SHARE * 384 / 768 / 1.3**0.5]
     counts = [int(((sizes >= lo) & (sizes < hi)).sum()) for lo, hi in reachable]
     assert min(counts) >= 200 / len(FACE_SIZE_BUCKETS) / 2, counts  # every reachable bucket seen, none starved
 
@@ -112,8 +112,12 @@ def test_zoom_puts_the_face_pixels_exactly_under_their_box(face_side):
         assert across.sum() == pytest.approx(out[0, 2] - out[0, 0], abs=0.75)
         assert down.sum() == pytest.approx(out[0, 3] - out[0, 1], abs=0.75)
         # the face's middle, in pixel-corner coordinates (pixel i spans i..i+1), is the box's middle
-        assert (across * (np.arange(384) + 0.5)).sum() / across.sum() == pytest.approx((out[0, 0] + out[0, 2]) / 2, abs=0.25)
-        assert (down * (np.arange(384) + 0.5)).sum() / down.sum() == pytest.approx((out[0, 1] + out[0, 3]) / 2, abs=0.25)
+        assert (across * (np.arange(384) + 0.5)).sum() / across.sum() == pytest.approx(
+            (out[0, 0] + out[0, 2]) / 2, abs=0.25
+        )
+        assert (down * (np.arange(384) + 0.5)).sum() / down.sum() == pytest.approx(
+            (out[0, 1] + out[0, 3]) / 2, abs=0.25
+        )
 
 
 def test_zoom_never_enlarges_a_face_more_than_its_cap():
@@ -147,7 +151,14 @@ def test_photometric_degrades_pixels_only_and_draws_nothing_when_off():
     changed = 0
     for seed in range(6):
         clean = augment(image, boxes, np.array([0, 2]), spec, plain, np.random.default_rng(seed))
-        worn = augment(image, boxes, np.array([0, 2]), spec, AugmentConfig(hsv=0.0, hflip=0.0, photometric=1.0), np.random.default_rng(seed))
+        worn = augment(
+            image,
+            boxes,
+            np.array([0, 2]),
+            spec,
+            AugmentConfig(hsv=0.0, hflip=0.0, photometric=1.0),
+            np.random.default_rng(seed),
+        )
         np.testing.assert_array_equal(clean[1], worn[1])  # without a flip to draw after it, the boxes do not move
         changed += int(not np.array_equal(clean[0], worn[0]))
     assert changed == 6

@@ -54,7 +54,9 @@ def test_average_is_the_mean_of_float_tensors_and_loads(two_checkpoints, tmp_pat
 def test_average_refuses_other_spec_and_resume_checkpoints(two_checkpoints, tmp_path):
     first, _ = two_checkpoints
     payload = read_checkpoint(first)
-    other_spec = save_checkpoint(tmp_path / "spec.pt", {**payload, "spec": {**payload["spec"], "image_size": [384, 384]}})
+    other_spec = save_checkpoint(
+        tmp_path / "spec.pt", {**payload, "spec": {**payload["spec"], "image_size": [384, 384]}}
+    )
     with pytest.raises(FacemaskError, match="another model spec"):
         average_checkpoints([first, other_spec], tmp_path / "soup.pt")
     resume = save_checkpoint(tmp_path / "last.pt", {**payload, "ema": {"weights": payload["state_dict"]}})
@@ -71,13 +73,25 @@ def test_cli_keeps_an_existing_output(two_checkpoints, tmp_path):
     first, second = two_checkpoints
     existing = tmp_path / "keep.pt"
     existing.write_bytes(b"the user's file")
-    result = subprocess.run(AVERAGE + [str(first), str(second), "--out", str(existing)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        AVERAGE + [str(first), str(second), "--out", str(existing)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [f"error: {existing} already exists; pass --force (overwrite=True) to replace it"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {existing} already exists; pass --force (overwrite=True) to replace it"
+    ]
     assert existing.read_bytes() == b"the user's file"
-    result = subprocess.run(AVERAGE + [str(first), str(second), "--out", str(existing), "--force"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        AVERAGE + [str(first), str(second), "--out", str(existing), "--force"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "mean of 2 checkpoints" in result.stdout
     load_network(existing)

@@ -73,6 +73,7 @@ def test_a_raw_pickle_calling_os_system_is_named_as_code_not_as_a_bad_file(tmp_p
     class CallsSystem:
         def __reduce__(self):
             import os
+
             return (os.system, (f"touch {marker}",))
 
     path = tmp_path / "evil.pt"

@@ -22,8 +22,13 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_eval_writes_under_runs_by_default(tmp_path, tiny_checkpoint):
-    result = subprocess.run(CLI + ["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(SAMPLES)],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        CLI + ["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(SAMPLES)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "runs" / "eval" / f"{tiny_checkpoint.stem}-{SAMPLES.name}-all" / "eval.json").is_file()
     assert not (tiny_checkpoint.parent / f"eval-{tiny_checkpoint.stem}-val").exists()
@@ -34,7 +39,11 @@ def test_eval_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
     bogus = tmp_path / "model.pt"
     bogus.write_text("hello")
     result = run(["eval", "--checkpoint", str(bogus), "--data", str(SAMPLES)])
-    assert result.returncode != 0 and "not a readable PyTorch checkpoint" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode != 0
+        and "not a readable PyTorch checkpoint" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_eval_reports_ap_at_one_iou_and_the_face_size_breakdown(tmp_path):
@@ -46,8 +55,19 @@ def test_eval_reports_ap_at_one_iou_and_the_face_size_breakdown(tmp_path):
 
     view = tmp_path / "closeups"
     write_closeups(str(SAMPLES), "all", view, progress=False)
-    result = run(["eval", "--checkpoint", str(ROOT / "models" / "facemask.pt"), "--data", str(view), "--iou", "0.3",
-                  "--out", str(tmp_path / "eval")])
+    result = run(
+        [
+            "eval",
+            "--checkpoint",
+            str(ROOT / "models" / "facemask.pt"),
+            "--data",
+            str(view),
+            "--iou",
+            "0.3",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["split"] == "all"  # a folder without splits/ is evaluated whole
@@ -59,9 +79,23 @@ def test_eval_reports_ap_at_one_iou_and_the_face_size_breakdown(tmp_path):
     assert f"AP@0.3 {report['ap_at_iou']:.4f}" in result.stdout
     for name, row in buckets.items():
         if row["found"]:
-            assert f"{row['faces']:>6}{row['found_share']:>7.2f}{row['right_class_share']:>13.2f}" in result.stdout, name
+            assert f"{row['faces']:>6}{row['found_share']:>7.2f}{row['right_class_share']:>13.2f}" in result.stdout, (
+                name
+            )
 
 
 def test_eval_refuses_an_iou_outside_zero_to_one(tmp_path, tiny_checkpoint):
-    result = run(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(SAMPLES), "--iou", "1.5", "--out", str(tmp_path / "e")])
+    result = run(
+        [
+            "eval",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--data",
+            str(SAMPLES),
+            "--iou",
+            "1.5",
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
     assert result.returncode != 0 and result.stderr.strip().startswith("error: --iou") and not (tmp_path / "e").exists()

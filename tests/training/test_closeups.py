@@ -24,8 +24,10 @@ def _digest(folder: Path) -> dict[str, str]:
 def test_every_crop_holds_its_face_at_a_closeup_size(tmp_path):
     count = write_closeups(str(SAMPLES), "all", tmp_path / "view", progress=False)
     source = VocDataset(SAMPLES, "all")
-    large = sum(int((np.minimum(r.boxes[:, 2] - r.boxes[:, 0], r.boxes[:, 3] - r.boxes[:, 1]) >= MIN_FACE_SIDE).sum())
-                for r in source.records)
+    large = sum(
+        int((np.minimum(r.boxes[:, 2] - r.boxes[:, 0], r.boxes[:, 3] - r.boxes[:, 1]) >= MIN_FACE_SIDE).sum())
+        for r in source.records
+    )
     assert count == large > 0
     view = VocDataset(tmp_path / "view", "all")
     assert len(view.records) == count
@@ -44,8 +46,26 @@ def test_the_view_is_reproducible_and_an_existing_folder_is_refused(tmp_path):
     write_closeups(str(SAMPLES), "all", tmp_path / "b", progress=False)
     first = _digest(tmp_path / "a")
     assert {k: v for k, v in first.items() if k != "README.md"} == {
-        k: v for k, v in _digest(tmp_path / "b").items() if k != "README.md"}
-    done = subprocess.run([sys.executable, "-m", "facemask_sdk.cli.main", "closeup-view", "--data", str(SAMPLES),
-                           "--split", "all", "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("error:") and "exists" in done.stderr
+        k: v for k, v in _digest(tmp_path / "b").items() if k != "README.md"
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facemask_sdk.cli.main",
+            "closeup-view",
+            "--data",
+            str(SAMPLES),
+            "--split",
+            "all",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("error:") and "exists" in done.stderr
+    )
     assert _digest(tmp_path / "a") == first

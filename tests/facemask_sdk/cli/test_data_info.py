@@ -20,13 +20,15 @@ def _nan_box_dataset(tmp: Path) -> dict[str, bytes]:
     xml = sorted((data / "annotations").glob("*.xml"))[0]
     text = xml.read_text()
     start = text.index("<xmin>") + len("<xmin>")
-    xml.write_text(text[:start] + "nan" + text[text.index("</xmin>"):])
+    xml.write_text(text[:start] + "nan" + text[text.index("</xmin>") :])
     return {}
 
 
 def test_data_info_names_the_file_with_a_nan_box(tmp_path):
     _nan_box_dataset(tmp_path)
-    result = subprocess.run(CLI + ["data-info", str(tmp_path / "voc")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        CLI + ["data-info", str(tmp_path / "voc")], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert result.returncode == 0
     assert "non-finite bndbox" in result.stdout and ".xml" in result.stdout and "problems: none" not in result.stdout
 
@@ -34,8 +36,14 @@ def test_data_info_names_the_file_with_a_nan_box(tmp_path):
 def test_data_info_cli(tmp_path, make_dataset, write_xml):
     root = make_dataset(tmp_path / "d", 3)
     write_xml(root / "annotations" / "img2.xml", "img2.png", (80, 60), [("with_mask", (10, 10, 10, 30))])
-    run = subprocess.run([sys.executable, "-m", "facemask_sdk.cli.main", "data-info", str(root)], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "facemask_sdk.cli.main", "data-info", str(root)], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     assert "images: 3  boxes: 2" in run.stdout and "dropped boxes: 1" in run.stdout and "img2.xml" in run.stdout
-    bad = subprocess.run([sys.executable, "-m", "facemask_sdk.cli.main", "data-info", str(tmp_path / "nope")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "facemask_sdk.cli.main", "data-info", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "not a folder" in bad.stderr

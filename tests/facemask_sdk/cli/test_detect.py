@@ -235,8 +235,13 @@ def test_a_stopped_run_writes_its_summary_and_says_it_was_stopped(sent, code, tm
         writer.write(np.full((120, 160, 3), i % 255, np.uint8))
     writer.release()
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "facemask_sdk.cli.main", "detect", str(clip), "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_no_display_env())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facemask_sdk.cli.main", "detect", str(clip), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_no_display_env(),
+    )
     try:
         deadline = time.monotonic() + 120
         while not ((out / "detections.jsonl").is_file() and (out / "detections.jsonl").stat().st_size):
@@ -256,13 +261,24 @@ def test_a_stopped_run_writes_its_summary_and_says_it_was_stopped(sent, code, tm
 
 def test_input_size_option(run_cli, tiny_onnx, tiny_any_size_export, sample_images, tmp_path) -> None:
     out = tmp_path / "sized"
-    result = run_cli(["detect", sample_images[0], "--model", tiny_any_size_export.path, "--input-size", "384",
-                      "--out", out, *LOW])
+    result = run_cli(
+        ["detect", sample_images[0], "--model", tiny_any_size_export.path, "--input-size", "384", "--out", out, *LOW]
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "summary.json").read_text())["input_size"] == 384
     fixed = run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--input-size", "384", "--out", tmp_path / "f"])
     assert fixed.returncode == 2 and fixed.stderr.strip().splitlines()[-1].startswith("error:")
     assert "--dynamic-size" in fixed.stderr and "Traceback" not in fixed.stderr
-    odd = run_cli(["detect", sample_images[0], "--model", tiny_any_size_export.path, "--input-size", "300",
-                   "--out", tmp_path / "o"])
+    odd = run_cli(
+        [
+            "detect",
+            sample_images[0],
+            "--model",
+            tiny_any_size_export.path,
+            "--input-size",
+            "300",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert odd.returncode == 2 and "multiple of 128" in odd.stderr

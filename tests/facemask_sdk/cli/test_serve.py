@@ -17,7 +17,9 @@ SHIPPED_STATIC_ONNX = ROOT / "models" / "facemask.onnx"
 
 
 def test_cli_writes_the_repository_or_one_error_line(run_cli, tiny_dynamic_onnx, tmp_path) -> None:
-    result = run_cli(["triton-repository", "--onnx", tiny_dynamic_onnx, "--out", tmp_path / "gpu", "--backend", "tensorrt"])
+    result = run_cli(
+        ["triton-repository", "--onnx", tiny_dynamic_onnx, "--out", tmp_path / "gpu", "--backend", "tensorrt"]
+    )
     assert result.returncode == 0, result.stderr
     assert "facemask-sdk build-engine --onnx" in result.stdout and "--dynamic-batch 1,4,8" in result.stdout
     for args, expected in [
@@ -26,7 +28,9 @@ def test_cli_writes_the_repository_or_one_error_line(run_cli, tiny_dynamic_onnx,
         (["--onnx", tiny_dynamic_onnx, "--out", tmp_path / "gpu"], "exists; choose another folder"),
     ]:
         result = run_cli(["triton-repository", *args])
-        assert result.returncode == 2 and result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+        assert result.returncode == 2 and result.stderr.startswith("error: ") and expected in result.stderr, (
+            result.stderr
+        )
         assert "Traceback" not in result.stderr
 
 
@@ -43,7 +47,9 @@ def test_serve_refuses_a_port_in_use_and_bad_settings_in_one_line(run_cli, tmp_p
             (["--model", tmp_path / "none.onnx"], "model file not found"),
         ]:
             result = run_cli(["serve", *args])
-            assert result.returncode == 2 and result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+            assert result.returncode == 2 and result.stderr.startswith("error: ") and expected in result.stderr, (
+                result.stderr
+            )
 
 
 def test_serve_without_pytriton_names_the_extra(run_cli) -> None:

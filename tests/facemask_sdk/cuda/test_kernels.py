@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import ctypes
 import re
-import zlib
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import cv2
@@ -60,7 +60,9 @@ def test_nvcc_compiles_kernels_to_ptx(arch: str, tmp_path: Path) -> None:
     out = tmp_path / f"kernels_{arch}.ptx"
     result = subprocess.run(
         [NVCC, "-ptx", *NVCC_OPTIONS, f"-arch={arch}", "-o", str(out), str(KERNEL_SOURCE)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert not (result.stdout + result.stderr).strip(), f"nvcc warnings:\n{result.stderr}"
@@ -103,15 +105,22 @@ class EmulatedDecoder:
         for launch in plan_decode(pointers, self.num_anchors, self.num_classes, box, self.settings, self.head_dtype):
             self.emulator.run(launch)
         n = int(self.buffers["out_count"][0])
-        return (self.buffers["out_boxes"][:n].copy(), self.buffers["out_scores"][:n].copy(),
-                self.buffers["out_classes"][:n].astype(np.int64))
+        return (
+            self.buffers["out_boxes"][:n].copy(),
+            self.buffers["out_scores"][:n].copy(),
+            self.buffers["out_classes"][:n].astype(np.int64),
+        )
 
     def candidates(self) -> dict:
         m = int(self.buffers["counters"][1])
         b = self.buffers
-        return {"num_candidates": int(b["counters"][0]), "boxes": b["boxes"][: 4 * m].reshape(m, 4),
-                "scores": b["scores"][:m], "class_ids": b["classes"][:m].astype(np.int64),
-                "flat_index": b["flat_index"][:m].astype(np.int64)}
+        return {
+            "num_candidates": int(b["counters"][0]),
+            "boxes": b["boxes"][: 4 * m].reshape(m, 4),
+            "scores": b["scores"][:m],
+            "class_ids": b["classes"][:m].astype(np.int64),
+            "flat_index": b["flat_index"][:m].astype(np.int64),
+        }
 
 
 def emulated_letterbox(emulator, frame: np.ndarray, spec: ModelSpec, dtype=np.float32):
@@ -144,8 +153,15 @@ def _reference_uint8_gap(out: np.ndarray, reference: np.ndarray, spec: ModelSpec
 
 @pytest.mark.parametrize(
     "frame_hw, input_hw",
-    [((96, 160), (128, 128)), ((300, 41), (128, 256)), ((37, 53), (128, 128)), ((128, 128), (128, 128)),
-     ((256, 256), (128, 128)), ((1, 1), (128, 128)), ((257, 130), (256, 128))],
+    [
+        ((96, 160), (128, 128)),
+        ((300, 41), (128, 256)),
+        ((37, 53), (128, 128)),
+        ((128, 128), (128, 128)),
+        ((256, 256), (128, 128)),
+        ((1, 1), (128, 128)),
+        ((257, 130), (256, 128)),
+    ],
 )
 def test_letterbox_is_bit_exact_with_opencv(emulator, frame_hw, input_hw) -> None:
     rng = np.random.default_rng(sum(frame_hw) + sum(input_hw))
@@ -193,12 +209,17 @@ def test_half_conversions_match_numpy(emulator) -> None:
     np.testing.assert_array_equal(got[~nan].view(np.uint32), expected[~nan].view(np.uint32))
 
     rng = np.random.default_rng(0)
-    floats = np.concatenate([
-        rng.normal(0, 1, 3000), rng.normal(0, 3e4, 2000), rng.uniform(-1e-4, 1e-4, 2000),
-        rng.uniform(-1e-7, 1e-7, 1000), expected[np.isfinite(expected)][::13],  # exact halves
-        (expected[np.isfinite(expected)][::17].astype(np.float64) * (1 + 2.0**-11)),  # ties between halves
-        [65504.0, 65519.99, 65520.0, 1e9, -1e9, np.inf, -np.inf, 0.0, -0.0, 2.0**-25, 2.0**-24, 2.0**-26],
-    ]).astype(np.float32)
+    floats = np.concatenate(
+        [
+            rng.normal(0, 1, 3000),
+            rng.normal(0, 3e4, 2000),
+            rng.uniform(-1e-4, 1e-4, 2000),
+            rng.uniform(-1e-7, 1e-7, 1000),
+            expected[np.isfinite(expected)][::13],  # exact halves
+            (expected[np.isfinite(expected)][::17].astype(np.float64) * (1 + 2.0**-11)),  # ties between halves
+            [65504.0, 65519.99, 65520.0, 1e9, -1e9, np.inf, -np.inf, 0.0, -0.0, 2.0**-25, 2.0**-24, 2.0**-26],
+        ]
+    ).astype(np.float32)
     got = np.array([to_half(float(f)) for f in floats], np.uint16)
     with np.errstate(over="ignore"):
         np.testing.assert_array_equal(got, floats.astype(np.float16).view(np.uint16))
@@ -278,8 +299,9 @@ def test_half_head_outputs(emulator, assert_same_detections, head_outputs) -> No
 @pytest.mark.parametrize("class_agnostic", [True, False], ids=["one-box-per-face", "class-aware"])
 def test_nms_keep_sets_on_crowded_boxes(emulator, class_agnostic: bool, head_outputs) -> None:
     """Many near-duplicate boxes of all classes: the kept set equals batched_nms exactly."""
-    config = PostprocessConfig(score_threshold=0.2, iou_threshold=0.5, max_detections=1000, top_k=2000,
-                               class_agnostic=class_agnostic)
+    config = PostprocessConfig(
+        score_threshold=0.2, iou_threshold=0.5, max_detections=1000, top_k=2000, class_agnostic=class_agnostic
+    )
     decoder = EmulatedDecoder(emulator, SPEC_128, config)
     rng = np.random.default_rng(5)
     logits, regressions = head_outputs(rng, decoder.num_anchors, decoder.num_classes, 1800, spread=1.0)
@@ -293,9 +315,7 @@ def test_nms_keep_sets_on_crowded_boxes(emulator, class_agnostic: bool, head_out
     assert 100 < len(keep) < len(state["scores"])  # NMS did real work
 
 
-def test_non_finite_and_empty_detections_are_dropped_like_numpy(
-    emulator, assert_same_detections, head_outputs
-) -> None:
+def test_non_finite_and_empty_detections_are_dropped_like_numpy(emulator, assert_same_detections, head_outputs) -> None:
     """NaN/inf head outputs and boxes clipped to nothing never become detections, in both paths."""
     config = PostprocessConfig(score_threshold=0.3)
     decoder = EmulatedDecoder(emulator, SPEC_128, config)
@@ -330,5 +350,7 @@ def test_kernels_take_their_sizes_from_the_pipeline_only(tmp_path: Path) -> None
         pytest.skip("g++ is not installed (needed to preprocess kernels.cu)")
     probe = tmp_path / "probe.cpp"
     probe.write_text('#define __global__\n#include "kernels.cu"\n')
-    result = subprocess.run([CXX, "-E", f"-I{KERNEL_SOURCE.parent}", str(probe)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [CXX, "-E", f"-I{KERNEL_SOURCE.parent}", str(probe)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0 and "KERNEL_DEFINES" in result.stderr

@@ -25,8 +25,13 @@ SPEC_256 = ModelSpec("tf_efficientdet_d0", (256, 256))
 
 @pytest.mark.parametrize(
     ("requested", "integrated", "can_map", "expected"),
-    [(None, True, True, True), (None, False, True, False), (None, True, False, False),
-     (True, False, True, True), (False, True, True, False)],
+    [
+        (None, True, True, True),
+        (None, False, True, False),
+        (None, True, False, False),
+        (True, False, True, True),
+        (False, True, True, False),
+    ],
 )
 def test_mapped_memory_on_integrated_gpus_copies_on_discrete(requested, integrated, can_map, expected) -> None:
     from facemask_sdk.cuda.pipeline import use_mapped_memory

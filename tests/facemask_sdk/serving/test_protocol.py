@@ -10,8 +10,12 @@ from facemask_sdk.serving import protocol
 
 
 def test_detections_survive_the_wire_padded_to_the_fixed_length() -> None:
-    found = [Detections(np.array([[1, 2, 30, 40], [5, 6, 7, 8]], np.float32), np.array([0.9, 0.5], np.float32),
-                        np.array([2, 0])), Detections.empty()]
+    found = [
+        Detections(
+            np.array([[1, 2, 30, 40], [5, 6, 7, 8]], np.float32), np.array([0.9, 0.5], np.float32), np.array([2, 0])
+        ),
+        Detections.empty(),
+    ]
     outputs = protocol.pack_detections(found)
     assert outputs[protocol.BOXES.name].shape == (2, protocol.MAX_DETECTIONS, 4)
     assert outputs[protocol.NUM_DETECTIONS.name].tolist() == [[2], [0]]
@@ -27,7 +31,8 @@ def test_the_wire_refuses_what_it_cannot_carry(error_of) -> None:
     assert "non-empty encoded bytes" in error_of(lambda: protocol.encode_request([b""]))
     outputs = protocol.pack_detections([Detections.empty()])
     assert "lacks the output(s) detection_scores" in error_of(
-        lambda: protocol.unpack_detections({k: v for k, v in outputs.items() if k != protocol.SCORES.name}))
+        lambda: protocol.unpack_detections({k: v for k, v in outputs.items() if k != protocol.SCORES.name})
+    )
     outputs[protocol.NUM_DETECTIONS.name][0, 0] = 101
     assert "outside [0, 100]" in error_of(lambda: protocol.unpack_detections(outputs))
     batch = protocol.encode_request([b"\x89PNG", b"abc"])

@@ -11,13 +11,23 @@ import pytest
 
 from facemask_sdk.serving import protocol
 from facemask_sdk.serving.repository import (
-    MARKER, MODEL_NAME, NETWORK, POSTPROCESS, PREPROCESS, RepositoryOptions, model_configs, to_pbtxt, write_repository,
+    MARKER,
+    MODEL_NAME,
+    NETWORK,
+    POSTPROCESS,
+    PREPROCESS,
+    RepositoryOptions,
+    model_configs,
+    to_pbtxt,
+    write_repository,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_STATIC_ONNX = ROOT / "models" / "facemask.onnx"
 
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc] (the [client] extra)")
+model_config_pb2 = pytest.importorskip(
+    "tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc] (the [client] extra)"
+)
 text_format = pytest.importorskip("google.protobuf.text_format")
 
 
@@ -25,16 +35,24 @@ def _parse(text: str):
     return text_format.Parse(text, model_config_pb2.ModelConfig())  # Triton's own schema: unknown fields fail
 
 
-@pytest.mark.parametrize("backend, platform, kind", [
-    ("onnxruntime", "onnxruntime_onnx", "KIND_CPU"), ("tensorrt", "tensorrt_plan", "KIND_GPU"), ("python", "", "KIND_CPU"),
-])
+@pytest.mark.parametrize(
+    "backend, platform, kind",
+    [
+        ("onnxruntime", "onnxruntime_onnx", "KIND_CPU"),
+        ("tensorrt", "tensorrt_plan", "KIND_GPU"),
+        ("python", "", "KIND_CPU"),
+    ],
+)
 def test_configs_are_valid_triton_model_configs_that_chain(tiny_dynamic_onnx, backend, platform, kind) -> None:
     from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(tiny_dynamic_onnx) as runner:
         spec = runner.spec
         logits, boxes = runner.run(np.zeros((2, 3, *spec.image_size), np.float32))
-    configs = {name: _parse(to_pbtxt(config)) for name, config in model_configs(spec, RepositoryOptions(backend=backend)).items()}
+    configs = {
+        name: _parse(to_pbtxt(config))
+        for name, config in model_configs(spec, RepositoryOptions(backend=backend)).items()
+    }
     network = configs[NETWORK]
     assert network.platform == platform and (network.backend == "python") == (backend == "python")
     assert model_config_pb2.ModelInstanceGroup.Kind.Name(network.instance_group[0].kind) == kind
@@ -76,13 +94,18 @@ def test_tensorrt_repository_without_engine_says_where_to_build_it(tiny_dynamic_
     assert _parse((tmp_path / "gpu" / NETWORK / "config.pbtxt").read_text()).default_model_filename == "model.plan"
 
 
-def test_force_replaces_only_a_repository_it_wrote_and_never_another_folder(tiny_dynamic_onnx, tmp_path, error_of) -> None:
+def test_force_replaces_only_a_repository_it_wrote_and_never_another_folder(
+    tiny_dynamic_onnx, tmp_path, error_of
+) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    assert "exists; choose another folder or pass --force" in error_of(lambda: write_repository(mine, tiny_dynamic_onnx))
+    assert "exists; choose another folder or pass --force" in error_of(
+        lambda: write_repository(mine, tiny_dynamic_onnx)
+    )
     assert "not a model repository written by facemask-sdk" in error_of(
-        lambda: write_repository(mine, tiny_dynamic_onnx, force=True))
+        lambda: write_repository(mine, tiny_dynamic_onnx, force=True)
+    )
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
 
     out = tmp_path / "repo"
@@ -98,11 +121,14 @@ def test_a_static_batch_model_is_refused_with_the_export_to_run(tmp_path, error_
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("options, expected", [
-    ({"backend": "openvino"}, "backend must be one of onnxruntime, tensorrt, python"),
-    ({"max_batch_size": 0}, "max_batch_size must be at least 1"),
-    ({"preferred_batch_sizes": (16,)}, "preferred batch sizes must lie in [1, 8]"),
-    ({"score_threshold": 1.5}, "score_threshold"),
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"backend": "openvino"}, "backend must be one of onnxruntime, tensorrt, python"),
+        ({"max_batch_size": 0}, "max_batch_size must be at least 1"),
+        ({"preferred_batch_sizes": (16,)}, "preferred batch sizes must lie in [1, 8]"),
+        ({"score_threshold": 1.5}, "score_threshold"),
+    ],
+)
 def test_repository_options_are_validated(options, expected, error_of) -> None:
     assert expected in error_of(lambda: RepositoryOptions(**options))
