@@ -22,6 +22,7 @@ PACKAGES = (
     "opencv-python",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
     "onnx",
     "torch",
     "torchvision",
