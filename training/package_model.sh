@@ -9,7 +9,7 @@
 # 4. ONNX export with a dynamic input size (parity against PyTorch at 512, 640 and 768 px printed)
 #    -> models/facemask.onnx: Detector(input_size=...) chooses the size at deployment
 # 5. FP16 and INT8 (percentile calibration on the train split) variants, ONNX only (TensorRT builds on
-#    the device) -> models/facemask.fp16.onnx, models/facemask.int8.onnx
+#    the device) -> models/facemask.fp16.onnx (any input size), models/facemask.int8.onnx (768 px only)
 # DATA (default ../shared/datasets/face-mask-detection) is the VOC dataset; nothing else is touched.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,4 +31,7 @@ cp "$RUN_DIR/curves.png" "$MODELS/facemask.curves.png"
 cli export --checkpoint "$MODELS/facemask.pt" --out "$MODELS/facemask.onnx" --force --dynamic-size
 cli build-engine --onnx "$MODELS/facemask.onnx" --fp16 --onnx-only --force
 rm -rf "$MODELS/.calib-cache"
-cli build-engine --onnx "$MODELS/facemask.onnx" --int8 --onnx-only --force --calib-data "$DATA"
+# INT8 from a fixed-size (768 px) export: Q/DQ inserted into the dynamic-size graph breaks its Concats
+STATIC="$(mktemp -d)/facemask.onnx"
+cli export --checkpoint "$MODELS/facemask.pt" --out "$STATIC"
+cli build-engine --onnx "$STATIC" --int8 --onnx-only --force --calib-data "$DATA" --out "$MODELS/facemask.int8.onnx"

@@ -70,3 +70,19 @@ def test_frame_buffer_on_onnx_runtime_is_a_plain_capture_array():
         assert detector(frame).xyxy.shape[1:] == (4,)  # a black frame runs through the whole pipeline
         with pytest.raises(FacemaskError, match="positive height and width"):
             detector.frame_buffer(0, 10)
+
+
+@pytest.mark.parametrize("variant", ["facemask.onnx", "facemask.fp16.onnx", "facemask.int8.onnx"])
+def test_every_shipped_variant_runs_at_the_sizes_it_declares(variant):
+    """The FP32 and FP16 files take any multiple of 128 (a dynamic-size export); the INT8 one its 768 px."""
+    from facemask_sdk import Detector
+    from facemask_sdk.errors import FacemaskError
+
+    sample = ROOT / "samples" / "images" / "maksssksksss7.png"
+    sizes = (512, 640, 768) if variant != "facemask.int8.onnx" else (768,)
+    for size in sizes:
+        with Detector(MODELS / variant, backend="onnxruntime", input_size=size) as detector:
+            assert len(detector(sample)) >= 2, (variant, size)  # three masked faces there, scores 0.5-0.9
+    if variant == "facemask.int8.onnx":
+        with pytest.raises(FacemaskError, match="768x768 images only"):
+            Detector(MODELS / variant, backend="onnxruntime", input_size=640)
