@@ -300,14 +300,8 @@ def check_input_size(onnx_path: Path, shape: list, model_metadata: dict[str, str
         raise FacemaskError(
             f"{onnx_path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with `facemask-sdk export`"
         )
-    trained = ModelSpec.from_json(model_metadata[METADATA_KEY]).image_size[0]
     dynamic = len(shape) == 4 and not all(isinstance(d, int) and d > 0 for d in shape[2:])
-    if asked is not None and asked != trained and not dynamic:
-        raise FacemaskError(
-            f"{onnx_path} reads {trained}x{trained} images only; re-export it with `facemask-sdk export "
-            f"--dynamic-size` to build an engine for {asked} px"
-        )
-    return asked or trained
+    return ModelSpec.from_json(model_metadata[METADATA_KEY]).read_at(asked, dynamic, onnx_path).image_size[0]
 
 
 def gpu_info(command: str = "") -> GpuInfo:

@@ -91,6 +91,19 @@ class ModelSpec:
             )
         return replace(self, image_size=(size, size))
 
+    def read_at(self, size: int | None, dynamic: bool, source: object) -> ModelSpec:
+        """This spec at the input size a user asked for (None: the trained one), for a model file `source`
+        whose graph takes any size (`dynamic`) or only its own; one error for every backend otherwise."""
+        if size is None or (size, size) == tuple(self.image_size):
+            return self
+        if not dynamic:
+            height, width = self.image_size
+            raise FacemaskError(
+                f"{source} reads {height}x{width} images only; re-export it with `facemask-sdk export "
+                f"--dynamic-size` to use another input size (asked for {size})"
+            )
+        return self.at_input_size(size)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -91,14 +91,7 @@ class OnnxRuntimeRunner(Runner):
         self.spec = _read_spec(self._session, self.path)
         self.dynamic_size = _has_dynamic_size(self._session)
         """Whether the graph takes any input size (multiples of 128): `input_size` may then be chosen."""
-        if input_size is not None and (input_size, input_size) != tuple(self.spec.image_size):
-            if not self.dynamic_size:
-                height, width = self.spec.image_size
-                raise FacemaskError(
-                    f"{self.path} reads {height}x{width} images only; re-export it with `facemask-sdk export "
-                    f"--dynamic-size` to choose the input size at deployment (asked for {input_size})"
-                )
-            self.spec = self.spec.at_input_size(input_size)
+        self.spec = self.spec.read_at(input_size, self.dynamic_size, self.path)
         self.providers: list[str] = list(self._session.get_providers())
         self.input_name, self.input_dtype, self.batch_size = _check_io(self._session, self.spec, self.path)
         self._closed = False

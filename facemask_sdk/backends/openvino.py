@@ -74,16 +74,9 @@ class OpenVinoRunner(Runner):
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"{self.path} is not a model OpenVINO can read: {reason}") from None
         self.spec = _read_spec(model, self.path)
-        height, width = self.spec.image_size
         dims = model.input(0).get_partial_shape()
         self.dynamic_size = dims.rank.get_length() == 4 and dims[2].is_dynamic and dims[3].is_dynamic
-        if input_size is not None and (input_size, input_size) != (height, width):
-            if not self.dynamic_size:
-                raise FacemaskError(
-                    f"{self.path} reads {height}x{width} images only; re-export it with `facemask-sdk export "
-                    f"--dynamic-size` to choose the input size at deployment (asked for {input_size})"
-                )
-            self.spec = self.spec.at_input_size(input_size)
+        self.spec = self.spec.read_at(input_size, self.dynamic_size, self.path)
         model.reshape({model.input(0).get_any_name(): [1, 3, *self.spec.image_size]})
         _check_outputs(model, self.spec, self.path)
         if precision == "auto":
