@@ -57,7 +57,10 @@ class Clip:
         return counts
 
     def write(self, path: Path) -> Path:
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (FRAME_W, FRAME_H))
+        """The clip as a video: `.mkv` lossless (FFV1: the frames the ground truth describes, exactly),
+        anything else MPEG-4 Part 2 (`mp4v`, lossy, as a cheap camera would record it)."""
+        codec = "FFV1" if Path(path).suffix.lower() == ".mkv" else "mp4v"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), self.fps, (FRAME_W, FRAME_H))
         for image in self.frames:
             writer.write(image)
         writer.release()
