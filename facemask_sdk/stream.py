@@ -105,7 +105,8 @@ def frame_time_s(source: Source, frame: Frame, opened_at: float) -> float | None
 
 class DetectionStream:
     """Iterate `(frame, detections)` over sources; `totals` accumulates as frames go by. With `track`,
-    each source is one scene for the tracker (people do not carry over from one video to the next)."""
+    each source is one scene for the tracker (people do not carry over from one video to the next); the
+    images of a folder or glob are its frames in name order (extracted frames of one camera, say)."""
 
     def __init__(
         self,
@@ -149,12 +150,15 @@ class DetectionStream:
     def __iter__(self) -> Iterator[tuple[Frame, Detections]]:
         try:
             opened_at: dict[int, float] = {}
+            position: Counter = Counter()  # frames of each source so far (an image file's own index is 0)
             for source, frame in self.frames():
                 detections = self.detector(frame.image)
                 self.totals.add(detections, self.detector.last_timing)
                 if self.tracker is not None:
                     start = opened_at.setdefault(id(source), time.monotonic())
-                    detections = self.tracker.update(detections, frame.index, frame_time_s(source, frame, start))
+                    time_s = frame_time_s(source, frame, start)
+                    detections = self.tracker.update(detections, position[id(source)], time_s)
+                    position[id(source)] += 1
                     self.confirmed_now = self.tracker.confirmed_now
                 yield frame, detections
         finally:

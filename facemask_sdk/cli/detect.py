@@ -91,7 +91,8 @@ WINDOW = "facemask-sdk"
 @click.option(
     "--track",
     is_flag=True,
-    help="Follow faces across frames and count people, not frames: people.jsonl, events.jsonl, ids on the boxes.",
+    help="Follow faces across frames and count people, not frames: people.jsonl, events.jsonl, ids on the boxes. "
+    "The images of a folder or glob count as the frames of one scene, in name order.",
 )
 @click.option(
     "--blur",
@@ -140,7 +141,7 @@ def detect(
     try:
         out_dir = _choose_out_dir(out, force)
         plan = _plan_outputs(resolved, out_dir)
-        _check_replaceable(out_dir, ([] if no_media else plan) + ([PEOPLE_NAME, EVENTS_NAME] if track else []))
+        stale = _check_replaceable(out_dir, ([] if no_media else plan) + ([PEOPLE_NAME, EVENTS_NAME] if track else []))
         with Detector(
             model,
             score_threshold=score_threshold,
@@ -150,6 +151,8 @@ def detect(
             input_size=input_size,
         ) as detector:
             out_dir.mkdir(parents=True, exist_ok=True)
+            for name in stale:  # an earlier run's outputs this one will not rewrite (say its unblurred images)
+                (out_dir / name).unlink(missing_ok=True)
             window = show and _display_available()
             run = _Run(
                 detector,
@@ -251,7 +254,13 @@ class _Run:
             return
         if self.tracker is not None:
             self.tracker.new_scene()
-        self.source, self.opened_at = source, time.monotonic()
+        self.source, self.opened_at, self.position = source, time.monotonic(), 0
+        if isinstance(source, ImageSource) and self.tracker is not None and len(source) > 1:
+            tqdm.write(
+                f"warning: --track follows faces across the {len(source)} images of {source.argument} in name "
+                "order, as the frames of one scene",
+                file=sys.stderr,
+            )
         if isinstance(source, ImageSource):
             bar = tqdm(source, total=len(source), desc=source.argument, unit="img", disable=len(source) < 2 or None)
             for frame, path in zip(bar, target):
@@ -297,7 +306,8 @@ class _Run:
         verdicts = None
         if self.tracker is not None:
             time_s = frame_time_s(self.source, frame, self.opened_at)
-            detections = self.tracker.update(detections, frame.index, time_s)
+            detections = self.tracker.update(detections, self.position, time_s)  # images: their position
+            self.position += 1
             verdicts = self.tracker.verdicts()
             self._report_events(frame, time_s)
         record = {
@@ -438,10 +448,12 @@ def _choose_out_dir(out: Path | None, force: bool) -> Path:
     return out
 
 
-def _check_replaceable(out_dir: Path, plan: list[Path | list[Path] | str]) -> None:
-    """`--force` replaces only what an earlier detect run wrote there (its summary.json lists it)."""
+def _check_replaceable(out_dir: Path, plan: list[Path | list[Path] | str]) -> list[str]:
+    """`--force` replaces only what an earlier detect run wrote there (its summary.json lists it); returns
+    the earlier run's outputs this run will not write again, which `--force` removes, so the folder never
+    mixes two runs (a run with `--blur` or `--no-media` must not leave the earlier faces behind)."""
     if not out_dir.is_dir():
-        return
+        return []
     ours = _earlier_outputs(out_dir)
     planned = [item if isinstance(item, list) else [item] for item in plan]
     targets = [SUMMARY_NAME, JSONL_NAME] + [Path(p).name for item in planned for p in item]
@@ -452,6 +464,7 @@ def _check_replaceable(out_dir: Path, plan: list[Path | list[Path] | str]) -> No
             f"--out {out_dir} holds files that no earlier detect run wrote ({shown}); --force replaces only "
             "detect's own outputs: choose another --out"
         )
+    return sorted(name for name in ours - set(targets) if "/" not in name and (out_dir / name).is_file())
 
 
 def _earlier_outputs(out_dir: Path) -> set[str]:

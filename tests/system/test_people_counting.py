@@ -188,3 +188,30 @@ def test_detect_track_counts_the_people_of_every_clip(name, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["people"]["per_class"] == clip.people_per_class()
     assert len((tmp_path / "out" / "people.jsonl").read_text().splitlines()) == len(clip.people)
+
+
+def test_track_over_a_folder_of_frames_uses_their_order(tmp_path):
+    clip = CLIPS["crossing"]()
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index, image in enumerate(clip.frames):
+        cv2.imwrite(str(frames / f"frame{index:03d}.png"), image)
+    result = _detect(str(frames), "--track", "--no-media", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "as the frames of one scene" in result.stderr
+    people = [json.loads(line) for line in (tmp_path / "out" / "people.jsonl").read_text().splitlines()]
+    assert sorted(p["label"] for p in people) == ["with_mask", "without_mask"]
+    assert all(p["first_frame"] == 0 and p["last_frame"] == len(clip.frames) - 1 for p in people)
+    assert all(p["first_time_s"] is None for p in people)  # images carry no time
+
+
+def test_force_removes_the_earlier_runs_outputs_it_does_not_rewrite(sample_images, tmp_path):
+    out = tmp_path / "out"
+    assert _detect(str(sample_images[0]), "--out", str(out)).returncode == 0
+    assert (out / sample_images[0].name).is_file()
+    private = _detect(str(sample_images[0]), "--no-media", "--force", "--out", str(out))
+    assert private.returncode == 0, private.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["detections.jsonl", "summary.json"]  # no unblurred image left
+    again = _detect(str(sample_images[0]), "--blur", "all", "--force", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert (out / sample_images[0].name).is_file()
