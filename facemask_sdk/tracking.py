@@ -161,6 +161,18 @@ class FaceTracker:
         classes = np.argmax(self._score_votes[rows], axis=1) if len(rows) else []
         return {int(self._ids[r]): self.class_names[int(c)] for r, c in zip(rows, classes)}
 
+    def hidden_people(self) -> Detections:
+        """The people being followed whom the latest frame's detections missed (a face turned away, blurred,
+        or simply not detected), at their predicted boxes with their classes so far: what privacy blurring
+        should cover too, since a missed face may still be in the picture."""
+        rows = np.flatnonzero((self._ids > 0) & (self._missed > 0))
+        centre, size = self._state[rows, :2], self._state[rows, 2:]
+        boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+        frames = np.maximum(self._votes[rows].sum(axis=1), 1)
+        scores = np.clip(self._score_votes[rows].sum(axis=1) / frames, 0.0, 1.0)
+        classes = np.argmax(self._score_votes[rows], axis=1) if len(rows) else np.zeros(0, np.int64)
+        return Detections(boxes, scores, classes, self.class_names, self._ids[rows])
+
     def summary(self) -> dict:
         """`people_summary` of everyone so far."""
         return people_summary(self.people, self.class_names)

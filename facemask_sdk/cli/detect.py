@@ -326,6 +326,8 @@ class _Run:
         image = frame.image
         if self.blur != "none":
             image = blur_faces(image, detections, self.blur, self.blur_method, verdicts)
+            if self.tracker is not None:  # people the detector missed in this frame, where they should be
+                image = blur_faces(image, self.tracker.hidden_people(), self.blur, self.blur_method, verdicts)
         annotated = annotate(image, detections, verdicts=verdicts)
         if banner:
             annotated = draw_summary(annotated, summary)

@@ -179,3 +179,17 @@ def test_a_face_seen_again_in_part_far_from_its_prediction_is_rematched_by_centr
         tracker = FaceTracker(CLASSES, TrackerConfig(rematch_distance=rematch))
         run(tracker, frames)
         assert len(tracker.people) == people, rematch
+
+
+def test_hidden_people_are_where_their_faces_should_be():
+    tracker = FaceTracker(CLASSES)
+    for t in range(5):
+        tracker.update(frame((box(100 + 10 * t, 100, 50), 0.9, WITHOUT)))
+    assert len(tracker.hidden_people()) == 0  # seen in the latest frame: its box is in the detections
+    tracker.update(frame())  # the detector misses it once
+    hidden = tracker.hidden_people()
+    assert hidden.tracker_id.tolist() == [1] and hidden.labels == ["without_mask"]
+    centre = (hidden.xyxy[0, :2] + hidden.xyxy[0, 2:]) / 2
+    assert abs(centre[0] - 150) < 6 and abs(centre[1] - 100) < 1  # moved on at its velocity
+    tracker.new_scene()
+    assert len(tracker.hidden_people()) == 0
