@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facemask_sdk.postprocess import box_iou_one_to_many
 from facemask_sdk.spec import CLASSES
 from facemask_sdk.voc import VocDataset
 
@@ -232,7 +233,7 @@ def identity_switches(clip: Clip, tracked_per_frame: list, least_iou: float = 0.
         for person, (box, _) in truth.items():
             if not len(tracked):
                 continue
-            ious = _iou_one(box, tracked.xyxy)
+            ious = np.nan_to_num(box_iou_one_to_many(box, tracked.xyxy), nan=0.0)
             best = int(np.argmax(ious))
             tracker_id = int(tracked.tracker_id[best])
             if ious[best] < least_iou or tracker_id < 1:
@@ -242,16 +243,6 @@ def identity_switches(clip: Clip, tracked_per_frame: list, least_iou: float = 0.
                 switches += 1
             last[person] = tracker_id
     return switches, seen
-
-
-def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    overlap = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - overlap
-    return overlap / np.maximum(union, 1e-9)
 
 
 def main(argv: list[str] | None = None) -> None:

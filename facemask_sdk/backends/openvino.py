@@ -34,15 +34,6 @@ def _import_openvino():
     return openvino
 
 
-def cpu_has_bf16() -> bool:
-    """Whether OpenVINO can run bfloat16 natively on this CPU (False without OpenVINO)."""
-    try:
-        openvino = _import_openvino()
-    except FacemaskError:
-        return False
-    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
 class OpenVinoRunner(Runner):
     """One compiled OpenVINO model with the runners' guarded lifecycle (`Runner`): `run()` until `close()`.
 
@@ -89,12 +80,14 @@ class OpenVinoRunner(Runner):
             config["INFERENCE_NUM_THREADS"] = threads
         self._compiled = core.compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
+        self._outputs = [self._compiled.output(name) for name in OUTPUT_NAMES]  # looked up once, not per image
         self.input_dtype = np.float32
         self.providers = (f"OpenVINO CPU {precision}",)
         self._closed = False
 
     def _release(self) -> None:
         self._request = None
+        self._outputs = []
         self._compiled = None
 
     def __repr__(self) -> str:
@@ -111,8 +104,8 @@ class OpenVinoRunner(Runner):
         logits, boxes = [], []
         for image in np.ascontiguousarray(batch, dtype=np.float32):
             result = self._request.infer({0: image[None]})
-            logits.append(np.asarray(result[self._compiled.output(OUTPUT_NAMES[0])], np.float32))
-            boxes.append(np.asarray(result[self._compiled.output(OUTPUT_NAMES[1])], np.float32))
+            logits.append(np.asarray(result[self._outputs[0]], np.float32))
+            boxes.append(np.asarray(result[self._outputs[1]], np.float32))
         return np.concatenate(logits), np.concatenate(boxes)
 
 
