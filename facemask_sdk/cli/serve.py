@@ -53,8 +53,9 @@ def _check_free(host: str, port: int, what: str) -> None:
     "--access-token",
     envvar="FACEMASK_SDK_TRITON_TOKEN",
     default=None,
-    help="Token for Triton's restricted endpoints (statistics, model control, ...). Without it PyTriton "
-    "picks a random one that is never shown, so those endpoints stay closed. Env: FACEMASK_SDK_TRITON_TOKEN.",
+    help="Token for Triton's management endpoints (model control, statistics, logging, ...); it does not "
+    "guard inference. Without it PyTriton picks a random one that is never shown, so those endpoints stay "
+    "closed. Local users can read it from tritonserver's command line. Env: FACEMASK_SDK_TRITON_TOKEN.",
 )
 @click.option("--score-threshold", type=float, default=PostprocessConfig.score_threshold, show_default=True)
 @click.option("--iou-threshold", type=float, default=PostprocessConfig.iou_threshold, show_default=True)

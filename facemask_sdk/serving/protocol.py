@@ -41,9 +41,13 @@ BOXES = TensorSpec("detection_boxes", np.float32, (MAX_DETECTIONS, 4), "TYPE_FP3
 """xyxy in the original image's pixels; rows past `num_detections` are zero."""
 SCORES = TensorSpec("detection_scores", np.float32, (MAX_DETECTIONS,), "TYPE_FP32")
 CLASS_IDS = TensorSpec("detection_classes", np.int32, (MAX_DETECTIONS,), "TYPE_INT32")
+ERROR = TensorSpec("error", np.object_, (1,), "TYPE_STRING")
+"""Why the server could not read this row's image (one line), empty when it could; a refused row has no
+detections. Requests share the server's batches: a bad image answers only its own row, never its
+neighbours' (a server can only fail a whole batch by raising)."""
 
 INPUTS = (IMAGE,)
-OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASS_IDS)
+OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASS_IDS, ERROR)
 
 
 def encode_request(images: list[bytes]) -> np.ndarray:
@@ -70,17 +74,40 @@ def decode_request(batch: np.ndarray) -> list[np.ndarray]:
     return [decode_image(data, source=f"image {row} of the request") for row, data in enumerate(request_images(batch))]
 
 
-def pack_detections(results: list[Detections]) -> dict[str, np.ndarray]:
-    """Detections of a batch as the output tensors (each `[N, ...]`), padded to `MAX_DETECTIONS`."""
+def decode_rows(batch: np.ndarray) -> list[np.ndarray | str]:
+    """Each row of an `image` input as a BGR frame, or as the one line that says why it is refused: for a
+    batch gathered from several clients' requests, where one client's bad image must not fail the rest."""
+    rows: list[np.ndarray | str] = []
+    for data in request_images(batch):
+        try:
+            rows.append(decode_image(data, source="the image sent"))
+        except FacemaskError as exc:
+            rows.append(str(exc))
+    return rows
+
+
+def pack_detections(results: list[Detections | str]) -> dict[str, np.ndarray]:
+    """Detections of a batch as the output tensors (each `[N, ...]`), padded to `MAX_DETECTIONS`; a row
+    given as a string is a refused image: no detections, the string as its `error`."""
     count = np.zeros((len(results), 1), np.int32)
     boxes = np.zeros((len(results), *BOXES.shape), np.float32)
     scores = np.zeros((len(results), *SCORES.shape), np.float32)
     class_ids = np.zeros((len(results), *CLASS_IDS.shape), np.int32)
+    errors = np.full((len(results), 1), b"", dtype=np.object_)
     for row, found in enumerate(results):
+        if isinstance(found, str):
+            errors[row, 0] = found.encode()
+            continue
         n = min(len(found), MAX_DETECTIONS)  # the post-processing already keeps at most this many
         count[row, 0] = n
         boxes[row, :n], scores[row, :n], class_ids[row, :n] = found.xyxy[:n], found.scores[:n], found.class_ids[:n]
-    return {NUM_DETECTIONS.name: count, BOXES.name: boxes, SCORES.name: scores, CLASS_IDS.name: class_ids}
+    return {
+        NUM_DETECTIONS.name: count,
+        BOXES.name: boxes,
+        SCORES.name: scores,
+        CLASS_IDS.name: class_ids,
+        ERROR.name: errors,
+    }
 
 
 def unpack_detections(outputs: dict[str, np.ndarray], class_names: tuple[str, ...] = CLASSES) -> list[Detections]:
@@ -92,8 +119,12 @@ def unpack_detections(outputs: dict[str, np.ndarray], class_names: tuple[str, ..
     boxes = np.asarray(outputs[BOXES.name], np.float32).reshape(len(counts), -1, 4)
     scores = np.asarray(outputs[SCORES.name], np.float32).reshape(len(counts), -1)
     class_ids = np.asarray(outputs[CLASS_IDS.name]).reshape(len(counts), -1)
+    errors = np.asarray(outputs[ERROR.name], dtype=np.object_).reshape(len(counts))
     results = []
     for row, n in enumerate(counts):
+        if errors[row]:
+            reason = errors[row].decode(errors="replace") if isinstance(errors[row], bytes) else str(errors[row])
+            raise FacemaskError(f"the server refused image {row} of the request: {reason.splitlines()[0]}")
         if not 0 <= n <= boxes.shape[1]:
             raise FacemaskError(
                 f"the server's answer says {n} detections for image {row}, outside [0, {boxes.shape[1]}]"

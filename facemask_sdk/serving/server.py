@@ -19,7 +19,9 @@ import numpy as np
 
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.serving.bundled_server import PYTRITON_MISSING, interpreter_environment
-from facemask_sdk.serving.protocol import IMAGE, MAX_DETECTIONS, MODEL_NAME, OUTPUTS, decode_request, pack_detections
+from facemask_sdk.serving.protocol import IMAGE, MAX_DETECTIONS, MODEL_NAME, OUTPUTS, decode_rows, pack_detections
+
+LOGGER = logging.getLogger("facemask_sdk.serve")
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,21 @@ def _import_pytriton():
 
 
 def make_infer_function(detector) -> Callable[..., dict[str, np.ndarray]]:
-    """The batched inference function: `image` `[N, 1]` of encoded bytes -> the protocol's outputs."""
+    """The batched inference function: `image` `[N, 1]` of encoded bytes -> the protocol's outputs.
+
+    The batch holds several clients' requests, and PyTriton can only fail a batch as a whole: an image
+    that cannot be read is answered in its own row (`error`), the others are detected as usual. Anything
+    else that fails is logged here in full and reaches the clients as one line, without the server's
+    traceback and paths."""
 
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return pack_detections(detector.detect_batch(decode_request(inputs[IMAGE.name])))
+        rows = decode_rows(inputs[IMAGE.name])
+        try:
+            found = iter(detector.detect_batch([row for row in rows if not isinstance(row, str)]))
+        except Exception:
+            LOGGER.exception("inference failed on a batch of %d image(s)", len(rows))
+            raise RuntimeError("the server failed to run the model; its log says why") from None
+        return pack_detections([row if isinstance(row, str) else next(found) for row in rows])
 
     return infer
 
@@ -76,6 +89,7 @@ def serve(
     from facemask_sdk.detector import Detector
 
     os.environ.update(interpreter_environment())  # the tritonserver child and its Python stub inherit it
+    os.umask(0o077)  # request data passes through shared memory under /dev/shm: this user's only
     logging.getLogger("pytriton").setLevel(logging.WARNING)
     triton_config = TritonConfig(
         http_address=options.host,
@@ -111,6 +125,7 @@ def serve(
                 ),
                 strict=True,
             )
+            _restrict_shared_memory(f"pytrtion{os.getpid()}-")
             on_ready(
                 f"serving model '{MODEL_NAME}' ({detectors[0].spec.architecture}, {detectors[0].spec.image_size[0]} px, "
                 f"{options.instances} instance(s), batches up to {options.max_batch_size}) on "
@@ -122,6 +137,19 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
         for detector in detectors:
             detector.close()
+
+
+def _restrict_shared_memory(prefix: str) -> None:
+    """Make the shared-memory regions of this server (named `prefix...` under /dev/shm) readable by its
+    user only. Triton's Python backend creates them 0644 whatever the umask, and request images pass
+    through them; they exist once the model is loaded, before the first request is answered."""
+    shm = Path("/dev/shm")
+    for region in shm.glob(f"{prefix}*") if shm.is_dir() else ():
+        try:
+            if region.stat().st_uid == os.getuid():
+                region.chmod(0o600)
+        except OSError:  # a region that went away meanwhile
+            continue
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

@@ -37,7 +37,11 @@ def _version_dir(args: dict) -> Path:
 
 
 def _error_response(pb_utils, exc: Exception):
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
+    """The request's own error, as INVALID_ARGUMENT (error codes exist in Triton's Python stub since 23.09;
+    older stubs answer INTERNAL with the same one line)."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    error = pb_utils.TritonError(str(exc), code) if code is not None else pb_utils.TritonError(str(exc))
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
 
 class PreprocessModel:

@@ -72,6 +72,33 @@ def _started(server: ServerProcess) -> ServerProcess:
     return server
 
 
+def _shared_memory_of(pid: int) -> dict[str, int]:
+    """{path: mode} of the /dev/shm files that the process `pid` and its descendants have mapped."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grown = {pid}, True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grown = bool(children)
+    mapped = {}
+    for member in tree:
+        try:
+            lines = Path(f"/proc/{member}/maps").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            path = line.split(maxsplit=5)[5] if len(line.split(maxsplit=5)) == 6 else ""
+            if path.startswith("/dev/shm/") and Path(path).exists():
+                mapped[path] = Path(path).stat().st_mode & 0o777
+    return mapped
+
+
 def _assert_same(served, local, where: str) -> None:
     assert len(served) == len(local), f"{where}: {len(served)} served vs {len(local)} in-process"
     np.testing.assert_array_equal(served.class_ids, local.class_ids, err_msg=where)
@@ -121,6 +148,37 @@ def _exercise(client: TritonClient, detector, sample_images: list[Path], batchin
     with pytest.raises(FacemaskError, match="cannot decode image"):
         client.detect(b"these bytes are no image")
     _assert_same(client.detect(sample_images[0]), local[0], "after a bad request")
+    _one_bad_client_among_seven(client, sample_images, local)
+
+
+def _one_bad_client_among_seven(client: TritonClient, sample_images: list[Path], local: list) -> None:
+    """Seven clients at once, one of them sending garbage: the batcher mixes their requests, and every
+    good request must still be answered right; the bad one gets one line, no server traceback."""
+
+    def good_client(worker: int) -> list:
+        return [client.detect(sample_images[(worker + i) % len(sample_images)]) for i in range(6)]
+
+    def bad_client() -> list[str]:
+        refusals = []
+        for _ in range(6):
+            try:
+                client.detect(b"these bytes are no image")
+            except FacemaskError as exc:
+                refusals.append(str(exc))
+        return refusals
+
+    with ThreadPoolExecutor(7) as pool:
+        bad = pool.submit(bad_client)
+        good = [pool.submit(good_client, worker) for worker in range(6)]
+        answers = [future.result() for future in good]  # a failed good request raises here
+        refusals = bad.result()
+    for worker, served in enumerate(answers):
+        for i, found in enumerate(served):
+            index = (worker + i) % len(sample_images)
+            _assert_same(found, local[index], f"{sample_images[index].name}, good client {worker} beside a bad one")
+    assert len(refusals) == 6, "every bad request must be refused"
+    for message in refusals:
+        assert "cannot decode image" in message and "\n" not in message and "Traceback" not in message, message
 
 
 def test_tritonserver_serves_the_generated_repository_like_detector(
@@ -158,10 +216,15 @@ def test_serve_command_answers_like_detector_and_stops_on_sigterm(
     try:
         with TritonClient(f"127.0.0.1:{grpc_port}", timeout_s=120, access_token="test-token") as client:
             _exercise(client, detector, sample_images, batching=client.batching)
+            shared_memory = _shared_memory_of(server.pid)
     finally:
         code = server.stop()
     log = server.log(tail=10**7)
     assert code == 0, log[-4000:]
+    assert shared_memory, "the server passed no request through /dev/shm: the check below would mean nothing"
+    assert not {path: oct(mode) for path, mode in shared_memory.items() if mode & 0o077}, (
+        "request images in shared memory must be readable by the server's user only"
+    )
     assert "serving model 'facemask'" in log and log.rstrip().endswith("stopped"), log[-4000:]
     with socket.socket() as probe:  # the ports are free again: nothing was left running
         probe.bind(("127.0.0.1", grpc_port))

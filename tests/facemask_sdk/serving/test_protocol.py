@@ -37,3 +37,17 @@ def test_the_wire_refuses_what_it_cannot_carry(error_of) -> None:
     assert "outside [0, 100]" in error_of(lambda: protocol.unpack_detections(outputs))
     batch = protocol.encode_request([b"\x89PNG", b"abc"])
     assert batch.shape == (2, 1) and protocol.request_images(batch) == [b"\x89PNG", b"abc"]
+
+
+def test_a_refused_row_answers_alone_and_the_client_reads_its_reason(sample_images, error_of) -> None:
+    good = sample_images[0].read_bytes()
+    rows = protocol.decode_rows(protocol.encode_request([good, b"these bytes are no image", good]))
+    assert isinstance(rows[0], np.ndarray) and isinstance(rows[2], np.ndarray)
+    assert isinstance(rows[1], str) and rows[1].startswith("cannot decode image") and "\n" not in rows[1]
+    found = Detections(np.array([[1, 2, 30, 40]], np.float32), np.array([0.9], np.float32), np.array([1]))
+    outputs = protocol.pack_detections([found, rows[1], found])
+    assert outputs[protocol.NUM_DETECTIONS.name].tolist() == [[1], [0], [1]]
+    assert outputs[protocol.ERROR.name][0, 0] == b"" and outputs[protocol.ERROR.name][1, 0].startswith(b"cannot")
+    message = error_of(lambda: protocol.unpack_detections(outputs))
+    assert message.startswith("the server refused image 1 of the request: cannot decode image")
+    assert [len(d) for d in protocol.unpack_detections(protocol.pack_detections([found, found]))] == [1, 1]

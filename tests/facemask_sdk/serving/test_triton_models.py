@@ -30,6 +30,14 @@ class _Response:
 
 
 class _TritonError(Exception):
+    """The stub's TritonError: a message and, since Triton 23.09, a code (INTERNAL when none is given)."""
+
+    INTERNAL, INVALID_ARG = 1, 3
+
+    def __init__(self, message: str, code: int = INTERNAL) -> None:
+        super().__init__(message)
+        self.code = code
+
     def message(self) -> str:
         return str(self)
 
@@ -103,4 +111,6 @@ def test_ensemble_steps_chained_give_the_detector_detections(
     assert "cannot decode image (corrupt, not an image" in str(bad[0].error) and "image 0 of the request" in str(
         bad[0].error
     )
+    assert bad[0].error.code == _TritonError.INVALID_ARG, "the client's own mistake, not the server's"
     assert bad[1].error is None, "a bad request must not fail the others of its batch"
+    assert not finished[0].outputs[protocol.ERROR.name].any(), "every row read: no row carries an error"
