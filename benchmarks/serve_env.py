@@ -1,19 +1,23 @@
 """A Python environment that can run the servers: the wheel plus its `[serve]` extra.
 
 PyTriton needs numpy < 2 while the development environment has numpy 2, so the servers run from a
-virtual environment of their own. It sees the development environment's packages (system site) and
-adds only what `[serve]` asks for; it is kept under `~/.cache/facemask-sdk/`, keyed by those
-requirements, so only the first run installs. The wheel is reinstalled every time: the server imports
-the SDK as an installed package, the one being tested.
+virtual environment of their own. It sees the packages of the interpreter that made it (a virtual
+environment's as well as a bare interpreter's, behind its own) and adds only what `[serve]` asks for.
+It is kept under `~/.cache/facemask-sdk/`, one per checkout, interpreter and requirements, built under a
+file lock (two suites at once wait for each other instead of racing), so only the first run installs.
+The wheel is reinstalled every time: the server imports the SDK as an installed package, the one being
+tested.
 
     python -m facemask_tools.benchmarks.serve_env dist/facemask_sdk-0.1.0-py3-none-any.whl   # prints its python
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
+import site
 import subprocess
 import sys
 import venv
@@ -21,6 +25,27 @@ import zipfile
 from pathlib import Path
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facemask-sdk"
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def overlay_environment(env_dir: Path) -> Path:
+    """A new virtual environment at `env_dir` that sees this interpreter's packages behind its own; its Python.
+
+    `system_site_packages` alone would show the base interpreter's packages, not those of the virtual
+    environment this runs in (OpenCV and the rest of the suite's dependencies were missing there): a
+    `.pth` file adds this interpreter's site directories after the new environment's own."""
+    venv.EnvBuilder(system_site_packages=True, with_pip=False, clear=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    own = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    seen = [path for path in site.getsitepackages() if Path(path).is_dir()]
+    (Path(own) / "facemask_parent_environment.pth").write_text("".join(f"{path}\n" for path in seen))
+    return python
 
 
 def serve_requirements(wheel: Path) -> list[str]:
@@ -51,15 +76,19 @@ def _pip(python: Path, *args: str) -> None:
 def serve_environment(wheel: Path) -> Path:
     """The environment's Python, with `wheel` installed and numpy < 2 checked."""
     requirements = serve_requirements(wheel)
-    key = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:12]
+    identity = [sys.version, sys.prefix, str(CHECKOUT), *requirements]
+    key = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:12]
     env_dir = CACHE / f"serve-env-{key}"
     python = env_dir / "bin" / "python"
     installed = env_dir / ".installed"
-    if not installed.is_file():
-        venv.EnvBuilder(system_site_packages=True, with_pip=False, clear=True).create(env_dir)
-        _pip(python, *requirements)
-        installed.write_text("\n".join(requirements) + "\n")
-    _pip(python, "--no-deps", "--force-reinstall", str(wheel))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"serve-env-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if not installed.is_file():
+            overlay_environment(env_dir)
+            _pip(python, *requirements)
+            installed.write_text("\n".join(identity) + "\n")
+        _pip(python, "--no-deps", "--force-reinstall", str(wheel))
     probe = subprocess.run(
         [str(python), "-c", "import numpy, pytriton, facemask_sdk; print(numpy.__version__, facemask_sdk.__file__)"],
         capture_output=True,

@@ -4,6 +4,7 @@ tests and the load benchmark."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -58,6 +59,9 @@ def serve_argv(python: Path, model: Path, http_port: int, grpc_port: int, *extra
     ]
 
 
+_ERROR_LINE = re.compile(r"^(E\d{4} |\w*(Error|Exception)\b|.*\b(error|Error):)")
+
+
 class ServerProcess:
     """A server started from `argv` with its output in `log`; `wait_ready()` polls the model's ready
     endpoint (the server itself is up before its model), `stop()` sends SIGTERM to the PID."""
@@ -79,7 +83,7 @@ class ServerProcess:
         url = f"http://127.0.0.1:{self.http_port}/v2/models/{MODEL_NAME}/ready"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode} while starting:\n{self.log()}")
+                raise RuntimeError(f"the server exited with {self.process.returncode} while starting:\n{self.why()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as answer:
                     if answer.status == 200:
@@ -87,7 +91,15 @@ class ServerProcess:
             except OSError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"the server was not ready within {timeout_s:.0f} s:\n{self.log()}")
+        raise RuntimeError(f"the server was not ready within {timeout_s:.0f} s:\n{self.why()}")
+
+    def why(self, tail: int = 3000) -> str:
+        """The log's error lines first (tritonserver's own `E...` lines and Python exceptions, where the
+        cause of "failed to load all models" sits, often far above its end), then the log's end."""
+        lines = self.log(tail=10**7).splitlines()
+        errors = [line for line in lines if _ERROR_LINE.match(line)]
+        found = "\n".join(errors[-30:])
+        return (f"error lines of the log:\n{found}\n\nthe log's end:\n" if found else "") + self.log(tail=tail)
 
     def log(self, tail: int = 4000) -> str:
         if not self._log.closed:

@@ -11,13 +11,13 @@ import json
 import os
 import subprocess
 import sys
-import venv
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from facemask_sdk.cli.main import TOOLING_GROUP, extra_providing, tooling_commands
+from facemask_tools.benchmarks.serve_env import overlay_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLING = {"train", "eval", "closeup-view", "export", "build-engine", "bench"}
@@ -107,8 +107,7 @@ def test_wheel_has_one_namespace_the_models_and_no_checkpoint(wheel: Path) -> No
 def test_installed_wheel_detects_from_another_folder(wheel: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     env_dir = tmp_path / "env"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
+    python = overlay_environment(env_dir)
     install = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
         capture_output=True,
