@@ -25,6 +25,7 @@ import torch
 from facemask_sdk.detections import Detections
 from facemask_sdk.detector import ImageInput, load_image
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.preprocess import Letterbox, preprocess
 from facemask_tools.training.checkpoint import load_network
 from facemask_tools.training.model import predict_bench
@@ -40,8 +41,8 @@ class TorchRunner:
         self,
         checkpoint: str | Path,
         device: str = "cpu",
-        score_threshold: float = 0.4,
-        max_detections: int = 100,
+        score_threshold: float = PostprocessConfig.score_threshold,
+        max_detections: int = PostprocessConfig.max_detections,
     ) -> None:
         if not 0.0 <= float(score_threshold) <= 1.0:
             raise FacemaskError(f"score_threshold must be in [0, 1], got {score_threshold!r}")

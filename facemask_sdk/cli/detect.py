@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from facemask_sdk.detections import COMPLIANT_CLASS
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.privacy import BLUR_CHOICES, BLUR_METHODS
 from facemask_sdk.sources import DEFAULT_TIMEOUT_S, ImageSource, Source, VideoSource, resolve_sources
 from facemask_sdk.stream import STAGES, StreamTotals, frame_time_s
@@ -67,9 +68,15 @@ WINDOW = "facemask-sdk"
     help="Side of the network's input, a multiple of 128 (smaller: faster, misses more small faces; see the "
     "model card's table). Needs a model exported with --dynamic-size, as the shipped one. Default: its trained size.",
 )
-@click.option("--score-threshold", type=click.FloatRange(0.0, 1.0), default=0.4, show_default=True)
-@click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
-@click.option("--max-detections", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--score-threshold", type=click.FloatRange(0.0, 1.0), default=PostprocessConfig.score_threshold, show_default=True
+)
+@click.option(
+    "--iou-threshold", type=click.FloatRange(0.0, 1.0), default=PostprocessConfig.iou_threshold, show_default=True
+)
+@click.option(
+    "--max-detections", type=click.IntRange(min=1), default=PostprocessConfig.max_detections, show_default=True
+)
 @click.option(
     "--class-aware",
     is_flag=True,
