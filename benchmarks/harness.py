@@ -135,7 +135,9 @@ def run_benchmark(config: BenchConfig, progress: bool = True, log: Callable[[str
                 rows.append(_row(runner, {"status": "skipped", "reason": reason}))
                 continue
             result, predictions = _run_worker(runner, [r.image_path for r in records], config, Path(tmp), progress)
-            if result["status"] == "ok":
+            if result["status"] == "ok" and runner.spec.speed_only:
+                result["accuracy"] = None
+            elif result["status"] == "ok":
                 try:
                     result["accuracy"] = _accuracy(ground_truth, predictions, result["info"])
                 except FacemaskError as exc:
@@ -324,6 +326,8 @@ def _summarise(rows: list[dict]) -> None:
                 cuda_ref["latency_ms"]["end_to_end"]["mean"] / row["latency_ms"]["end_to_end"]["mean"]
             )
         acc = row["accuracy"]
+        if acc is None:  # a speed-only peer
+            continue
         if base:
             acc["delta_map_pt"] = 100.0 * (acc["map"] - base["accuracy"]["map"])
             acc["delta_map50_pt"] = 100.0 * (acc["map50"] - base["accuracy"]["map50"])

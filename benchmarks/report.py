@@ -27,6 +27,10 @@ def _f(value, spec: str = ".2f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+NOT_SCORED = {"map": None, "delta_map_pt": None, "map50": None}
+"""The accuracy cells of a speed-only peer."""
+
+
 def _ok(result: dict) -> list[dict]:
     return [row for row in result["runners"] if row["status"] == "ok"]
 
@@ -56,7 +60,7 @@ def terminal_table(result: dict) -> str:
     header = ["runner", "mAP", "dmAP pt", "mAP50", *SPEED_HEADER, "peak RSS MB"]
     rows = [header]
     for row in _ok(result):
-        acc = row["accuracy"]
+        acc = row["accuracy"] or NOT_SCORED
         rows.append(
             [
                 row["name"],
@@ -144,6 +148,8 @@ def markdown(result: dict) -> str:
     classes = ds["classes"]
     rows = []
     for row in _ok(result):
+        if row["accuracy"] is None:
+            continue  # a speed-only peer: in the speed table only
         acc = row["accuracy"]
         rows.append(
             [
@@ -226,6 +232,8 @@ def chart(result: dict, path: Path) -> Path:
     rows = _ok(result)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     for row in rows:
+        if row["accuracy"] is None:
+            continue  # a speed-only peer has no place on the accuracy axis
         marker = "*" if row["baseline"] else "o"
         left.scatter(row["fps"], row["accuracy"]["map"], s=140 if row["baseline"] else 60, marker=marker)
         left.annotate(

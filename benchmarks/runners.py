@@ -65,6 +65,8 @@ class RunnerSpec:
     note: str = ""
     input_size: int | None = None
     """The side the network reads (a dynamic-size ONNX); None: the size the model was trained at."""
+    speed_only: bool = False
+    """A peer detector of another task: timed like the others, its boxes not scored on this data."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -266,6 +268,38 @@ class DetectorRunner(Runner):
         return facts
 
 
+class PeerRunner(Runner):
+    """The YOLO11n peer (`facemask_tools.benchmarks.peer`) on ONNX Runtime, at the input size of the
+    model it is compared with (`spec.path`, ours, is read for that size only)."""
+
+    def available(self) -> tuple[bool, str]:
+        from facemask_tools.benchmarks.peer import peer_available
+
+        return peer_available()
+
+    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> PeerRunner:
+        from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
+        from facemask_tools.benchmarks.peer import PeerDetector
+
+        size = self.spec.input_size
+        if size is None:  # the trained size of our model, read as every ONNX reader of the SDK reads it
+            with OnnxRuntimeRunner(self.spec.path, threads=1) as ours:
+                size = ours.spec.image_size[0]
+        self._impl = PeerDetector(size, score_threshold, EVAL_IOU_THRESHOLD, self.spec.threads)
+        return self
+
+    def supports_batch(self, size: int) -> tuple[bool, str]:
+        return (size == 1, "" if size == 1 else "the peer is exported with batch 1")
+
+    def info(self) -> dict:
+        facts: dict = {"ort_intra_op_threads": self.spec.threads or "default (one per physical core)"}
+        if self._impl is not None:
+            facts["image_size"] = [self._impl.size, self._impl.size]
+            facts["architecture"] = "yolo11n (Ultralytics)"
+            facts["weights"] = self._impl.weights
+        return facts
+
+
 def make_runner(spec: RunnerSpec) -> Runner:
     """The adapter for `spec.backend`."""
     kinds = {
@@ -273,6 +307,7 @@ def make_runner(spec: RunnerSpec) -> Runner:
         "onnxruntime": DetectorRunner,
         "tensorrt": DetectorRunner,
         "openvino": DetectorRunner,
+        "peer-yolo11n": PeerRunner,
     }
     if spec.backend not in kinds:
         raise FacemaskError(f"unknown backend {spec.backend!r} for runner {spec.name}; expected {', '.join(kinds)}")
@@ -344,6 +379,16 @@ def discover_runners(
             threads,
             note=build.format(p="int8"),
         ),
+        RunnerSpec(
+            "peer-yolo11n-ort-fp32",
+            "peer-yolo11n",
+            "fp32",
+            "cpu",
+            str(model),
+            threads,
+            note="Ultralytics YOLO11n exported to ONNX at the same size: speed only (another task's classes)",
+            speed_only=True,
+        ),
         RunnerSpec("pytorch-cuda-fp32", "pytorch", "fp32", "cuda", ckpt, threads),
         RunnerSpec("ort-cuda-fp32", "onnxruntime", "fp32", "cuda", str(model), threads, note=export),
         RunnerSpec(
@@ -385,6 +430,12 @@ def runner_notes(spec: RunnerSpec) -> list[str]:
         notes.append("effdet's top-k, decoding and NMS run inside its inference stage")
     if spec.backend == "onnxruntime" and spec.precision == "fp16" and spec.device == "cpu":
         notes.append(FP16_CPU_NOTE)
+    if spec.speed_only:
+        notes.append(
+            "speed only: a peer detector of another task, its boxes not scored here; exported from its own "
+            "architecture file (random weights where no trained yolo11n.pt is on disk: the same operators and "
+            "network time, fewer boxes past the threshold, so its post-processing time is a lower bound)"
+        )
     return notes
 
 

@@ -16,7 +16,8 @@ from facemask_tools.benchmarks.runners import BASELINE
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"  # a small VOC folder: images/ + annotations/
 STAGES = ("preprocess", "inference", "postprocess")
-SELECTED = (BASELINE, "ort-cpu-fp32", "ort-cpu-fp16", "trt-int8")
+PEER = "peer-yolo11n-ort-fp32"
+SELECTED = (BASELINE, "ort-cpu-fp32", "ort-cpu-fp16", PEER, "trt-int8")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,23 @@ def test_speed_figures_are_consistent(bench_run):
         assert row["memory"]["peak_rss_mb"] >= row["memory"]["rss_before_load_mb"] > 0
     assert rows[BASELINE]["speedup"] == pytest.approx(1.0)
     assert rows["ort-cpu-fp32"]["torch_imported"] is False  # isolation: the ORT process never loads torch
+
+
+def test_the_peer_row_is_timed_like_ours_and_never_scored(bench_run):
+    done, result, out = bench_run
+    row = _rows(result)[PEER]
+    if row["status"] == "skipped":  # ultralytics is not a dependency of anything here
+        assert "needs ultralytics" in row["reason"], row["reason"]
+        pytest.skip(f"the peer row was skipped: {row['reason']}")
+    assert row["status"] == "ok", row.get("reason")
+    assert row["accuracy"] is None and "speedup" in row and row["fps"] > 0
+    assert row["info"]["image_size"] == _rows(result)["ort-cpu-fp32"]["info"]["image_size"], "same input size"
+    assert len(row["samples_ms"]["end_to_end_ms"]) == 2 * 2
+    assert row["batch_skip_reason"] == "the peer is exported with batch 1"
+    markdown = (out / "bench.md").read_text()
+    accuracy, speed = markdown.split("## Speed")[0], markdown.split("## Speed")[1].split("## Memory")[0]
+    assert f"| {PEER} |" not in accuracy and f"| {PEER} |" in speed
+    assert "speed only" in markdown
 
 
 def test_batch_figures(bench_run):
