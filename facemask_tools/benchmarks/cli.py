@@ -16,7 +16,6 @@ from facemask_sdk.errors import FacemaskError
 from facemask_tools.benchmarks.report import OUTPUT_NAMES, terminal_table, write_reports
 from facemask_tools.benchmarks.runners import BASELINE
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = Path("models") / "facemask.onnx"
 DEFAULT_CHECKPOINT = Path("models") / "facemask.pt"
 DEFAULT_DATA = "../shared/datasets/face-mask-detection"
