@@ -15,9 +15,7 @@ RUN python3 -m venv /opt/build \
     && /opt/build/bin/pip install --no-cache-dir -c docker/constraints-cpu.txt setuptools wheel
 COPY pyproject.toml README.md ./
 COPY facemask_sdk facemask_sdk
-COPY training training
-COPY build_engine build_engine
-COPY benchmarks benchmarks
+COPY facemask_tools facemask_tools
 COPY models/facemask.onnx models/facemask.fp16.onnx models/facemask.int8.onnx models/MODEL_CARD.md models/
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheels .
 

@@ -23,9 +23,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY facemask_sdk facemask_sdk
-COPY training training
-COPY build_engine build_engine
-COPY benchmarks benchmarks
+COPY facemask_tools facemask_tools
 COPY models/facemask.onnx models/facemask.fp16.onnx models/facemask.int8.onnx models/MODEL_CARD.md models/
 COPY docker/constraints-gpu.txt docker/engine-entrypoint.sh /opt/
 # --system-site-packages: TensorRT's Python bindings are the system's (python3-libnvinfer)

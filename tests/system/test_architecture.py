@@ -8,23 +8,55 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+TOP_LEVEL = ("facemask_sdk", "facemask_tools")
+"""The two top-level packages; every module's import name is its path under the checkout."""
 PACKAGES = {
-    "facemask_sdk": "facemask_sdk",
-    "facemask_tools.training": "training",
-    "facemask_tools.build_engine": "build_engine",
-    "facemask_tools.benchmarks": "benchmarks",
+    "facemask_sdk",
+    "facemask_tools",
+    "facemask_tools.training",
+    "facemask_tools.build_engine",
+    "facemask_tools.benchmarks",
 }
 TOOLING_NAMES = ("facemask_tools", "training.", "build_engine.", "benchmarks.")
 
 
 def _modules() -> dict[str, Path]:
     modules = {}
-    for package, folder in PACKAGES.items():
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            name = ".".join((package, *parts))
+    for top in TOP_LEVEL:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             modules[name.removesuffix(".__init__")] = path
     return modules
+
+
+def test_every_package_is_the_folder_of_its_name() -> None:
+    """No `package-dir` mapping of code: an import resolves to the folder it names (grep, editors and
+    import-graph tools can follow it); the one mapping left is the shipped models, data."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(config.get("package-dir", {})) <= {"facemask_sdk.shipped"}, config["package-dir"]
+    for package in config["packages"]:
+        if package != "facemask_sdk.shipped":
+            assert (ROOT / package.replace(".", "/") / "__init__.py").is_file(), f"{package} is not a folder"
+    code_folders = {
+        path.parent.relative_to(ROOT).as_posix().replace("/", ".") for path in ROOT.glob("facemask_*/**/*.py")
+    }
+    assert code_folders <= set(config["packages"]), sorted(code_folders - set(config["packages"]))
+
+
+def test_the_tooling_depends_the_documented_way() -> None:
+    """training depends on no other tooling package; build_engine and benchmarks may use training."""
+    modules = _modules()
+    found = {
+        (name.split(".")[1], dep.split(".")[1])
+        for name, path in modules.items()
+        if name.startswith("facemask_tools.") and name.count(".") >= 2
+        for dep in _imports(path, modules)
+        if dep.startswith("facemask_tools.") and dep.count(".") >= 2 and dep.split(".")[1] != name.split(".")[1]
+    }
+    assert {(a, b) for a, b in found if a == "training"} == set(), found
+    assert found <= {("build_engine", "training"), ("benchmarks", "training"), ("benchmarks", "build_engine")}, found
 
 
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:

@@ -20,7 +20,7 @@ from facemask_sdk.tracking import FaceTracker  # noqa: E402
 from facemask_tools.benchmarks.tracking_clips import CLIPS, identity_switches  # noqa: E402
 
 MAX_ID_SWITCHES = 0
-"""Measured on every clip with the shipped model: none (benchmarks/RESULTS.md, the tracker section)."""
+"""Measured on every clip with the shipped model: none (facemask_tools/benchmarks/RESULTS.md, the tracker section)."""
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_no_media_writes_only_json(sample_images, tmp_path):
 def test_detect_track_counts_the_people_of_every_clip(name, tmp_path):
     """Written losslessly: on the mp4v-compressed pan clip one borderline face (mean score 0.51 on the
     lossless frames, in view for about 15 of the 40) falls under the 0.5 a track needs to count, and that
-    clip then counts 2 of its 3 masked people (benchmarks/RESULTS.md, tracker section)."""
+    clip then counts 2 of its 3 masked people (facemask_tools/benchmarks/RESULTS.md, tracker section)."""
     clip = CLIPS[name]()
     video = clip.write(tmp_path / f"{name}.mkv")
     result = _detect(str(video), "--track", "--no-media", "--out", str(tmp_path / "out"))

@@ -1,4 +1,4 @@
-"""training/gpu_run.sh, the one script for a GPU machine, end to end on CPU: a compact copy of the data, a
+"""facemask_tools/training/gpu_run.sh, the one script for a GPU machine, end to end on CPU: a compact copy of the data, a
 time-boxed stint, weights and metrics in one folder, then a resume."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ SAMPLES = ROOT / "samples"
 
 @pytest.mark.slow
 def test_gpu_script_runs_a_tiny_stint_on_cpu(tmp_path):
-    """training/gpu_run.sh, the one script for a GPU machine, end to end on CPU with a tiny configuration:
+    """facemask_tools/training/gpu_run.sh, the one script for a GPU machine, end to end on CPU with a tiny configuration:
     a compact JPEG copy of the data, a time-boxed stint, weights and metrics in one folder, then a resume."""
     from facemask_tools.training.compact_data import compact
 
@@ -28,7 +28,7 @@ def test_gpu_script_runs_a_tiny_stint_on_cpu(tmp_path):
     env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "PRETRAINED": "none", "PYTHON": sys.executable}
     args = [
         "bash",
-        str(ROOT / "training" / "gpu_run.sh"),
+        str(ROOT / "facemask_tools" / "training" / "gpu_run.sh"),
         str(data),
         "5",
         "--image-size",

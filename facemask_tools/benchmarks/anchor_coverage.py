@@ -18,6 +18,7 @@ from facemask_sdk.postprocess import box_iou_one_to_many
 from facemask_sdk.preprocess import Letterbox
 from facemask_sdk.spec import AnchorSpec, ModelSpec
 from facemask_sdk.voc import VocDataset
+from facemask_tools.paths import DATASET, DATASET_HELP
 
 MATCH_IOU = 0.5
 
@@ -54,7 +55,7 @@ def coverage(records, image_size: int, anchor_scale: float, thresholds=(MATCH_IO
 
 
 @click.command()
-@click.option("--data", default="../shared/datasets/face-mask-detection", show_default=True)
+@click.option("--data", default=str(DATASET), show_default=DATASET_HELP)
 @click.option("--split", default="val", show_default=True)
 @click.option("--image-size", type=int, default=512, show_default=True)
 @click.option("--scales", default="2,3,4", show_default=True)

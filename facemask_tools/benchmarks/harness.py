@@ -55,8 +55,8 @@ from facemask_tools.benchmarks.runners import (
     runner_notes,
 )
 from facemask_tools.benchmarks.worker import load_predictions
+from facemask_tools.paths import CHECKOUT
 
-ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
 
 GOALS_FILE = Path(__file__).with_name("goals.json")
@@ -176,7 +176,7 @@ def run_benchmark(config: BenchConfig, progress: bool = True, log: Callable[[str
         "machine": machine,
         "busy_warning": busy_warning(machine),
         "libraries": library_versions(),
-        "git_commit": git_commit(ROOT) if (ROOT / ".git").exists() else None,
+        "git_commit": git_commit(CHECKOUT) if (CHECKOUT / ".git").exists() else None,
         "baseline": BASELINE,
         "runners": rows,
         "goals": evaluate_goals(rows),

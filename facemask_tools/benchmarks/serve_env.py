@@ -24,8 +24,9 @@ import venv
 import zipfile
 from pathlib import Path
 
+from facemask_tools.paths import CHECKOUT
+
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facemask-sdk"
-CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def overlay_environment(env_dir: Path) -> Path:

@@ -36,6 +36,7 @@ from facemask_sdk.files import write_atomically
 from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelSpec
+from facemask_tools.paths import SAMPLES
 from facemask_tools.training.checkpoint import load_network
 from facemask_tools.training.model import FlatHeads, create_network, make_size_agnostic
 
@@ -43,7 +44,7 @@ DEFAULT_OPSET = 17
 DYNAMIC_SIZE_CHECKS = (512, 640, 768)
 """Input sizes at which a dynamic-size export is compared with PyTorch (besides the trained size)."""
 DEFAULT_TOLERANCE = 1e-3
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples" / "images"
+SAMPLES_DIR = SAMPLES / "images"
 """Where the parity images come from when none are given (the repository's CC0 samples)."""
 
 

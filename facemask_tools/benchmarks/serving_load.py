@@ -3,7 +3,7 @@ concurrencies, for `facemask-sdk serve` (PyTriton), the generated repository on 
 tritonserver, and the in-process `Detector` shared by the same number of threads.
 
     python -m facemask_tools.benchmarks.serving_load --onnx facemask.dynamic.onnx --python ENV/bin/python \\
-        --concurrency 1,2,4,8 --seconds 15 --out benchmarks/serving-load.json
+        --concurrency 1,2,4,8 --seconds 15 --out facemask_tools/benchmarks/serving-load.json
 
 `--python` is an environment with `facemask-sdk[serve]` (`python -m facemask_tools.benchmarks.serve_env
 WHEEL` makes one). Each level is a bounded closed loop: N client threads, each sending the next sample
@@ -31,9 +31,9 @@ from facemask_sdk.serving.repository import NETWORK, RepositoryOptions, write_re
 from facemask_tools.benchmarks.harness import busy_warning, latency_stats
 from facemask_tools.benchmarks.machine import machine_info
 from facemask_tools.benchmarks.server_process import ServerProcess, bundled_server_argv, free_ports, serve_argv
+from facemask_tools.paths import SAMPLES
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = sorted((ROOT / "samples" / "images").glob("*.png"))
+SAMPLE_IMAGES = sorted((SAMPLES / "images").glob("*.png"))
 
 
 def closed_loop(call: Callable[[int], object], concurrency: int, seconds: float) -> dict:
@@ -45,7 +45,7 @@ def closed_loop(call: Callable[[int], object], concurrency: int, seconds: float)
         i = slot
         while time.perf_counter() < stop_at:
             start = time.perf_counter()
-            call(i % len(SAMPLES))
+            call(i % len(SAMPLE_IMAGES))
             latencies[slot].append(time.perf_counter() - start)
             i += concurrency
 
@@ -90,8 +90,8 @@ def _measure(
 def run(onnx: Path, python: Path, levels: list[int], seconds: float, threads: int, workdir: Path) -> dict:
     load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     rows: list[dict] = []
-    images = [read_image(path) for path in SAMPLES]
-    encoded = [path.read_bytes() for path in SAMPLES]
+    images = [read_image(path) for path in SAMPLE_IMAGES]
+    encoded = [path.read_bytes() for path in SAMPLE_IMAGES]
     with Detector(onnx, threads=threads) as detector:
         _measure("in-process Detector", lambda i: detector(images[i]), levels, seconds, rows)
 
@@ -132,7 +132,7 @@ def run(onnx: Path, python: Path, levels: list[int], seconds: float, threads: in
         "onnx": onnx.name,
         "seconds_per_level": seconds,
         "threads": threads,
-        "samples": [p.name for p in SAMPLES],
+        "samples": [p.name for p in SAMPLE_IMAGES],
         "rows": rows,
     }
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from facemask_tools.paths import DATASET, DATASET_HELP
+
 
 @dataclass(frozen=True)
 class SpeedCase:
@@ -72,7 +74,7 @@ def measure(case: SpeedCase, data: str, model: str, image_size: int, batch_size:
 
 
 @click.command()
-@click.option("--data", default="../shared/datasets/face-mask-detection", show_default=True)
+@click.option("--data", default=str(DATASET), show_default=DATASET_HELP)
 @click.option("--model", default="tf_efficientdet_lite0", show_default=True)
 @click.option("--image-size", type=int, default=512, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)

@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from facemask_sdk.errors import FacemaskError
-
-DEFAULT_DATA = "../shared/datasets/face-mask-detection"
+from facemask_tools.paths import DATASET, DATASET_HELP
 
 malloc_option = click.option(
     "--malloc",
@@ -31,7 +30,9 @@ def choose_allocator(choice: str) -> None:
 
 
 @click.command("train")
-@click.option("--data", default=DEFAULT_DATA, show_default=True, help="VOC folder (images/, annotations/, splits/).")
+@click.option(
+    "--data", default=str(DATASET), show_default=DATASET_HELP, help="VOC folder (images/, annotations/, splits/)."
+)
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics, curves)."
 )
@@ -213,8 +214,8 @@ def train(
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A .pt checkpoint from train.")
 @click.option(
     "--data",
-    default=DEFAULT_DATA,
-    show_default=True,
+    default=str(DATASET),
+    show_default=DATASET_HELP,
     help="VOC folder; its class names must be among the model's (a set with fewer classes is fine).",
 )
 @click.option(

@@ -2,7 +2,7 @@
 # One time-boxed training stint on a machine with an NVIDIA GPU: the same `facemask-sdk train` recipe,
 # on CUDA with AMP (--device auto --amp auto), writing weights, metrics and the log to one folder.
 #
-#   OUT=/some/folder training/gpu_run.sh DATA [MINUTES] [more `facemask-sdk train` options...]
+#   OUT=/some/folder facemask_tools/training/gpu_run.sh DATA [MINUTES] [more `facemask-sdk train` options...]
 #
 # DATA: a VOC folder (the full dataset, or a compact copy from `python -m facemask_tools.training.compact_data`,
 # which fits the 64 MiB a device call carries). MINUTES (default 8) bounds the training loop; the stint
@@ -10,8 +10,8 @@
 # runs/gpu. Starts from models/facemask.pt unless PRETRAINED says otherwise (auto, none, a file).
 # Exit status: train's (0 when the stint ran).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DATA="${1:?usage: training/gpu_run.sh DATA [MINUTES] [train options...]}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DATA="${1:?usage: facemask_tools/training/gpu_run.sh DATA [MINUTES] [train options...]}"
 MINUTES="${2:-8}"
 shift $(( $# >= 2 ? 2 : 1 ))
 FOLDER="${OUT:-$ROOT/runs/gpu}"

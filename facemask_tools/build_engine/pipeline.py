@@ -39,11 +39,11 @@ from facemask_tools.build_engine.tensorrt_build import (
     check_batch,
     device_command,
 )
+from facemask_tools.paths import DATASET, SAMPLES
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CALIB_DATA = ROOT.parent / "shared" / "datasets" / "face-mask-detection"
+DEFAULT_CALIB_DATA = DATASET
 """The project's copy of the Kaggle dataset (its train split calibrates INT8 when present)."""
-SAMPLES_DIR = ROOT / "samples" / "images"
+SAMPLES_DIR = SAMPLES / "images"
 """Fallback calibration images (4 CC0 samples) for a clone without the dataset."""
 DEFAULT_CALIB_IMAGES = 256
 DEFAULT_CALIB_METHOD = DEFAULT_METHOD

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ship a trained checkpoint as the product's model: everything under models/ that the model card quotes.
 #
-#   training/package_model.sh RUN_DIR/best.pt [RUN_DIR]     (RUN_DIR/last.pt ships the last epoch's EMA)
+#   facemask_tools/training/package_model.sh RUN_DIR/best.pt [RUN_DIR]     (RUN_DIR/last.pt ships the last epoch's EMA)
 #
 # 1. weights-only EMA checkpoint -> models/facemask.pt (python -m facemask_tools.training.ship)
 # 2. val evaluation through the runtime's post-processing -> models/facemask.eval.json + predictions PNG
@@ -12,7 +12,7 @@
 #    the device) -> models/facemask.fp16.onnx (any input size), models/facemask.int8.onnx (768 px only)
 # DATA (default ../shared/datasets/face-mask-detection) is the VOC dataset; nothing else is touched.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CHECKPOINT="$1"
 RUN_DIR="${2:-$(dirname "$CHECKPOINT")}"
 DATA="${DATA:-$ROOT/../shared/datasets/face-mask-detection}"

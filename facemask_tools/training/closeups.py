@@ -21,6 +21,7 @@ from tqdm import tqdm
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.spec import CLASSES
 from facemask_sdk.voc import ImageRecord, VocDataset
+from facemask_tools.paths import DATASET, DATASET_HELP
 from facemask_tools.training.augment import clip_boxes
 
 SHARE_RANGE = (0.25, 0.9)
@@ -101,7 +102,7 @@ def write_closeups(data: str, split: str, out: Path, seed: int = 0, progress: bo
 
 
 @click.command("closeup-view")
-@click.option("--data", default="../shared/datasets/face-mask-detection", show_default=True, help="VOC folder.")
+@click.option("--data", default=str(DATASET), show_default=DATASET_HELP, help="VOC folder.")
 @click.option("--split", type=click.Choice(["train", "val", "all"]), default="val", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder for images/ and annotations/.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -19,8 +19,9 @@ import click
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "samples" / "images" / "maksssksksss7.png"
+from facemask_tools.paths import SAMPLES
+
+SAMPLE = SAMPLES / "images" / "maksssksksss7.png"
 
 
 def rss_mib(pid: int | str = "self") -> float:

@@ -20,8 +20,8 @@ import numpy as np
 from facemask_sdk.postprocess import box_iou_one_to_many
 from facemask_sdk.spec import CLASSES
 from facemask_sdk.voc import VocDataset
+from facemask_tools.paths import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 CLIP_FACES = SAMPLES / "clip-faces"
 """One more CC0 photo of the same dataset, for a large unmasked face (the four samples' are small or cut)."""
 FRAME_W, FRAME_H = 640, 480

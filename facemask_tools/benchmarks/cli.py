@@ -15,11 +15,10 @@ import click
 from facemask_sdk.errors import FacemaskError
 from facemask_tools.benchmarks.report import OUTPUT_NAMES, terminal_table, write_reports
 from facemask_tools.benchmarks.runners import BASELINE
+from facemask_tools.paths import DATASET, DATASET_HELP
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = Path("models") / "facemask.onnx"
 DEFAULT_CHECKPOINT = Path("models") / "facemask.pt"
-DEFAULT_DATA = "../shared/datasets/face-mask-detection"
 DEFAULT_OUT = Path("runs") / "bench"
 
 
@@ -38,7 +37,9 @@ DEFAULT_OUT = Path("runs") / "bench"
     show_default=True,
     help=f"PyTorch checkpoint of the same model, for the {BASELINE} baseline.",
 )
-@click.option("--data", default=DEFAULT_DATA, show_default=True, help="VOC folder (images/, annotations/, splits/).")
+@click.option(
+    "--data", default=str(DATASET), show_default=DATASET_HELP, help="VOC folder (images/, annotations/, splits/)."
+)
 @click.option("--split", type=click.Choice(["train", "val", "all"]), default="val", show_default=True)
 @click.option(
     "--images", type=click.IntRange(min=1), default=None, help="Use the first N images of the split (default: all)."

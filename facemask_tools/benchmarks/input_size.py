@@ -15,8 +15,9 @@ from pathlib import Path
 
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.voc import VocDataset
+from facemask_tools.paths import DATASET
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "face-mask-detection"
+DEFAULT_DATA = DATASET
 
 
 def evaluate_sizes(checkpoint: Path, sizes: list[int], data: Path, split: str = "val") -> list[dict]:

@@ -1,7 +1,7 @@
 """A compact copy of a VOC face-mask dataset: JPEG images (quality 92), the same annotations and splits.
 
 The 146 MB PNG dataset becomes about 25 MB, small enough to travel to a GPU machine with the working
-tree (training/gpu_run.sh). Figures are always quoted on the original PNG val split, not on this copy.
+tree (facemask_tools/training/gpu_run.sh). Figures are always quoted on the original PNG val split, not on this copy.
 
     python -m facemask_tools.training.compact_data ../shared/datasets/face-mask-detection .data/face-mask-compact
 """
