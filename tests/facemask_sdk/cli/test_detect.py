@@ -241,6 +241,9 @@ def test_a_stopped_run_writes_its_summary_and_says_it_was_stopped(sent, code, tm
         stderr=subprocess.PIPE,
         text=True,
         env=_no_display_env(),
+        # a shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it: give the
+        # child the default disposition, as a terminal would, whatever started this test run
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
