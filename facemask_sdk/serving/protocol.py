@@ -69,11 +69,6 @@ def request_images(batch: np.ndarray) -> list[bytes]:
     return [bytes(row.reshape(-1)[0]) for row in np.asarray(batch, dtype=np.object_).reshape(len(batch), -1)]
 
 
-def decode_request(batch: np.ndarray) -> list[np.ndarray]:
-    """The images of an `image` input as BGR frames; an undecodable one is named by its row."""
-    return [decode_image(data, source=f"image {row} of the request") for row, data in enumerate(request_images(batch))]
-
-
 def decode_rows(batch: np.ndarray) -> list[np.ndarray | str]:
     """Each row of an `image` input as a BGR frame, or as the one line that says why it is refused: for a
     batch gathered from several clients' requests, where one client's bad image must not fail the rest."""
@@ -83,6 +78,16 @@ def decode_rows(batch: np.ndarray) -> list[np.ndarray | str]:
             rows.append(decode_image(data, source="the image sent"))
         except FacemaskError as exc:
             rows.append(str(exc))
+    return rows
+
+
+def decode_request(batch: np.ndarray) -> list[np.ndarray]:
+    """The images of one client's request as BGR frames; the first unreadable one fails the request, named
+    by its row."""
+    rows = decode_rows(batch)
+    for row, frame in enumerate(rows):
+        if isinstance(frame, str):
+            raise FacemaskError(f"image {row} of the request: {frame}")
     return rows
 
 

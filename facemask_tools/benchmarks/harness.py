@@ -278,7 +278,7 @@ def _row(runner: Runner, result: dict) -> dict:
         "notes": runner_notes(spec),
         **result,
     }
-    if result["status"] == "ok":
+    if result["status"] == "ok" and not spec.speed_only:  # a peer's path is ours, the size it runs at
         row["file"] = _file_facts(Path(spec.path))
     return row
 

@@ -197,7 +197,9 @@ def markdown(result: dict) -> str:
                 _f(row["memory"]["gpu_process_mb"], ".0f"),
                 _f(row["memory"]["torch_cuda_peak_allocated_mb"], ".0f"),
                 _f(row["load_s"], ".2f"),
-                f"{Path(row['path']).name} ({row['file']['size_mb']:.1f} MB, {row['file']['sha256']})",
+                f"{Path(row['path']).name} ({row['file']['size_mb']:.1f} MB, {row['file']['sha256']})"
+                if "file" in row
+                else f"exported at run time ({row['info'].get('weights', 'no file of ours')})",
             ]
             for row in _ok(result)
         ],

@@ -96,10 +96,9 @@ class ServerProcess:
     def why(self, tail: int = 3000) -> str:
         """The log's error lines first (tritonserver's own `E...` lines and Python exceptions, where the
         cause of "failed to load all models" sits, often far above its end), then the log's end."""
-        lines = self.log(tail=10**7).splitlines()
-        errors = [line for line in lines if _ERROR_LINE.match(line)]
-        found = "\n".join(errors[-30:])
-        return (f"error lines of the log:\n{found}\n\nthe log's end:\n" if found else "") + self.log(tail=tail)
+        text = self.log(tail=10**7)
+        found = "\n".join([line for line in text.splitlines() if _ERROR_LINE.match(line)][-30:])
+        return (f"error lines of the log:\n{found}\n\nthe log's end:\n" if found else "") + text[-tail:]
 
     def log(self, tail: int = 4000) -> str:
         if not self._log.closed:

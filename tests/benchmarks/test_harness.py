@@ -125,6 +125,7 @@ def test_the_peer_row_is_timed_like_ours_and_never_scored(bench_run):
     accuracy, speed = markdown.split("## Speed")[0], markdown.split("## Speed")[1].split("## Memory")[0]
     assert f"| {PEER} |" not in accuracy and f"| {PEER} |" in speed
     assert "speed only" in markdown
+    assert "file" not in row and f"| {PEER} |" in markdown.split("## Memory")[1], "no file facts of ours on the peer"
 
 
 def test_batch_figures(bench_run):
