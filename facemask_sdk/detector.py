@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facemask_sdk.cuda.stages import CudaPostprocess, CudaPreprocess  # pycuda is imported only by CudaPipeline()
+from facemask_sdk.cuda.stages import CudaPostprocess, CudaPreprocess  # pycuda is imported only by CudaKernels()
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.image_io import read_image, to_bgr8
@@ -38,6 +38,7 @@ from facemask_sdk.stages import (
     DEVICE,
     HOST,
     STAGE_KINDS,
+    STAGE_TIMINGS,
     NumpyPostprocess,
     NumpyPreprocess,
     Pipeline,
@@ -75,8 +76,9 @@ class Detector:
     boxes of different classes (effdet's class-aware NMS). `preprocess` / `postprocess`: `"auto"`,
     `"numpy"` or `"cuda"` (see the module's docstring); `stages` says which were chosen.
 
-    After each call `last_timing` holds `preprocess_ms`, `inference_ms`, `postprocess_ms` and
-    `total_ms` of that call (summed over the images of `detect_batch`) and `images`.
+    After each call `last_timing` holds `load_ms` (reading and converting the images), `preprocess_ms`,
+    `inference_ms`, `postprocess_ms` and `total_ms` of that call (summed over the images of `detect_batch`)
+    and `images`.
 
     Threads: a `Detector` of NumPy stages around ONNX Runtime may be shared by several threads (its
     session runs concurrent calls); `last_timing` is per thread, the timing of that thread's own last
@@ -222,12 +224,11 @@ class Detector:
         start = time.perf_counter()
         frames = [load_image(image, f"images[{i}]") for i, image in enumerate(images)]
         if not frames:
-            self.last_timing = _timing(0, 0.0, 0.0, 0.0)
+            self.last_timing = _timing(0, 0.0, (0.0, 0.0, 0.0))
             return []
+        load_s = time.perf_counter() - start
         results, stage_seconds = self._pipeline.detect(frames)
-        load_s = time.perf_counter() - start - sum(stage_seconds)
-        pre_s, inference_s, post_s = stage_seconds
-        self.last_timing = _timing(len(frames), load_s + pre_s, inference_s, post_s)
+        self.last_timing = _timing(len(frames), load_s, stage_seconds)
         return results
 
 
@@ -238,13 +239,9 @@ def load_image(image: ImageInput, source: str = "image") -> np.ndarray:
     return to_bgr8(image, source=source)
 
 
-def _timing(images: int, preprocess_s: float, inference_s: float, postprocess_s: float) -> dict[str, float]:
-    stages = {
-        "preprocess_ms": preprocess_s * 1e3,
-        "inference_ms": inference_s * 1e3,
-        "postprocess_ms": postprocess_s * 1e3,
-    }
-    return {**stages, "total_ms": sum(stages.values()), "images": images}
+def _timing(images: int, load_s: float, stage_seconds: Sequence[float]) -> dict[str, float]:
+    milliseconds = {"load_ms": load_s * 1e3, **{key: s * 1e3 for key, s in zip(STAGE_TIMINGS, stage_seconds)}}
+    return {**milliseconds, "total_ms": sum(milliseconds.values()), "images": images}
 
 
 def _resolve_backend(backend: str, path: Path) -> str:
@@ -314,17 +311,17 @@ def _stage_kind(kind: str, name: str) -> str:
     raise FacemaskError(f"unknown {name} {kind!r}; choose auto, {' or '.join(STAGE_KINDS)}")
 
 
-STAGES = {
+STAGE_IMPLEMENTATIONS = {
     "preprocess": {
-        "numpy": lambda spec, config, device: NumpyPreprocess(spec),
-        "cuda": lambda spec, config, device: CudaPreprocess(device),
+        "numpy": lambda spec, config, kernels: NumpyPreprocess(spec),
+        "cuda": lambda spec, config, kernels: CudaPreprocess(kernels),
     },
     "postprocess": {
-        "numpy": lambda spec, config, device: NumpyPostprocess(spec, config),
-        "cuda": lambda spec, config, device: CudaPostprocess(device),
+        "numpy": lambda spec, config, kernels: NumpyPostprocess(spec, config),
+        "cuda": lambda spec, config, kernels: CudaPostprocess(kernels),
     },
 }
-"""Each host/device stage's implementations: `make(spec, config, device)`."""
+"""Each host/device stage's implementations: `make(spec, config, kernels)`."""
 
 
 def _compose(network, config: PostprocessConfig, kinds: dict[str, str]) -> tuple[Pipeline, dict[str, str]]:
@@ -333,23 +330,23 @@ def _compose(network, config: PostprocessConfig, kinds: dict[str, str]) -> tuple
     If anything fails, what was built is closed, `network` included."""
     spec = network.spec
     kinds = {role: DEFAULT_KIND[network.side] if kind == "auto" else kind for role, kind in kinds.items()}
-    device = None
+    kernels = None
     try:
         if network.side == DEVICE or "cuda" in kinds.values():
-            from facemask_sdk.cuda.pipeline import CudaPipeline
+            from facemask_sdk.cuda.kernels import CudaKernels
 
             input_dtype, head_dtype = network.device_dtypes
-            device = CudaPipeline(
+            kernels = CudaKernels(
                 spec, config, input_dtype=input_dtype, head_dtype=head_dtype, device=network.device_ordinal
             )
         if network.side == DEVICE:
-            network.bind(device)
-        pre = STAGES["preprocess"][kinds["preprocess"]](spec, config, device)
-        post = STAGES["postprocess"][kinds["postprocess"]](spec, config, device)
-        return Pipeline(pre, network, post, device), kinds
+            network.bind(kernels)
+        pre = STAGE_IMPLEMENTATIONS["preprocess"][kinds["preprocess"]](spec, config, kernels)
+        post = STAGE_IMPLEMENTATIONS["postprocess"][kinds["postprocess"]](spec, config, kernels)
+        return Pipeline(pre, network, post, kernels), kinds
     except BaseException as exc:
         try:
-            close_in_order(network, device)  # the engine before the buffers it points at
+            close_in_order(network, kernels)  # the engine before the buffers it points at
         except Exception:  # noqa: BLE001  (the original error is the one to report)
             pass
         raise exc

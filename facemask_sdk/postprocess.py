@@ -71,14 +71,14 @@ class PostprocessConfig:
         return np.float32(math.log(t / (1.0 - t)))
 
 
-def decode_boxes(regressions: np.ndarray, anchors_xyxy: np.ndarray) -> np.ndarray:
+def decode_boxes(box_codes: np.ndarray, anchors_xyxy: np.ndarray) -> np.ndarray:
     """effdet's box decoding (`decode_box_outputs`): `(ty, tx, th, tw)` codes + xyxy anchors -> xyxy.
 
     `w = exp(tw) * wa`, `h = exp(th) * ha`, centre `(tx * wa + xa, ty * ha + ya)`; float32 throughout.
     """
-    codes = np.asarray(regressions, dtype=np.float32)
+    codes = np.asarray(box_codes, dtype=np.float32)
     anchors = np.asarray(anchors_xyxy, dtype=np.float32)
-    _check_shape("regressions", codes, (None, 4))
+    _check_shape("box_codes", codes, (None, 4))
     _check_shape("anchors_xyxy", anchors, (codes.shape[0], 4))
     two = np.float32(2.0)
     ycenter_a = (anchors[:, 1] + anchors[:, 3]) / two
@@ -165,14 +165,14 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
 
 def postprocess(
     logits: np.ndarray,
-    regressions: np.ndarray,
+    box_codes: np.ndarray,
     anchors_xyxy: np.ndarray,
     letterbox: Letterbox,
     config: PostprocessConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw head outputs of one image -> (boxes, scores, class_ids), best first (see the module docs).
 
-    `logits` `[A, C]` pre-sigmoid, `regressions` `[A, 4]` effdet codes, `anchors_xyxy` `[A, 4]` from
+    `logits` `[A, C]` pre-sigmoid, `box_codes` `[A, 4]` effdet codes, `anchors_xyxy` `[A, 4]` from
     `generate_anchors`. Returns float32 `[N, 4]` xyxy boxes in original-image pixels, float32 `[N]`
     sigmoid scores and int64 `[N]` class ids (0-based, unlike effdet's 1-based output).
     """
@@ -180,9 +180,9 @@ def postprocess(
     if logits.ndim != 2:
         raise FacemaskError(f"logits must be [A, C] for one image, got shape {logits.shape}")
     num_anchors, num_classes = logits.shape
-    regressions = np.asarray(regressions, dtype=np.float32)
+    box_codes = np.asarray(box_codes, dtype=np.float32)
     anchors_xyxy = np.asarray(anchors_xyxy, dtype=np.float32)
-    _check_shape("regressions", regressions, (num_anchors, 4))
+    _check_shape("box_codes", box_codes, (num_anchors, 4))
     _check_shape("anchors_xyxy", anchors_xyxy, (num_anchors, 4))
 
     flat = logits.reshape(-1)
@@ -194,7 +194,7 @@ def postprocess(
     anchor_ids = candidates // num_classes
     class_ids = (candidates % num_classes).astype(np.int64)
     scores = _sigmoid(flat[candidates])
-    decoded = decode_boxes(regressions[anchor_ids], anchors_xyxy[anchor_ids])
+    decoded = decode_boxes(box_codes[anchor_ids], anchors_xyxy[anchor_ids])
     boxes = letterbox.to_original(decoded)
     boxes[~np.isfinite(decoded).all(axis=1)] = np.nan  # clipping would turn inf into a plausible box
     valid = valid_detections(boxes, scores)
@@ -207,14 +207,14 @@ def postprocess(
 
 def postprocess_detections(
     logits: np.ndarray,
-    regressions: np.ndarray,
+    box_codes: np.ndarray,
     anchors_xyxy: np.ndarray,
     letterbox: Letterbox,
     config: PostprocessConfig,
     class_names: tuple[str, ...],
 ) -> Detections:
     """`postprocess` as the SDK's value type: what every host-side path returns for one image."""
-    return Detections(*postprocess(logits, regressions, anchors_xyxy, letterbox, config), class_names)
+    return Detections(*postprocess(logits, box_codes, anchors_xyxy, letterbox, config), class_names)
 
 
 def valid_detections(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:

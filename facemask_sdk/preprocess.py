@@ -78,9 +78,9 @@ def normalize_into(
         canvas_chw[channel, :height, :width] = (plane - np.float32(mean[channel])) / np.float32(std[channel])
 
 
-def letterbox_resize(image_bgr: np.ndarray, box: Letterbox) -> np.ndarray:
+def letterbox_resize(image_bgr: np.ndarray, letterbox: Letterbox) -> np.ndarray:
     """The INTER_LINEAR resize of the letterbox (uint8 in, uint8 out)."""
-    height, width = box.resized_hw
+    height, width = letterbox.resized_hw
     if (height, width) == tuple(image_bgr.shape[:2]):
         return image_bgr
     return cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -88,7 +88,7 @@ def letterbox_resize(image_bgr: np.ndarray, box: Letterbox) -> np.ndarray:
 
 def preprocess(image_bgr: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, Letterbox]:
     """BGR uint8 HxWx3 -> float32 `[3, H, W]` network input and its letterbox geometry."""
-    box = Letterbox.fit(image_bgr.shape[:2], spec.image_size)
+    letterbox = Letterbox.fit(image_bgr.shape[:2], spec.image_size)
     canvas = np.zeros((3, *spec.image_size), dtype=np.float32)
-    normalize_into(canvas, letterbox_resize(image_bgr, box), spec.mean, spec.std)
-    return canvas, box
+    normalize_into(canvas, letterbox_resize(image_bgr, letterbox), spec.mean, spec.std)
+    return canvas, letterbox

@@ -6,7 +6,7 @@ Each stage is one small interface with interchangeable implementations:
 - post-processing: `NumpyPostprocess` (the reference, `facemask_sdk.postprocess`) | `CudaPostprocess`.
 
 A stage says on which side its tensors live (`side`): `HOST` (NumPy arrays) or `DEVICE` (the buffers
-of one `facemask_sdk.cuda.CudaPipeline`, shared by every device stage). `Pipeline` joins three stages
+of one `facemask_sdk.cuda.CudaKernels`, shared by every device stage). `Pipeline` joins three stages
 and copies a tensor across only where two neighbours live on different sides, so CUDA pre-processing,
 TensorRT and CUDA post-processing pass their tensors with no copy at all (the Jetson path), while
 TensorRT with the NumPy post-processing (to debug the kernels) or ONNX Runtime with the CUDA kernels
@@ -31,6 +31,11 @@ from facemask_sdk.preprocess import Letterbox, preprocess
 from facemask_sdk.spec import ModelSpec
 
 HOST, DEVICE = "host", "device"
+STAGE_TIMINGS = ("preprocess_ms", "inference_ms", "postprocess_ms")
+"""Milliseconds of each stage of a call: the keys every runner's `last_timing` shares."""
+TIMINGS = ("load_ms", *STAGE_TIMINGS, "total_ms")
+"""`Detector.last_timing`'s milliseconds: reading and converting the images (`load_ms`, kept apart from
+the stages: a JPEG decode can cost more than the network), the three stages, and their sum."""
 STAGE_KINDS = ("numpy", "cuda")
 """The implementations of the pre- and post-processing stages, by the name `Detector` takes."""
 
@@ -46,7 +51,7 @@ class Preprocess(Protocol):
 
 class Network(Protocol):
     """A `facemask_sdk.backends` runner. `device_dtypes` / `device_ordinal`: the dtypes and GPU of device
-    buffers next to it; a device network also offers `bind(cuda_pipeline)`, called once before use."""
+    buffers next to it; a device network also offers `bind(kernels)`, called once before use."""
 
     side: str
     spec: ModelSpec
@@ -59,7 +64,7 @@ class Network(Protocol):
         """Host side: `[N, 3, H, W]` -> logits `[N, A, C]`, boxes `[N, A, 4]`."""
 
     def enqueue(self) -> None:
-        """Device side: the device's input buffer -> its head buffers, on its stream."""
+        """Device side: the kernels' input buffer -> its head buffers, on its stream."""
 
     def close(self) -> None: ...
 
@@ -71,7 +76,7 @@ class Postprocess(Protocol):
     side: str
 
     def __call__(self, head: tuple[np.ndarray, np.ndarray] | None, letterbox: Letterbox) -> Detections:
-        """Detections from one image's head outputs (host arrays; None: in the device's head buffers)."""
+        """Detections from one image's head outputs (host arrays; None: in the kernels' head buffers)."""
 
 
 class NumpyPreprocess:
@@ -117,7 +122,7 @@ def close_in_order(*resources: Any) -> None:
 
 
 class Pipeline:
-    """Three stages and, where any of them lives on the device, the `CudaPipeline` whose buffers they share.
+    """Three stages and, where any of them lives on the device, the `CudaKernels` whose buffers they share.
 
     `detect(frames)` returns the detections of each frame and the seconds spent in (pre-processing, the
     network, post-processing); a copy of the input tensor across sides counts as pre-processing, a copy
@@ -127,11 +132,11 @@ class Pipeline:
     clock with the device synchronised at each boundary.
     """
 
-    def __init__(self, preprocess: Preprocess, network: Network, postprocess: Postprocess, device: Any = None) -> None:
+    def __init__(self, preprocess: Preprocess, network: Network, postprocess: Postprocess, kernels: Any = None) -> None:
         sides = {preprocess.side, network.side, postprocess.side}
-        if DEVICE in sides and device is None:
-            raise FacemaskError("a CUDA stage needs the device buffers (a CudaPipeline) it shares")
-        self.preprocess, self.network, self.postprocess, self.device = preprocess, network, postprocess, device
+        if DEVICE in sides and kernels is None:
+            raise FacemaskError("a CUDA stage needs the device buffers (a CudaKernels) it shares")
+        self.preprocess, self.network, self.postprocess, self.kernels = preprocess, network, postprocess, kernels
         self.fused = sides == {DEVICE}
 
     def frame_buffer(self, height: int, width: int) -> np.ndarray:
@@ -148,15 +153,15 @@ class Pipeline:
         return results, (float(totals[0]), float(totals[1]), float(totals[2]))
 
     def close(self) -> None:
-        """The network first (its engine uses the device's buffers), then the device; idempotent."""
-        close_in_order(self.network, self.device)
+        """The network first (its engine uses the device's buffers), then the kernels; idempotent."""
+        close_in_order(self.network, self.kernels)
 
     def _batched(self, frames: list[np.ndarray]) -> tuple[list[Detections], tuple[float, float, float]]:
         t0 = time.perf_counter()
         tensors, letterboxes = [], []
         for frame in frames:
             tensor, letterbox = self.preprocess(frame)
-            tensors.append(self.device.download_input() if tensor is None else tensor)
+            tensors.append(self.kernels.download_input() if tensor is None else tensor)
             letterboxes.append(letterbox)
         t1 = time.perf_counter()
         logits, boxes = self.network.run(np.stack(tensors))
@@ -165,37 +170,37 @@ class Pipeline:
         for i, letterbox in enumerate(letterboxes):
             head = (logits[i], boxes[i])
             if self.postprocess.side == DEVICE:
-                self.device.upload_head(*head)
+                self.kernels.upload_head(*head)
                 head = None
             results.append(self.postprocess(head, letterbox))
         return results, (t1 - t0, t2 - t1, time.perf_counter() - t2)
 
     def _fused(self, frame: np.ndarray) -> tuple[Detections, np.ndarray]:
-        device = self.device
-        device.mark(0)
+        kernels = self.kernels
+        kernels.mark(0)
         _, letterbox = self.preprocess(frame)
-        device.mark(1)
+        kernels.mark(1)
         self.network.enqueue()
-        device.mark(2)
+        kernels.mark(2)
         self.postprocess.enqueue(letterbox)
-        device.mark(3)
-        device.synchronize()  # the one synchronisation of the frame
-        return self.postprocess.collect(), np.asarray(device.stage_ms()) / 1e3
+        kernels.mark(3)
+        kernels.synchronize()  # the one synchronisation of the frame
+        return self.postprocess.collect(), np.asarray(kernels.stage_ms()) / 1e3
 
     def _staged(self, frame: np.ndarray) -> tuple[Detections, np.ndarray]:
-        device = self.device
+        kernels = self.kernels
         t0 = time.perf_counter()
         tensor, letterbox = self.preprocess(frame)
         if tensor is not None:
-            device.upload_input(tensor)
-        device.synchronize()
+            kernels.upload_input(tensor)
+        kernels.synchronize()
         t1 = time.perf_counter()
         self.network.enqueue()
         if self.postprocess.side == HOST:
-            head = device.download_head()  # synchronises
+            head = kernels.download_head()  # synchronises
         else:
             head = None
-            device.synchronize()
+            kernels.synchronize()
         t2 = time.perf_counter()
         detections = self.postprocess(head, letterbox)
         return detections, np.array([t1 - t0, t2 - t1, time.perf_counter() - t2])

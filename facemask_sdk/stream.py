@@ -34,13 +34,11 @@ from typing import TYPE_CHECKING
 
 from facemask_sdk.detections import Detections, compliance_rate
 from facemask_sdk.sources import DEFAULT_TIMEOUT_S, Frame, Source, VideoSource, resolve_sources
+from facemask_sdk.stages import TIMINGS
 from facemask_sdk.tracking import FaceTracker, Person, TrackerConfig
 
 if TYPE_CHECKING:
     from facemask_sdk.detector import Detector
-
-STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
-"""The stage timings `Detector.last_timing` reports and the totals average."""
 
 
 @dataclass
@@ -66,7 +64,7 @@ class StreamTotals:
         self.per_class.update(summary["per_class"])
         if summary["compliance_rate"] is not None:
             self.frame_compliance.append(float(summary["compliance_rate"]))
-        for key in STAGES:
+        for key in TIMINGS:
             self.stage_ms[key] += timing.get(key, 0.0)
         return summary
 

@@ -3,7 +3,7 @@
 - `facemask_sdk.backends.onnxrt.OnnxRuntimeRunner`: `.onnx` files on ONNX Runtime (CPU, or CUDA
   where the CUDA provider is available), on the host: `run(batch)`.
 - `facemask_sdk.backends.tensorrt.TensorRTRunner`: `.engine` files on TensorRT, on the device:
-  `bind(cuda_pipeline)`, then `enqueue()` (its `run` gives raw head outputs too, for parity checks).
+  `bind(kernels)`, then `enqueue()` (its `run` gives raw head outputs too, for parity checks).
 
 Both share one lifecycle, `facemask_sdk.backends.base.Runner`: open until `close()` or the end of a
 `with` block, then refused; TensorRT runners also belong to their creating thread.

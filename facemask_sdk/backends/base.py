@@ -1,5 +1,5 @@
 """The one lifecycle of everything that holds a backend resource (Polygraphy's `BaseRunner` habit): the
-ONNX Runtime and TensorRT runners and the CUDA pipeline. Created open, used until `close()` or the end
+ONNX Runtime and TensorRT runners and the CUDA kernels. Created open, used until `close()` or the end
 of a `with` block, then refused with one clear error; `close()` is idempotent. Holders of CUDA state
 also belong to the thread that created them.
 

@@ -1,8 +1,8 @@
 """TensorRT backend: `.engine` files as the network stage (`facemask_sdk.stages`), on the device.
 
-`bind(device)` points the engine's input and outputs at the buffers of a `facemask_sdk.cuda.CudaPipeline`;
-`enqueue()` runs `execute_async_v3` on that pipeline's stream. With the CUDA pre- and post-processing
-stages over the same pipeline a frame goes letterbox kernel -> engine -> decoding/top-K/NMS kernels with
+`bind(kernels)` points the engine's input and outputs at the buffers of a `facemask_sdk.cuda.CudaKernels`;
+`enqueue()` runs `execute_async_v3` on that kernels' stream. With the CUDA pre- and post-processing
+stages over the same kernels a frame goes letterbox kernel -> engine -> decoding/top-K/NMS kernels with
 no copy and one synchronisation (`Detector` composes exactly that for an `.engine`). The engine's JSON
 sidecar (`facemask_sdk.engine_meta`) supplies the model settings and is checked against this machine's
 TensorRT version and GPU first: engines are not portable, and a mismatch says how to rebuild. Output
@@ -19,9 +19,9 @@ TensorRT 10 and 11 Python API only (`deserialize_cuda_engine`, `create_execution
 only when a runner is created.
 
     >>> runner = TensorRTRunner("models/facemask.fp16.engine")            # doctest: +SKIP
-    >>> device = CudaPipeline(runner.spec, input_dtype=runner.input_dtype, head_dtype=runner.head_dtype)
-    >>> runner.bind(device)
-    >>> pipeline = Pipeline(CudaPreprocess(device), runner, CudaPostprocess(device), device)
+    >>> kernels = CudaKernels(runner.spec, input_dtype=runner.input_dtype, head_dtype=runner.head_dtype)
+    >>> runner.bind(kernels)
+    >>> pipeline = Pipeline(CudaPreprocess(kernels), runner, CudaPostprocess(kernels), kernels)
 """
 
 from __future__ import annotations
@@ -110,9 +110,9 @@ def _release_engine(key: tuple) -> None:
 
 
 class TensorRTRunner(Runner):
-    """A TensorRT engine, the network stage on the device: `bind(device)`, then `enqueue()` per frame.
+    """A TensorRT engine, the network stage on the device: `bind(kernels)`, then `enqueue()` per frame.
 
-    `input_dtype` / `head_dtype`: the engine's input and output dtypes, which the `CudaPipeline` it is
+    `input_dtype` / `head_dtype`: the engine's input and output dtypes, which the `CudaKernels` it is
     bound to must be created with. `device`: the CUDA device ordinal.
     """
 
@@ -129,10 +129,10 @@ class TensorRTRunner(Runner):
         self.spec = ModelSpec.from_dict(self.sidecar["spec"])
         self.batch_size = 1
         self.device_ordinal = int(device)
-        self._device = None
+        self._kernels = None
 
         trt = import_tensorrt()
-        from facemask_sdk.cuda.pipeline import import_pycuda, primary_context
+        from facemask_sdk.cuda.kernels import import_pycuda, primary_context
 
         cuda = import_pycuda()
         gpu = cuda.Device(int(device))
@@ -186,8 +186,8 @@ class TensorRTRunner(Runner):
         from facemask_sdk.anchors import generate_anchors
 
         anchors, classes = len(generate_anchors(self.spec)), self.spec.num_classes
-        expected = {"logits": (anchors, classes), "regressions": (anchors, 4)}
-        for role in ("logits", "regressions"):
+        expected = {"logits": (anchors, classes), "box_codes": (anchors, 4)}
+        for role in ("logits", "box_codes"):
             found = tuple(self._context.get_tensor_shape(roles[role]))
             if found not in (expected[role], (1, *expected[role])):
                 rows, cols = expected[role]
@@ -195,7 +195,7 @@ class TensorRTRunner(Runner):
                     f"{self.path}: output {roles[role]!r} has shape {found}, expected (1, {rows}, {cols})"
                 )
         self._dtypes = {role: np.dtype(trt.nptype(engine.get_tensor_dtype(name))) for role, name in roles.items()}
-        if self._dtypes["logits"] != self._dtypes["regressions"]:
+        if self._dtypes["logits"] != self._dtypes["box_codes"]:
             raise ModelFileError(f"{self.path}: logits and boxes have different dtypes {self._dtypes}")
         return roles
 
@@ -205,60 +205,60 @@ class TensorRTRunner(Runner):
     thread_hint = "create one Detector per thread (runners of one engine file share the engine)"
 
     def _release(self) -> None:
-        """Free the execution context and (with the last runner) the engine; the bound device stays."""
+        """Free the execution context and (with the last runner) the engine; the bound kernels stay."""
         self._primary.push()
         try:
-            if self._device is not None and not self._device.closed:
-                self._device.synchronize()
+            if self._kernels is not None and not self._kernels.closed:
+                self._kernels.synchronize()
             self._context = None
             self._engine = None
             _release_engine(self._engine_key)
         finally:
             self._cuda.Context.pop()
-            self._device = None
+            self._kernels = None
 
     # -- the network stage ----------------------------------------------------------------------------
 
-    def bind(self, device) -> None:
-        """Point the engine's input and outputs at `device`'s buffers (a `CudaPipeline` created with
+    def bind(self, kernels) -> None:
+        """Point the engine's input and outputs at `kernels`'s buffers (a `CudaKernels` created with
         this runner's `input_dtype` and `head_dtype`)."""
         self._check_open()
-        if device.ordinal != self.device_ordinal:
+        if kernels.ordinal != self.device_ordinal:
             raise InternalError(
-                f"{self.path} is loaded on GPU {self.device_ordinal}, the buffers are on GPU {device.ordinal}"
+                f"{self.path} is loaded on GPU {self.device_ordinal}, the buffers are on GPU {kernels.ordinal}"
             )
-        if (device.input_dtype, device.head_dtype) != (self.input_dtype, self.head_dtype):
+        if (kernels.input_dtype, kernels.head_dtype) != (self.input_dtype, self.head_dtype):
             raise InternalError(
-                f"{self.path} has {self.input_dtype} input and {self.head_dtype} outputs, the device buffers "
-                f"{device.input_dtype} and {device.head_dtype}"
+                f"{self.path} has {self.input_dtype} input and {self.head_dtype} outputs, the kernels' buffers "
+                f"{kernels.input_dtype} and {kernels.head_dtype}"
             )
-        addresses = {"input": device.input_ptr, "logits": device.logits_ptr, "regressions": device.regressions_ptr}
-        with device.active():
+        addresses = {"input": kernels.input_ptr, "logits": kernels.logits_ptr, "box_codes": kernels.box_codes_ptr}
+        with kernels.active():
             for role, name in self._names.items():
                 if not self._context.set_tensor_address(name, addresses[role]):
                     raise InternalError(f"TensorRT refused the address of tensor {name!r}")
-        self._device = device
+        self._kernels = kernels
 
     def enqueue(self) -> None:
-        """Run the engine on the bound device's stream: its input buffer -> its head buffers."""
+        """Run the engine on the bound kernels' stream: its input buffer -> its head buffers."""
         self._check_open()
-        device = self._device
-        if device is None:
-            raise InternalError(f"{self.path}: bind(device) before enqueue()")
-        with device.active():
-            if not self._context.execute_async_v3(stream_handle=device.stream.handle):
+        kernels = self._kernels
+        if kernels is None:
+            raise InternalError(f"{self.path}: bind(kernels) before enqueue()")
+        with kernels.active():
+            if not self._context.execute_async_v3(stream_handle=kernels.stream.handle):
                 raise InternalError(f"TensorRT could not enqueue {self.path} (see its log above)")
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The bare network on one pre-processed image `[1, 3, H, W]` -> float32 logits `[1, A, C]`,
         boxes `[1, A, 4]` (like `OnnxRuntimeRunner.run`), for parity checks against other backends."""
         self._check_open()
-        if self._device is None:
-            raise InternalError(f"{self.path}: bind(device) before run()")
-        self._device.upload_input(batch)
+        if self._kernels is None:
+            raise InternalError(f"{self.path}: bind(kernels) before run()")
+        self._kernels.upload_input(batch)
         self.enqueue()
-        logits, regressions = self._device.download_head()
-        return logits[None], regressions[None]
+        logits, box_codes = self._kernels.download_head()
+        return logits[None], box_codes[None]
 
 
 def io_roles(inputs: list[str], outputs: list[str], path: Path) -> dict[str, str]:
@@ -269,4 +269,4 @@ def io_roles(inputs: list[str], outputs: list[str], path: Path) -> dict[str, str
             f"{path}: expected input {INPUT_NAME!r} and outputs {logits!r}, {boxes!r} (the names facemask-sdk "
             f"export writes), found {inputs} -> {outputs}; rebuild the engine from the exported ONNX"
         )
-    return {"input": INPUT_NAME, "logits": logits, "regressions": boxes}
+    return {"input": INPUT_NAME, "logits": logits, "box_codes": boxes}

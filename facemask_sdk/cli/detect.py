@@ -33,7 +33,8 @@ from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.privacy import BLUR_CHOICES, BLUR_METHODS
 from facemask_sdk.sources import DEFAULT_TIMEOUT_S, ImageSource, Source, VideoSource, resolve_sources
-from facemask_sdk.stream import STAGES, StreamTotals, frame_time_s
+from facemask_sdk.stages import TIMINGS
+from facemask_sdk.stream import StreamTotals, frame_time_s
 
 # FFmpeg's own log lines ("moov atom not found", ...) would bury our one-line errors; read before
 # OpenCV first opens a video. Set OPENCV_FFMPEG_LOGLEVEL yourself to see them.
@@ -324,7 +325,7 @@ class _Run:
             "height": int(frame.image.shape[0]),
             "faces": len(detections),
             "detections": detections.to_dict(),
-            "timing_ms": {key[:-3]: round(timing[key], 3) for key in STAGES},
+            "timing_ms": {key[:-3]: round(timing[key], 3) for key in TIMINGS},
         }
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()  # a reader tailing the file, or a run stopped by a signal, sees every frame done

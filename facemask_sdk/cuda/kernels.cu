@@ -8,7 +8,7 @@
 // - no include directives: pycuda's SourceModule then hashes the plain text for its disk cache (with
 //   one it runs the preprocessor on every load), and the CPU emulator in the tests compiles this file
 //   as C++ with a small shim for the CUDA built-ins;
-// - compiled with `--fmad=false` (pipeline.NVCC_OPTIONS) so a*b+c rounds twice, as NumPy does;
+// - compiled with `--fmad=false` (plans.NVCC_OPTIONS) so a*b+c rounds twice, as NumPy does;
 // - no warp intrinsics or warp-synchronous tricks: every cross-thread exchange goes through shared
 //   memory and __syncthreads(), which is what the emulator can check;
 // - all kernels are extern "C" so pycuda finds them by name; the float/half variants are thin
@@ -18,13 +18,13 @@
 //
 // Per frame, on one stream: fm_letterbox_* -> (TensorRT) -> fm_reset_counters -> fm_decode_candidates_*
 // -> fm_topk_select -> fm_rank_decode_* -> fm_nms_mask -> fm_nms_reduce. Buffer sizes are fixed per
-// model (pipeline.decode_buffer_specs), so nothing is allocated per frame.
+// model (plans.decode_buffer_specs), so nothing is allocated per frame.
 
 // The sizes shared with the buffer plans come from facemask_sdk/cuda/plans.py (KERNEL_CONSTANTS), passed
-// as -D definitions by the pipeline's compile (and the CPU emulator's): one source, no drift.
+// as -D definitions by the kernels' compile (and the CPU emulator's): one source, no drift.
 #if !defined(FM_SELECT_THREADS) || !defined(FM_COARSE_BITS) || !defined(FM_NMS_BLOCK) || !defined(FM_MAX_TOPK) \
     || !defined(FM_RANK_THREADS)
-#error "compile with the -D definitions of facemask_sdk.cuda.pipeline.KERNEL_DEFINES"
+#error "compile with the -D definitions of facemask_sdk.cuda.kernels.KERNEL_DEFINES"
 #endif
 #define FM_COARSE_BINS (1 << FM_COARSE_BITS)
 #define FM_MAX_WORDS (FM_MAX_TOPK / FM_NMS_BLOCK)
@@ -382,7 +382,7 @@ extern "C" __global__ void fm_topk_select(
 template <typename InT>
 __device__ __forceinline__ void fm_rank_decode(
     const unsigned long long* __restrict__ sel_keys, const unsigned int* counters,
-    const InT* __restrict__ regressions, const float* __restrict__ anchors,
+    const InT* __restrict__ box_codes, const float* __restrict__ anchors,
     float* __restrict__ boxes, float* __restrict__ scores, int* __restrict__ classes,
     unsigned int* __restrict__ flat_index,
     unsigned int num_classes, float scale, float image_h, float image_w)
@@ -408,7 +408,7 @@ __device__ __forceinline__ void fm_rank_decode(
     const unsigned int anchor = idx / num_classes;
     const float score = 1.f / (1.f + expf(-fm_from_ordered_bits((unsigned int)(mine >> 32))));
     const float* a = anchors + 4ul * anchor;           // x1, y1, x2, y2 (network-input pixels)
-    const InT* r = regressions + 4ul * anchor;         // ty, tx, th, tw
+    const InT* r = box_codes + 4ul * anchor;         // ty, tx, th, tw
     const float ty = fm_load(r), tx = fm_load(r + 1), th = fm_load(r + 2), tw = fm_load(r + 3);
     const float ycenter_a = (a[1] + a[3]) / 2.f;
     const float xcenter_a = (a[0] + a[2]) / 2.f;
@@ -434,23 +434,23 @@ __device__ __forceinline__ void fm_rank_decode(
 
 extern "C" __global__ void fm_rank_decode_f32(
     const unsigned long long* __restrict__ sel_keys, const unsigned int* counters,
-    const float* __restrict__ regressions, const float* __restrict__ anchors,
+    const float* __restrict__ box_codes, const float* __restrict__ anchors,
     float* __restrict__ boxes, float* __restrict__ scores, int* __restrict__ classes,
     unsigned int* __restrict__ flat_index,
     unsigned int num_classes, float scale, float image_h, float image_w)
 {
-    fm_rank_decode<float>(sel_keys, counters, regressions, anchors, boxes, scores, classes, flat_index,
+    fm_rank_decode<float>(sel_keys, counters, box_codes, anchors, boxes, scores, classes, flat_index,
                           num_classes, scale, image_h, image_w);
 }
 
 extern "C" __global__ void fm_rank_decode_f16(
     const unsigned long long* __restrict__ sel_keys, const unsigned int* counters,
-    const unsigned short* __restrict__ regressions, const float* __restrict__ anchors,
+    const unsigned short* __restrict__ box_codes, const float* __restrict__ anchors,
     float* __restrict__ boxes, float* __restrict__ scores, int* __restrict__ classes,
     unsigned int* __restrict__ flat_index,
     unsigned int num_classes, float scale, float image_h, float image_w)
 {
-    fm_rank_decode<unsigned short>(sel_keys, counters, regressions, anchors, boxes, scores, classes,
+    fm_rank_decode<unsigned short>(sel_keys, counters, box_codes, anchors, boxes, scores, classes,
                                    flat_index, num_classes, scale, image_h, image_w);
 }
 

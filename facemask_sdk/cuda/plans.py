@@ -1,7 +1,7 @@
 """Kernel launch plans for `kernels.cu`: pure Python, no pycuda.
 
 They turn a frame, a `Letterbox` and a `PostprocessConfig` into kernel launches (name, grid, block,
-arguments in `KERNEL_ARGS` order) and buffer layouts. `CudaPipeline` runs them on the GPU; the CPU
+arguments in `KERNEL_ARGS` order) and buffer layouts. `CudaKernels` runs them on the GPU; the CPU
 tests run the very same plans on an emulator of the kernels, so launch geometry and argument order
 are checked without a GPU. `KERNEL_CONSTANTS` is the one source of the sizes both sides share.
 """
@@ -144,8 +144,8 @@ def plan_letterbox(
     spec: ModelSpec,
 ) -> tuple[Launch, Letterbox]:
     """The launch that letterboxes a BGR uint8 frame (rows `pitch` bytes apart) into a `[3, H, W]` tensor."""
-    box = Letterbox.fit(frame_hw, spec.image_size)
-    (src_h, src_w), (dst_h, dst_w), (rs_h, rs_w) = box.original_hw, box.input_hw, box.resized_hw
+    letterbox = Letterbox.fit(frame_hw, spec.image_size)
+    (src_h, src_w), (dst_h, dst_w), (rs_h, rs_w) = letterbox.original_hw, letterbox.input_hw, letterbox.resized_hw
     scale_x, scale_y = 1.0 / (rs_w / src_w), 1.0 / (rs_h / src_h)  # exactly OpenCV's double scales
     bx, by, _ = LETTERBOX_BLOCK
     launch = Launch(
@@ -168,24 +168,24 @@ def plan_letterbox(
             *(float(s) for s in spec.std),
         ),
     )
-    return launch, box
+    return launch, letterbox
 
 
 def plan_decode(
     ptr: Mapping[str, int],
     num_anchors: int,
     num_classes: int,
-    box: Letterbox,
+    letterbox: Letterbox,
     settings: DecodeSettings,
     head_dtype: Any = np.float32,
 ) -> list[Launch]:
     """Launches of decoding, top-K and NMS. `ptr` maps every name of `decode_buffer_specs` and
-    `output_specs` plus "logits" `[A, C]`, "regressions" `[A, 4]` (head dtype) and "anchors" `[A, 4]`
+    `output_specs` plus "logits" `[A, C]`, "box_codes" `[A, 4]` (head dtype) and "anchors" `[A, 4]`
     (float32 xyxy) to device addresses."""
     suffix = _DTYPE_SUFFIX[io_dtype(head_dtype)]
     total = num_anchors * num_classes
     words = _cdiv(settings.top_k, NMS_BLOCK)
-    height, width = box.original_hw
+    height, width = letterbox.original_hw
     return [
         Launch("fm_reset_counters", (1, 1, 1), (256, 1, 1), (ptr["counters"], ptr["coarse_hist"])),
         Launch(
@@ -207,14 +207,14 @@ def plan_decode(
             (
                 ptr["sel_keys"],
                 ptr["counters"],
-                ptr["regressions"],
+                ptr["box_codes"],
                 ptr["anchors"],
                 ptr["boxes"],
                 ptr["scores"],
                 ptr["classes"],
                 ptr["flat_index"],
                 num_classes,
-                float(np.float32(box.scale)),
+                float(np.float32(letterbox.scale)),
                 float(height),
                 float(width),
             ),

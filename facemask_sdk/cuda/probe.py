@@ -1,16 +1,16 @@
-"""The top-K state inside a `CudaPipeline`, for the kernel tests and the kernel benchmark, to check
+"""The top-K state inside a `CudaKernels`, for the kernel tests and the kernel benchmark, to check
 that kernel against the NumPy reference on its own. Production code never needs it (head outputs in
-and the input tensor out are the pipeline's own `upload_head` / `download_input`).
+and the input tensor out are the kernels' own `upload_head` / `download_input`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from facemask_sdk.cuda.pipeline import CudaPipeline
+from facemask_sdk.cuda.kernels import CudaKernels
 
 
-def candidates(gpu: CudaPipeline) -> dict[str, np.ndarray | int]:
+def candidates(gpu: CudaKernels) -> dict[str, np.ndarray | int]:
     """The state after top-K: `num_candidates` (passing the threshold), and the selected ones in rank
     order: `boxes`, `scores`, `class_ids`, `flat_index` (anchor * C + class)."""
     with gpu.active():

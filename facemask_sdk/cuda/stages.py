@@ -1,13 +1,13 @@
 """The CUDA implementations of the pre- and post-processing stages (`facemask_sdk.stages`): the
-letterbox kernel writing into the device's input buffer, and decoding + top-K + NMS reading its head
-buffers. Both are views of one `CudaPipeline`, which owns the kernels, buffers and stream.
+letterbox kernel writing into the kernels' input buffer, and decoding + top-K + NMS reading its head
+buffers. Both are views of one `CudaKernels`, which owns the kernels, buffers and stream.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from facemask_sdk.cuda.pipeline import CudaPipeline
+from facemask_sdk.cuda.kernels import CudaKernels
 from facemask_sdk.detections import Detections
 from facemask_sdk.preprocess import Letterbox
 from facemask_sdk.stages import DEVICE
@@ -18,14 +18,14 @@ class CudaPreprocess:
 
     side = DEVICE
 
-    def __init__(self, device: CudaPipeline) -> None:
-        self.device = device
+    def __init__(self, kernels: CudaKernels) -> None:
+        self.kernels = kernels
 
     def frame_buffer(self, height: int, width: int) -> np.ndarray:
-        return self.device.frame_buffer(height, width)  # pinned (on Jetson mapped) memory
+        return self.kernels.frame_buffer(height, width)  # pinned (on Jetson mapped) memory
 
     def __call__(self, frame: np.ndarray) -> tuple[None, Letterbox]:
-        return None, self.device.preprocess(frame)  # enqueued: the tensor is in the input buffer
+        return None, self.kernels.preprocess(frame)  # enqueued: the tensor is in the input buffer
 
 
 class CudaPostprocess:
@@ -33,19 +33,19 @@ class CudaPostprocess:
 
     side = DEVICE
 
-    def __init__(self, device: CudaPipeline) -> None:
-        self.device = device
+    def __init__(self, kernels: CudaKernels) -> None:
+        self.kernels = kernels
 
     def enqueue(self, letterbox: Letterbox) -> None:
-        self.device.decode_nms(letterbox)
+        self.kernels.decode_nms(letterbox)
 
     def collect(self) -> Detections:
-        boxes, scores, class_ids = self.device.results()
-        return Detections(boxes, scores, class_ids, self.device.spec.classes)
+        boxes, scores, class_ids = self.kernels.results()
+        return Detections(boxes, scores, class_ids, self.kernels.spec.classes)
 
     def __call__(self, head: tuple[np.ndarray, np.ndarray] | None, letterbox: Letterbox) -> Detections:
         if head is not None:
-            self.device.upload_head(*head)
+            self.kernels.upload_head(*head)
         self.enqueue(letterbox)
-        self.device.synchronize()
+        self.kernels.synchronize()
         return self.collect()

@@ -61,7 +61,7 @@ class PreprocessModel:
                     pb_utils.InferenceResponse(
                         output_tensors=[
                             pb_utils.Tensor(INPUT_NAME, np.stack([chw for chw, _ in prepared])),
-                            pb_utils.Tensor(LETTERBOX, np.stack([box.as_array() for _, box in prepared])),
+                            pb_utils.Tensor(LETTERBOX, np.stack([letterbox.as_array() for _, letterbox in prepared])),
                         ]
                     )
                 )

@@ -41,6 +41,7 @@ from facemask_sdk.files import file_sha256
 from facemask_sdk.image_io import read_image
 from facemask_sdk.metrics import evaluate_detections
 from facemask_sdk.spec import CLASSES
+from facemask_sdk.stages import STAGE_TIMINGS
 from facemask_sdk.voc import VocDataset
 from facemask_tools.benchmarks.machine import git_commit, library_versions, machine_info
 from facemask_tools.benchmarks.runners import (
@@ -49,7 +50,6 @@ from facemask_tools.benchmarks.runners import (
     EVAL_MAX_DETECTIONS,
     EVAL_SCORE_THRESHOLD,
     SPEED_SCORE_THRESHOLD,
-    STAGES,
     Runner,
     discover_runners,
     runner_notes,
@@ -293,11 +293,11 @@ def _summarise(rows: list[dict]) -> None:
         row["samples_ms"] = {k: [round(v, 4) for v in values] for k, values in single.items()}
         row["accuracy_pass_ms"] = latency_stats(row["accuracy_pass_ms"])
         latency = {"end_to_end": latency_stats(single["end_to_end_ms"])}
-        latency.update({stage.removesuffix("_ms"): latency_stats(single[stage]) for stage in STAGES})
+        latency.update({stage.removesuffix("_ms"): latency_stats(single[stage]) for stage in STAGE_TIMINGS})
         row["latency_ms"] = latency
         mean = latency["end_to_end"]["mean"]
         row["fps"] = 1000.0 / mean
-        stage_sum = sum(latency[s.removesuffix("_ms")]["mean"] for s in STAGES)
+        stage_sum = sum(latency[s.removesuffix("_ms")]["mean"] for s in STAGE_TIMINGS)
         row["overhead_ms"] = mean - stage_sum
         row["pre_post_share"] = (latency["preprocess"]["mean"] + latency["postprocess"]["mean"]) / mean
         batched = row.pop("batched")
@@ -309,7 +309,9 @@ def _summarise(rows: list[dict]) -> None:
                 "images": images,
                 "latency_per_image_ms": total / images,
                 "fps": 1000.0 * images / total,
-                **{stage.removesuffix("_ms") + "_per_image_ms": sum(batched[stage]) / images for stage in STAGES},
+                **{
+                    stage.removesuffix("_ms") + "_per_image_ms": sum(batched[stage]) / images for stage in STAGE_TIMINGS
+                },
             }
 
     by_name = {row["name"]: row for row in rows if row["status"] == "ok"}

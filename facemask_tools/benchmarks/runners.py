@@ -29,11 +29,10 @@ import numpy as np
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.metrics import EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD  # noqa: F401 (re-exported)
 from facemask_sdk.models import variant_path
+from facemask_sdk.stages import STAGE_TIMINGS
 
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
 """float32 `[N, 4]` xyxy boxes (original-image pixels), float32 `[N]` scores, int64 `[N]` class ids."""
-
-STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms")
 
 BASELINE = "pytorch-cpu-fp32"
 """The runner every speed-up and accuracy difference is computed against."""
@@ -131,7 +130,7 @@ class Runner:
         impl = self._check_open()
         detections = impl.detect_batch(list(images))
         timing = impl.last_timing
-        self.last_timing = {stage: float(timing[stage]) for stage in STAGES}
+        self.last_timing = {stage: float(timing[stage]) for stage in STAGE_TIMINGS}
         return [(d.xyxy, d.scores, d.class_ids) for d in detections]
 
     def supports_batch(self, size: int) -> tuple[bool, str]:

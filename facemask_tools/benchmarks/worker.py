@@ -28,8 +28,9 @@ import numpy as np
 
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.image_io import read_image
+from facemask_sdk.stages import STAGE_TIMINGS
 from facemask_tools.benchmarks.machine import gpu_memory_of_process, memory_mb
-from facemask_tools.benchmarks.runners import STAGES, RunnerSpec, RunnerUnavailable, make_runner
+from facemask_tools.benchmarks.runners import RunnerSpec, RunnerUnavailable, make_runner
 
 
 def run_job(job: dict, emit=print) -> tuple[dict, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -92,13 +93,13 @@ def run_job(job: dict, emit=print) -> tuple[dict, list[tuple[np.ndarray, np.ndar
 
 def _timed(runner, calls: list[list[np.ndarray]], emit, outputs: list | None = None) -> dict[str, list]:
     """Wall time (end-to-end) and stage times of `runner.detect_batch(call)` for each call, in ms."""
-    times: dict[str, list] = {"images_per_call": [], "end_to_end_ms": [], **{stage: [] for stage in STAGES}}
+    times: dict[str, list] = {"images_per_call": [], "end_to_end_ms": [], **{stage: [] for stage in STAGE_TIMINGS}}
     for call in calls:
         t0 = time.perf_counter()
         result = runner.detect_batch(call)
         times["end_to_end_ms"].append((time.perf_counter() - t0) * 1e3)
         times["images_per_call"].append(len(call))
-        for stage in STAGES:
+        for stage in STAGE_TIMINGS:
             times[stage].append(runner.last_timing[stage])
         if outputs is not None:
             outputs.extend(result)

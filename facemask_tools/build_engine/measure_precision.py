@@ -58,13 +58,13 @@ from facemask_tools.build_engine.int8 import METHODS, STEM, to_int8
 from facemask_tools.build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
 from facemask_tools.build_engine.precision import load_model, metadata, model_spec, set_metadata
 
-EARLY_STAGES = [STEM, *(f"/network/backbone/blocks.{i}/" for i in range(3))]
+EARLY_BLOCKS = [STEM, *(f"/network/backbone/blocks.{i}/" for i in range(3))]
 SENSITIVITY_GROUPS = {  # `to_int8` exclude entries: module prefixes ending in "/" name their Convs
     "nothing": [],
     "stem (first conv)": [STEM],
-    "stem + backbone stage 1": EARLY_STAGES[:2],
-    "stem + backbone stages 1-2": EARLY_STAGES[:3],
-    "stem + backbone stages 1-3": EARLY_STAGES[:4],
+    "stem + backbone stage 1": EARLY_BLOCKS[:2],
+    "stem + backbone stages 1-2": EARLY_BLOCKS[:3],
+    "stem + backbone stages 1-3": EARLY_BLOCKS[:4],
     "backbone": ["/network/backbone/"],
     "BiFPN": ["/network/fpn/"],
     "class head": ["/network/class_net/"],

@@ -68,9 +68,10 @@ class TorchRunner:
         frames = [load_image(image, f"images[{i}]") for i, image in enumerate(images)]
         if not frames:
             return []
+        t_load = time.perf_counter()
         prepared = [preprocess(frame, self.spec) for frame in frames]
         batch = torch.from_numpy(np.stack([chw for chw, _ in prepared])).to(self.device)
-        img_info = _img_info([box for _, box in prepared], self.device)
+        img_info = _img_info([letterbox for _, letterbox in prepared], self.device)
         self._sync()
         t_pre = time.perf_counter()
         with torch.no_grad():
@@ -80,7 +81,8 @@ class TorchRunner:
         results = [self._to_detections(rows) for rows in output.cpu().numpy()]
         t_post = time.perf_counter()
         self.last_timing = {
-            "preprocess_ms": (t_pre - start) * 1e3,
+            "load_ms": (t_load - start) * 1e3,
+            "preprocess_ms": (t_pre - t_load) * 1e3,
             # effdet's forward includes its own top-k, decoding and NMS.
             "inference_ms": (t_inf - t_pre) * 1e3,
             "postprocess_ms": (t_post - t_inf) * 1e3,
@@ -102,8 +104,10 @@ class TorchRunner:
             torch.cuda.synchronize(self.device)
 
 
-def _img_info(boxes: Sequence[Letterbox], device: torch.device) -> dict[str, torch.Tensor]:
+def _img_info(letterboxes: Sequence[Letterbox], device: torch.device) -> dict[str, torch.Tensor]:
     """effdet's per-image `img_scale` (input px -> original px) and `img_size` ([width, height])."""
-    scale = torch.tensor([1.0 / box.scale for box in boxes], dtype=torch.float32, device=device)
-    size = torch.tensor([[box.original_hw[1], box.original_hw[0]] for box in boxes], dtype=torch.float32, device=device)
+    scale = torch.tensor([1.0 / letterbox.scale for letterbox in letterboxes], dtype=torch.float32, device=device)
+    size = torch.tensor(
+        [[lb.original_hw[1], lb.original_hw[0]] for lb in letterboxes], dtype=torch.float32, device=device
+    )
     return {"img_scale": scale, "img_size": size}

@@ -85,8 +85,8 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int):
         if self.augment_config is None:
             record = self.records[index]
-            tensor, box = preprocess(self._image(index), self.spec)
-            boxes, classes = box.to_input(record.boxes), record.class_ids
+            tensor, letterbox = preprocess(self._image(index), self.spec)
+            boxes, classes = letterbox.to_input(record.boxes), record.class_ids
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             if rng.random() < self.mosaic:

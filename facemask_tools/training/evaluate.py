@@ -37,14 +37,14 @@ def predict_records(
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc="eval", unit="batch", disable=not progress, leave=False):
         chunk = records[start : start + batch_size]
-        tensors, boxes_info = [], []
+        tensors, letterboxes = [], []
         for record in chunk:
-            tensor, box = preprocess(record.load(), spec)
+            tensor, letterbox = preprocess(record.load(), spec)
             tensors.append(torch.from_numpy(tensor))
-            boxes_info.append(box)
-        logits, regressions = (t.float().cpu().numpy() for t in heads(torch.stack(tensors).to(device)))
-        for image_logits, image_regressions, box in zip(logits, regressions, boxes_info):
-            xyxy, scores, class_ids = postprocess(image_logits, image_regressions, anchors, box, config)
+            letterboxes.append(letterbox)
+        logits, box_codes = (t.float().cpu().numpy() for t in heads(torch.stack(tensors).to(device)))
+        for image_logits, image_box_codes, letterbox in zip(logits, box_codes, letterboxes):
+            xyxy, scores, class_ids = postprocess(image_logits, image_box_codes, anchors, letterbox, config)
             out.append(Detections(xyxy, scores, class_ids, spec.classes))
     return out
 
@@ -121,9 +121,9 @@ def save_prediction_grid(
     tiles = []
     for record, pred in list(zip(records, predictions))[:count]:
         image = annotate(record.load(), pred[pred.scores >= score_threshold], ground_truth=record.ground_truth(classes))
-        box = Letterbox.fit(image.shape[:2], (tile, tile))
+        letterbox = Letterbox.fit(image.shape[:2], (tile, tile))
         canvas = np.zeros((tile, tile, 3), np.uint8)
-        h, w = box.resized_hw
+        h, w = letterbox.resized_hw
         canvas[:h, :w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
         tiles.append(canvas)
     while len(tiles) % columns:

@@ -1,6 +1,6 @@
 """One factory for the detector: a `ModelSpec` in, effdet's bare `EfficientDet` network out.
 
-The network is the plain nn.Module (class logits and box regressions per pyramid level); anchors,
+The network is the plain nn.Module (class logits and box codes per pyramid level); anchors,
 decoding and NMS stay outside it (effdet's benches for training and the PyTorch baseline, the NumPy
 reference in `facemask_sdk.postprocess` for the runtime).
 """

@@ -1,6 +1,6 @@
 """Fixtures shared by the SDK's tests: the CPU emulator of the CUDA kernels, a stand-in pycuda that runs
 on it and a stand-in tensorrt on that (`emulator`, `fake_cuda`, `fake_tensorrt`, `fake_engine`: the kernel,
-CUDA pipeline, TensorRT backend and stage-combination tests), NumPy references for
+CUDA kernels, TensorRT backend and stage-combination tests), NumPy references for
 their head outputs and detections, and hand-made VOC folders (the VOC reader and `data-info` tests).
 
 The emulator compiles `kernels.cu` as C++ with a small shim (`EMULATOR_SHIM`): each block's threads are
@@ -233,7 +233,7 @@ class _Pinned(bytearray):
 
 
 class FakeDriver(types.ModuleType):
-    """The slice of `pycuda.driver` the pipeline and the runner use, checked for misuse."""
+    """The slice of `pycuda.driver` the kernels and the runner use, checked for misuse."""
 
     def __init__(self, emulator: Emulator, gpu_name: str = "Orin", capability=(8, 7), integrated: bool = True) -> None:
         super().__init__("pycuda.driver")
@@ -367,7 +367,7 @@ def fake_cuda(emulator: Emulator, monkeypatch, tmp_path: Path) -> FakeDriver:
     import sys
 
     import facemask_sdk.backends.tensorrt as trt_backend
-    import facemask_sdk.cuda.pipeline as pipeline_module
+    import facemask_sdk.cuda.kernels as kernels_module
 
     driver = FakeDriver(emulator)
     package = types.ModuleType("pycuda")
@@ -376,8 +376,8 @@ def fake_cuda(emulator: Emulator, monkeypatch, tmp_path: Path) -> FakeDriver:
     monkeypatch.setitem(sys.modules, "pycuda", package)
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
     monkeypatch.setitem(sys.modules, "pycuda.compiler", package.compiler)
-    monkeypatch.setattr(pipeline_module, "_CONTEXTS", {})
-    monkeypatch.setattr(pipeline_module, "find_nvcc", lambda: "nvcc")
+    monkeypatch.setattr(kernels_module, "_CONTEXTS", {})
+    monkeypatch.setattr(kernels_module, "find_nvcc", lambda: "nvcc")
     monkeypatch.setattr(trt_backend, "_ENGINES", {})
     monkeypatch.setenv("FACEMASK_SDK_CACHE", str(tmp_path / "cache"))
     return driver
@@ -399,7 +399,7 @@ class FakeTensorRT(types.ModuleType):
         self,
         spec: ModelSpec,
         logits: np.ndarray,
-        regressions: np.ndarray,
+        box_codes: np.ndarray,
         *,
         io_dtype=np.float32,
         dynamic_batch: bool = False,
@@ -416,8 +416,8 @@ class FakeTensorRT(types.ModuleType):
         height, width = spec.image_size
         batch = -1 if dynamic_batch else 1
         side = (-1, -1) if dynamic_size else (height, width)  # an engine of a --dynamic-size export
-        shapes = {"images": (batch, 3, *side), "logits": (batch, *logits.shape), "boxes": (batch, *regressions.shape)}
-        outputs = {"logits": logits.astype(io_dtype), "boxes": regressions.astype(io_dtype)}
+        shapes = {"images": (batch, 3, *side), "logits": (batch, *logits.shape), "boxes": (batch, *box_codes.shape)}
+        outputs = {"logits": logits.astype(io_dtype), "boxes": box_codes.astype(io_dtype)}
 
         class Context:
             def __init__(self) -> None:
@@ -503,19 +503,19 @@ def fake_engine(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_tensorrt(fake_cuda, monkeypatch):
-    """`install(logits, regressions, io_dtype=np.float32, dynamic_batch=False) -> FakeTensorRT`: the
+    """`install(logits, box_codes, io_dtype=np.float32, dynamic_batch=False) -> FakeTensorRT`: the
     stand-in as the `tensorrt` module, for engines of `fake_engine`'s spec (D0, 256 px)."""
     import sys
 
     def install(
         logits: np.ndarray,
-        regressions: np.ndarray,
+        box_codes: np.ndarray,
         io_dtype=np.float32,
         dynamic_batch: bool = False,
         dynamic_size: bool = False,
     ):
         trt = FakeTensorRT(
-            SPEC_256, logits, regressions, io_dtype=io_dtype, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size
+            SPEC_256, logits, box_codes, io_dtype=io_dtype, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size
         )
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         return trt
@@ -531,8 +531,8 @@ def head_outputs(rng: np.random.Generator, num_anchors: int, num_classes: int, p
     logits = rng.normal(-6.0, 1.0, (num_anchors, num_classes)).astype(np.float32)
     hot = rng.choice(num_anchors * num_classes, positives, replace=False)
     logits.reshape(-1)[hot] = rng.uniform(-1.0, 6.0, positives).astype(np.float32)
-    regressions = rng.normal(0.0, 0.3 * spread / 3.0, (num_anchors, 4)).astype(np.float32)
-    return logits, regressions
+    box_codes = rng.normal(0.0, 0.3 * spread / 3.0, (num_anchors, 4)).astype(np.float32)
+    return logits, box_codes
 
 
 def assert_same_detections(got, expected, box_atol: float = 1e-3) -> None:
@@ -545,7 +545,7 @@ def assert_same_detections(got, expected, box_atol: float = 1e-3) -> None:
 
 @pytest.fixture(name="head_outputs")
 def head_outputs_fixture():
-    """`head_outputs(rng, num_anchors, num_classes, positives, spread=3.0)`: (logits, regressions)."""
+    """`head_outputs(rng, num_anchors, num_classes, positives, spread=3.0)`: (logits, box_codes)."""
     return head_outputs
 
 

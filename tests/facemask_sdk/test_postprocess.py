@@ -153,21 +153,21 @@ def synthetic_outputs(seed: int, spec: ModelSpec) -> tuple[np.ndarray, np.ndarra
     rng = np.random.default_rng(seed)
     anchors = generate_anchors(spec)
     logits = rng.normal(-3, 2, size=(len(anchors), spec.num_classes)).astype(np.float32)
-    regressions = rng.normal(0, 0.5, size=(len(anchors), 4)).astype(np.float32)
-    return logits, regressions, anchors
+    box_codes = rng.normal(0, 0.5, size=(len(anchors), 4)).astype(np.float32)
+    return logits, box_codes, anchors
 
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("score_threshold", [0.05, 0.4, 0.9])
 def test_score_threshold_equals_filtering_the_unthresholded_result(seed: int, score_threshold: float) -> None:
     spec = ModelSpec("tf_efficientdet_d0", (256, 256))
-    logits, regressions, anchors = synthetic_outputs(seed, spec)
+    logits, box_codes, anchors = synthetic_outputs(seed, spec)
     letterbox = Letterbox.fit((300, 170), spec.image_size)
 
     config = PostprocessConfig(0.0, max_detections=10_000)
-    everything = postprocess(logits, regressions, anchors, letterbox, config)
+    everything = postprocess(logits, box_codes, anchors, letterbox, config)
     boxes, scores, class_ids = postprocess(
-        logits, regressions, anchors, letterbox, PostprocessConfig(score_threshold, max_detections=10_000)
+        logits, box_codes, anchors, letterbox, PostprocessConfig(score_threshold, max_detections=10_000)
     )
 
     above = everything[1] > score_threshold
@@ -178,18 +178,18 @@ def test_score_threshold_equals_filtering_the_unthresholded_result(seed: int, sc
 
 def test_postprocess_output_types_limits_and_clipping() -> None:
     spec = ModelSpec("tf_efficientdet_d0", (256, 256))
-    logits, regressions, anchors = synthetic_outputs(0, spec)
+    logits, box_codes, anchors = synthetic_outputs(0, spec)
     letterbox = Letterbox.fit((100, 400), spec.image_size)  # content is the top 64 rows of the input
 
     boxes, scores, class_ids = postprocess(
-        logits, regressions, anchors, letterbox, PostprocessConfig(0.0, max_detections=25, top_k=300)
+        logits, box_codes, anchors, letterbox, PostprocessConfig(0.0, max_detections=25, top_k=300)
     )
 
     assert boxes.dtype == np.float32 and scores.dtype == np.float32 and class_ids.dtype == np.int64
     assert boxes.shape == (25, 4) and scores.shape == (25,) and class_ids.shape == (25,)
     assert np.all(np.diff(scores) <= 0)
     # the best score among candidates whose box is not clipped to nothing (rows below the content)
-    decoded = letterbox.to_original(decode_boxes(regressions, anchors))
+    decoded = letterbox.to_original(decode_boxes(box_codes, anchors))
     non_empty = (decoded[:, 2] > decoded[:, 0]) & (decoded[:, 3] > decoded[:, 1])
     top = np.sort(1 / (1 + np.exp(-logits[non_empty].astype(np.float64).ravel())))[::-1]
     assert scores[0] == pytest.approx(top[0], rel=1e-6)
@@ -206,11 +206,11 @@ def test_one_box_per_face_by_default() -> None:
     logits = np.full((len(anchors), 3), -20.0, np.float32)
     face = 1000
     logits[face] = [2.0, 1.0, -20.0]  # with_mask 0.88, without_mask 0.73 on the same box
-    regressions = np.zeros_like(anchors)
+    box_codes = np.zeros_like(anchors)
     letterbox = Letterbox.fit((128, 128), (128, 128))
-    boxes, scores, classes = postprocess(logits, regressions, anchors, letterbox, PostprocessConfig(0.5))
+    boxes, scores, classes = postprocess(logits, box_codes, anchors, letterbox, PostprocessConfig(0.5))
     assert classes.tolist() == [0] and len(boxes) == 1
-    aware = postprocess(logits, regressions, anchors, letterbox, PostprocessConfig(0.5, class_agnostic=False))
+    aware = postprocess(logits, box_codes, anchors, letterbox, PostprocessConfig(0.5, class_agnostic=False))
     assert aware[2].tolist() == [0, 1]
     with pytest.raises(FacemaskError, match="class_agnostic"):
         PostprocessConfig(class_agnostic="yes")
@@ -220,13 +220,13 @@ def test_non_finite_outputs_never_become_detections() -> None:
     spec = ModelSpec("tf_efficientdet_d0", (128, 128))
     anchors = generate_anchors(spec)
     logits = np.full((len(anchors), 3), -20.0, np.float32)
-    regressions = np.zeros_like(anchors)
+    box_codes = np.zeros_like(anchors)
     logits[10:20, 0] = 5.0
     logits[30, 1] = np.nan
-    regressions[10:13] = np.nan
-    regressions[13:15, 2] = np.inf
+    box_codes[10:13] = np.nan
+    box_codes[13:15, 2] = np.inf
     letterbox = Letterbox.fit((128, 128), (128, 128))
-    boxes, scores, _ = postprocess(logits, regressions, anchors, letterbox, PostprocessConfig(0.1, iou_threshold=1.0))
+    boxes, scores, _ = postprocess(logits, box_codes, anchors, letterbox, PostprocessConfig(0.1, iou_threshold=1.0))
     assert len(boxes) == 5 and np.isfinite(boxes).all() and np.isfinite(scores).all()
 
 
@@ -244,8 +244,8 @@ def test_postprocess_nothing_above_threshold() -> None:
     ("logits_shape", "regressions_shape", "anchors_count", "match"),
     [
         ((10, 3, 1), (10, 4), 10, r"logits must be \[A, C\]"),
-        ((10, 3), (9, 4), 10, r"regressions must have shape \[10, 4\], got \[9, 4\]"),
-        ((10, 3), (10, 5), 10, r"regressions must have shape \[10, 4\]"),
+        ((10, 3), (9, 4), 10, r"box_codes must have shape \[10, 4\], got \[9, 4\]"),
+        ((10, 3), (10, 5), 10, r"box_codes must have shape \[10, 4\]"),
         ((10, 3), (10, 4), 11, r"anchors_xyxy must have shape \[10, 4\], got \[11, 4\]"),
     ],
 )
@@ -277,7 +277,7 @@ def effdet_run():
     """One forward of a seeded random lite0@256 through effdet's DetBenchPredict on a real image.
 
     A forward hook on the network captures the raw head maps, so the NumPy reference sees exactly the
-    tensors effdet post-processed. Returns (effdet detections [100, 6], logits, regressions, spec, letterbox).
+    tensors effdet post-processed. Returns (effdet detections [100, 6], logits, box_codes, spec, letterbox).
     """
     torch = pytest.importorskip("torch")
     pytest.importorskip("effdet")
@@ -310,8 +310,8 @@ def effdet_run():
 
     class_maps, box_maps = captured["heads"]
     logits = torch.cat([m.permute(0, 2, 3, 1).reshape(-1, spec.num_classes) for m in class_maps]).numpy()
-    regressions = torch.cat([m.permute(0, 2, 3, 1).reshape(-1, 4) for m in box_maps]).numpy()
-    return detections, logits, regressions, spec, letterbox
+    box_codes = torch.cat([m.permute(0, 2, 3, 1).reshape(-1, 4) for m in box_maps]).numpy()
+    return detections, logits, box_codes, spec, letterbox
 
 
 def sort_rows(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
@@ -321,7 +321,7 @@ def sort_rows(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> n
 
 @pytest.mark.parametrize("score_threshold", [0.0, 0.9])
 def test_postprocess_matches_effdet_predict_bench(effdet_run, score_threshold: float) -> None:
-    detections, logits, regressions, spec, letterbox = effdet_run
+    detections, logits, box_codes, spec, letterbox = effdet_run
     detections = detections[detections[:, 5] > 0]  # effdet pads with zero rows (class 0 = padding)
     detections = detections[detections[:, 4] > score_threshold]
     assert len(detections) > 5, "the test needs detections to compare"
@@ -329,7 +329,7 @@ def test_postprocess_matches_effdet_predict_bench(effdet_run, score_threshold: f
 
     boxes, scores, class_ids = postprocess(
         logits,
-        regressions,
+        box_codes,
         generate_anchors(spec),
         letterbox,
         PostprocessConfig(score_threshold, iou_threshold=0.5, max_detections=100, top_k=5000, class_agnostic=False),

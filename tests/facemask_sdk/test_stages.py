@@ -41,8 +41,8 @@ def test_every_combination_around_tensorrt(
 
     fake_cuda.attributes["INTEGRATED"] = int(mapped)  # mapped frames on Jetson, copies on a discrete GPU
     anchors = generate_anchors(SPEC_256)
-    logits, regressions = head_outputs(np.random.default_rng(4), len(anchors), SPEC_256.num_classes, 300)
-    trt = fake_tensorrt(logits, regressions)
+    logits, box_codes = head_outputs(np.random.default_rng(4), len(anchors), SPEC_256.num_classes, 300)
+    trt = fake_tensorrt(logits, box_codes)
     config = PostprocessConfig(score_threshold=0.3, max_detections=50)
     image = cv2.imread(str(SAMPLE_IMAGES[1]), cv2.IMREAD_COLOR)
     with Detector(fake_engine, score_threshold=0.3, max_detections=50, preprocess=pre, postprocess=post) as detector:
@@ -51,9 +51,9 @@ def test_every_combination_around_tensorrt(
         frame[:] = image
         for source in (image, frame, frame[5:, 7:]):
             detections = detector(source)
-            reference, box = preprocess(np.ascontiguousarray(source), SPEC_256)
+            reference, letterbox = preprocess(np.ascontiguousarray(source), SPEC_256)
             np.testing.assert_array_equal(trt.seen_inputs[-1], reference)  # the engine saw the reference input
-            expected = postprocess(logits, regressions, anchors, box, config)
+            expected = postprocess(logits, box_codes, anchors, letterbox, config)
             assert len(expected[0]) > 0
             assert_same_detections((detections.xyxy, detections.scores, detections.class_ids), expected)
             assert detections.class_names == SPEC_256.classes
@@ -64,8 +64,8 @@ def test_every_combination_around_tensorrt(
 def test_the_fused_path_is_timed_by_cuda_events_and_owned_by_one_thread(
     fake_tensorrt, fake_cuda, fake_engine, head_outputs, error_of
 ) -> None:
-    logits, regressions = head_outputs(np.random.default_rng(5), len(generate_anchors(SPEC_256)), 3, 50)
-    fake_tensorrt(logits, regressions, io_dtype=np.float16)
+    logits, box_codes = head_outputs(np.random.default_rng(5), len(generate_anchors(SPEC_256)), 3, 50)
+    fake_tensorrt(logits, box_codes, io_dtype=np.float16)
     image = cv2.imread(str(SAMPLE_IMAGES[0]), cv2.IMREAD_COLOR)
     with Detector(fake_engine) as detector:
         assert detector.stages == {"preprocess": "cuda", "postprocess": "cuda"}  # the network's own side

@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from facemask_sdk.cuda import probe  # noqa: E402
-from facemask_sdk.cuda.pipeline import CudaPipeline  # noqa: E402
+from facemask_sdk.cuda.kernels import CudaKernels  # noqa: E402
 from facemask_sdk.cuda.plans import plan_decode, plan_letterbox  # noqa: E402
 from facemask_sdk.postprocess import PostprocessConfig  # noqa: E402
 from facemask_sdk.preprocess import Letterbox  # noqa: E402
@@ -40,7 +40,7 @@ D0 = ModelSpec("tf_efficientdet_d0", (512, 512))
 FRAME_HW = (1080, 1920)
 
 
-def time_enqueues(gpu: CudaPipeline, steps: list, iterations: int) -> list[list[float]]:
+def time_enqueues(gpu: CudaKernels, steps: list, iterations: int) -> list[list[float]]:
     """Run `steps` (callables that enqueue on gpu.stream) repeatedly; per step, the times in ms."""
     import pycuda.driver as cuda
 
@@ -72,8 +72,8 @@ def bench_letterbox(iterations: int) -> list[dict]:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8)
     for dtype in (np.float32, np.float16):
-        mapped = CudaPipeline(D0, mapped=True, input_dtype=dtype)
-        copied = CudaPipeline(D0, mapped=False, input_dtype=dtype)
+        mapped = CudaKernels(D0, mapped=True, input_dtype=dtype)
+        copied = CudaKernels(D0, mapped=False, input_dtype=dtype)
         try:
             frame = mapped.frame_buffer(*FRAME_HW)
             frame[:] = image
@@ -128,13 +128,15 @@ def head_outputs(kind: str) -> tuple[np.ndarray, np.ndarray]:
 
 def bench_decode(iterations: int) -> list[dict]:
     rows = []
-    gpu = CudaPipeline(D0, PostprocessConfig())
+    gpu = CudaKernels(D0, PostprocessConfig())
     try:
-        box = Letterbox.fit(FRAME_HW, D0.image_size)
+        letterbox = Letterbox.fit(FRAME_HW, D0.image_size)
         for kind in ("realistic", "random"):
-            logits, regressions = head_outputs(kind)
-            gpu.upload_head(logits, regressions)
-            launches = plan_decode(gpu.pointers, gpu.num_anchors, gpu.num_classes, box, gpu.settings, gpu.head_dtype)
+            logits, box_codes = head_outputs(kind)
+            gpu.upload_head(logits, box_codes)
+            launches = plan_decode(
+                gpu.pointers, gpu.num_anchors, gpu.num_classes, letterbox, gpu.settings, gpu.head_dtype
+            )
             times = time_enqueues(gpu, [lambda launch=launch: gpu.launch(launch) for launch in launches], iterations)
             gpu.synchronize()
             state = probe.candidates(gpu)
@@ -149,7 +151,7 @@ def bench_decode(iterations: int) -> list[dict]:
 
 
 def bench_python_path(iterations: int) -> list[dict]:
-    gpu = CudaPipeline(D0, PostprocessConfig())
+    gpu = CudaKernels(D0, PostprocessConfig())
     try:
         rng = np.random.default_rng(2)
         frame = gpu.frame_buffer(*FRAME_HW)
@@ -159,8 +161,8 @@ def bench_python_path(iterations: int) -> list[dict]:
         warmup = min(20, iterations)
         for i in range(warmup + iterations):
             start = time.perf_counter()
-            box = gpu.preprocess(frame)
-            gpu.decode_nms(box)
+            letterbox = gpu.preprocess(frame)
+            gpu.decode_nms(letterbox)
             gpu.synchronize()
             gpu.results()
             if i >= warmup:

@@ -1,6 +1,6 @@
 """The CUDA kernels on a real GPU against the NumPy reference (tests/gpu/run.sh runs this file).
 
-Skipped without pycuda or a CUDA GPU (tests/gpu/conftest.py). What is checked, kernel by kernel, through `CudaPipeline`:
+Skipped without pycuda or a CUDA GPU (tests/gpu/conftest.py). What is checked, kernel by kernel, through `CudaKernels`:
 - letterbox: within 1 LSB of cv2's uint8 resize before normalisation (|diff| * std <= 1 + eps; the
   CPU emulator shows it bit-exact, so any 1-LSB pixel here is reported), float32 and float16 outputs,
   mapped and copied frames, pitched crops, real images;
@@ -8,7 +8,7 @@ Skipped without pycuda or a CUDA GPU (tests/gpu/conftest.py). What is checked, k
   boxes are within 1e-3 px of `decode_boxes` + `Letterbox.to_original`;
 - NMS: the kept detections equal `postprocess` (same classes and order, scores within 1e-6, boxes
   within 1e-3 px), including D0's 49,104 anchors x 3 classes with ~100k candidates (radix select);
-- determinism, and misuse (closed pipeline, other thread, bad frames) raising `FacemaskError`.
+- determinism, and misuse (closed CudaKernels, other thread, bad frames) raising `FacemaskError`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from facemask_sdk.anchors import generate_anchors
-from facemask_sdk.cuda import CudaPipeline, probe
+from facemask_sdk.cuda import CudaKernels, probe
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig, decode_boxes, postprocess, top_k_indices
 from facemask_sdk.preprocess import Letterbox, preprocess
@@ -33,31 +33,31 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGES = sorted((REPO / "samples" / "images").glob("*.png"))
 D0 = ModelSpec("tf_efficientdet_d0", (512, 512))
 
-_PIPELINES: dict[tuple, CudaPipeline] = {}
+_KERNELS: dict[tuple, CudaKernels] = {}
 
 
-def pipeline(
+def kernels(
     config: PostprocessConfig | None = None,
     *,
     mapped: bool = True,
     input_dtype=np.float32,
     head_dtype=np.float32,
     spec: ModelSpec = D0,
-) -> CudaPipeline:
-    """One pipeline per settings for the whole module (compiling and allocating once)."""
+) -> CudaKernels:
+    """One set of kernels per settings for the whole module (compiling and allocating once)."""
     config = config or PostprocessConfig()
     key = (config, mapped, np.dtype(input_dtype).str, np.dtype(head_dtype).str, spec)
-    if key not in _PIPELINES:
-        _PIPELINES[key] = CudaPipeline(spec, config, mapped=mapped, input_dtype=input_dtype, head_dtype=head_dtype)
-    return _PIPELINES[key]
+    if key not in _KERNELS:
+        _KERNELS[key] = CudaKernels(spec, config, mapped=mapped, input_dtype=input_dtype, head_dtype=head_dtype)
+    return _KERNELS[key]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _close_pipelines():
+def _close_kernels():
     yield
-    for gpu in _PIPELINES.values():
+    for gpu in _KERNELS.values():
         gpu.close()
-    _PIPELINES.clear()
+    _KERNELS.clear()
 
 
 # --- letterbox ----------------------------------------------------------------------------------------
@@ -75,12 +75,12 @@ def letterbox_gap(out: np.ndarray, reference: np.ndarray, spec: ModelSpec) -> np
 def test_letterbox_matches_opencv(frame_hw, dtype, mapped: bool) -> None:
     rng = np.random.default_rng(frame_hw[0] * 7 + frame_hw[1])
     frame = rng.integers(0, 256, (*frame_hw, 3), dtype=np.uint8)
-    gpu = pipeline(mapped=mapped, input_dtype=dtype)
-    box = gpu.preprocess(frame)
+    gpu = kernels(mapped=mapped, input_dtype=dtype)
+    letterbox = gpu.preprocess(frame)
     gpu.synchronize()
     out = gpu.download_input()
-    reference, ref_box = preprocess(frame, D0)
-    assert box == ref_box and out.dtype == dtype
+    reference, ref_letterbox = preprocess(frame, D0)
+    assert letterbox == ref_letterbox and out.dtype == dtype
     gap = letterbox_gap(out, reference, D0)
     half_rounding = 0.0 if dtype == np.float32 else np.abs(reference) * np.asarray(D0.std)[:, None, None] * 2.0**-11
     assert np.all(gap <= 1.0 + 1e-3 + half_rounding), f"max gap {gap.max():.4f} uint8 steps"
@@ -89,7 +89,7 @@ def test_letterbox_matches_opencv(frame_hw, dtype, mapped: bool) -> None:
 
 
 def test_letterbox_real_images_zero_copy_and_crops() -> None:
-    gpu = pipeline()
+    gpu = kernels()
     for path in SAMPLE_IMAGES:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         frame = gpu.frame_buffer(*image.shape[:2])
@@ -108,8 +108,8 @@ def head_outputs(rng: np.random.Generator, positives: int, num_anchors: int = 49
     logits = rng.normal(-6.0, 1.0, (num_anchors, num_classes)).astype(np.float32)
     hot = rng.choice(num_anchors * num_classes, positives, replace=False)
     logits.reshape(-1)[hot] = rng.uniform(-1.0, 6.0, positives).astype(np.float32)
-    regressions = rng.normal(0.0, 0.3, (num_anchors, 4)).astype(np.float32)
-    return logits, regressions
+    box_codes = rng.normal(0.0, 0.3, (num_anchors, 4)).astype(np.float32)
+    return logits, box_codes
 
 
 def assert_same_detections(got, expected) -> None:
@@ -120,9 +120,9 @@ def assert_same_detections(got, expected) -> None:
     np.testing.assert_allclose(boxes, ref_boxes, rtol=0, atol=1e-3)
 
 
-def run(gpu: CudaPipeline, logits, regressions, box: Letterbox):
-    gpu.upload_head(logits, regressions)
-    gpu.decode_nms(box)
+def run(gpu: CudaKernels, logits, box_codes, letterbox: Letterbox):
+    gpu.upload_head(logits, box_codes)
+    gpu.decode_nms(letterbox)
     gpu.synchronize()
     return gpu.results()
 
@@ -143,14 +143,14 @@ def test_decode_nms_matches_numpy(case: str, mapped: bool) -> None:
     rng = np.random.default_rng(len(case))
     if positives is None:
         logits = rng.normal(0.0, 1.0, (49104, 3)).astype(np.float32)
-        regressions = rng.normal(0.0, 0.3, (49104, 4)).astype(np.float32)
+        box_codes = rng.normal(0.0, 0.3, (49104, 4)).astype(np.float32)
     else:
-        logits, regressions = head_outputs(rng, positives)
-    gpu = pipeline(config, mapped=mapped)
-    box = Letterbox.fit(frame_hw, D0.image_size)
+        logits, box_codes = head_outputs(rng, positives)
+    gpu = kernels(config, mapped=mapped)
+    letterbox = Letterbox.fit(frame_hw, D0.image_size)
     anchors = generate_anchors(D0)
-    got = run(gpu, logits, regressions, box)
-    assert_same_detections(got, postprocess(logits, regressions, anchors, box, config))
+    got = run(gpu, logits, box_codes, letterbox)
+    assert_same_detections(got, postprocess(logits, box_codes, anchors, letterbox, config))
 
     flat = logits.reshape(-1)
     passing = np.flatnonzero(flat > config.logit_threshold)
@@ -159,9 +159,11 @@ def test_decode_nms_matches_numpy(case: str, mapped: bool) -> None:
     assert state["num_candidates"] == len(passing)
     np.testing.assert_array_equal(state["flat_index"], chosen)
     ids = chosen // 3
-    np.testing.assert_allclose(state["boxes"], box.to_original(decode_boxes(regressions[ids], anchors[ids])), atol=1e-3)
+    np.testing.assert_allclose(
+        state["boxes"], letterbox.to_original(decode_boxes(box_codes[ids], anchors[ids])), atol=1e-3
+    )
 
-    again = run(gpu, logits, regressions, box)  # deterministic despite atomics
+    again = run(gpu, logits, box_codes, letterbox)  # deterministic despite atomics
     for a, b in zip(got, again):
         np.testing.assert_array_equal(a, b)
 
@@ -169,19 +171,21 @@ def test_decode_nms_matches_numpy(case: str, mapped: bool) -> None:
 def test_half_head_outputs() -> None:
     config = PostprocessConfig()
     rng = np.random.default_rng(9)
-    logits, regressions = head_outputs(rng, 500)
-    logits, regressions = logits.astype(np.float16), regressions.astype(np.float16)
-    box = Letterbox.fit((1080, 1920), D0.image_size)
-    got = run(pipeline(config, head_dtype=np.float16), logits, regressions, box)
-    expected = postprocess(logits.astype(np.float32), regressions.astype(np.float32), generate_anchors(D0), box, config)
+    logits, box_codes = head_outputs(rng, 500)
+    logits, box_codes = logits.astype(np.float16), box_codes.astype(np.float16)
+    letterbox = Letterbox.fit((1080, 1920), D0.image_size)
+    got = run(kernels(config, head_dtype=np.float16), logits, box_codes, letterbox)
+    expected = postprocess(
+        logits.astype(np.float32), box_codes.astype(np.float32), generate_anchors(D0), letterbox, config
+    )
     assert_same_detections(got, expected)
 
 
 def test_no_candidates_gives_no_detections() -> None:
-    gpu = pipeline()
+    gpu = kernels()
     logits = np.full((49104, 3), -20.0, np.float32)
-    box = Letterbox.fit((100, 100), D0.image_size)
-    boxes, scores, classes = run(gpu, logits, np.zeros((49104, 4), np.float32), box)
+    letterbox = Letterbox.fit((100, 100), D0.image_size)
+    boxes, scores, classes = run(gpu, logits, np.zeros((49104, 4), np.float32), letterbox)
     assert boxes.shape == (0, 4) and scores.shape == (0,) and classes.shape == (0,)
 
 
@@ -189,7 +193,7 @@ def test_no_candidates_gives_no_detections() -> None:
 
 
 def test_misuse_fails_loudly() -> None:
-    gpu = CudaPipeline(D0)
+    gpu = CudaKernels(D0)
     for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 4), np.uint8)):
         with pytest.raises(FacemaskError, match="BGR uint8"):
             gpu.preprocess(bad)

@@ -59,15 +59,15 @@ def test_letterbox_clips_wild_boxes_into_the_image(values, height, width):
 def test_postprocess_never_returns_non_finite_empty_or_outside_boxes(data, score_threshold, class_agnostic, frame):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     logits = rng.normal(-3, 3, (len(ANCHORS), SPEC.num_classes)).astype(np.float32)
-    regressions = rng.normal(0, 1, (len(ANCHORS), 4)).astype(np.float32)
-    for target in (logits, regressions):  # sprinkle wild values over random cells
+    box_codes = rng.normal(0, 1, (len(ANCHORS), 4)).astype(np.float32)
+    for target in (logits, box_codes):  # sprinkle wild values over random cells
         cells = data.draw(st.lists(st.integers(0, target.size - 1), max_size=60))
         wild = data.draw(st.lists(WILD, min_size=len(cells), max_size=len(cells)))
         target.reshape(-1)[cells] = np.asarray(wild, np.float32)
     letterbox = Letterbox.fit(frame, SPEC.image_size)
     config = PostprocessConfig(score_threshold, top_k=500, max_detections=50, class_agnostic=class_agnostic)
     with np.errstate(all="ignore"):
-        boxes, scores, classes = postprocess(logits, regressions, ANCHORS, letterbox, config)
+        boxes, scores, classes = postprocess(logits, box_codes, ANCHORS, letterbox, config)
     height, width = frame
     assert np.isfinite(boxes).all() and np.isfinite(scores).all()
     assert ((scores >= score_threshold) | (score_threshold == 0)).all() and (scores <= 1).all()

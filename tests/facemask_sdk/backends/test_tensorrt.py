@@ -147,7 +147,7 @@ def test_io_roles_come_from_the_names_export_writes(inputs, outputs) -> None:
     assert io_roles(inputs, outputs, Path("m.engine")) == {
         "input": "images",
         "logits": "logits",
-        "regressions": "boxes",
+        "box_codes": "boxes",
     }
 
 
@@ -171,17 +171,17 @@ def test_io_roles_refuse_other_names(inputs, outputs) -> None:
 def test_runner_is_the_network_stage_on_the_device(
     fake_tensorrt, fake_cuda, fake_engine, io_dtype, dynamic, error_of, head_outputs
 ) -> None:
-    """bind() points the engine at a CudaPipeline's buffers, enqueue() runs it there, run() is the host
+    """bind() points the engine at a CudaKernels's buffers, enqueue() runs it there, run() is the host
     parity path; two runners of one file share the engine; close() frees the context and the engine."""
     import threading
 
     from facemask_sdk.backends.tensorrt import _ENGINES
-    from facemask_sdk.cuda import CudaPipeline
+    from facemask_sdk.cuda import CudaKernels
     from facemask_sdk.errors import InternalError
 
     rng = np.random.default_rng(2)
-    logits, regressions = head_outputs(rng, len(generate_anchors(SPEC_256)), SPEC_256.num_classes, 300)
-    trt = fake_tensorrt(logits, regressions, io_dtype=io_dtype, dynamic_batch=dynamic)
+    logits, box_codes = head_outputs(rng, len(generate_anchors(SPEC_256)), SPEC_256.num_classes, 300)
+    trt = fake_tensorrt(logits, box_codes, io_dtype=io_dtype, dynamic_batch=dynamic)
     image = cv2.imread(str(SAMPLE_IMAGES[1]), cv2.IMREAD_COLOR)
     reference, _ = preprocess(image, SPEC_256)
 
@@ -193,16 +193,16 @@ def test_runner_is_the_network_stage_on_the_device(
         assert runner.device_dtypes == (np.dtype(io_dtype), np.dtype(io_dtype)) and runner.batch_size == 1
         with pytest.raises(InternalError, match="bind"):
             runner.enqueue()
-        with CudaPipeline(runner.spec, input_dtype=runner.input_dtype, head_dtype=runner.head_dtype) as device:
-            runner.bind(device)
-            device.preprocess(image)
+        with CudaKernels(runner.spec, input_dtype=runner.input_dtype, head_dtype=runner.head_dtype) as kernels:
+            runner.bind(kernels)
+            kernels.preprocess(image)
             runner.enqueue()
-            device.synchronize()
+            kernels.synchronize()
             np.testing.assert_array_equal(trt.seen_inputs[-1], reference.astype(io_dtype))
-            np.testing.assert_array_equal(device.download_head()[0], logits.astype(io_dtype).astype(np.float32))
+            np.testing.assert_array_equal(kernels.download_head()[0], logits.astype(io_dtype).astype(np.float32))
             out_logits, out_boxes = runner.run(reference[None])
             assert out_logits.shape == (1, *logits.shape) and out_logits.dtype == np.float32
-            np.testing.assert_array_equal(out_boxes[0], regressions.astype(io_dtype).astype(np.float32))
+            np.testing.assert_array_equal(out_boxes[0], box_codes.astype(io_dtype).astype(np.float32))
 
             errors = []
             thread = threading.Thread(target=lambda: errors.append(error_of(runner.enqueue)))
@@ -216,14 +216,14 @@ def test_runner_is_the_network_stage_on_the_device(
 
 
 def test_runner_refuses_device_buffers_of_another_dtype(fake_tensorrt, fake_engine, head_outputs) -> None:
-    from facemask_sdk.cuda import CudaPipeline
+    from facemask_sdk.cuda import CudaKernels
     from facemask_sdk.errors import InternalError
 
     anchors = len(generate_anchors(SPEC_256))
     fake_tensorrt(*head_outputs(np.random.default_rng(0), anchors, 3, 10), io_dtype=np.float16)
-    with TensorRTRunner(fake_engine) as runner, CudaPipeline(runner.spec) as device:
+    with TensorRTRunner(fake_engine) as runner, CudaKernels(runner.spec) as kernels:
         with pytest.raises(InternalError, match="float16"):
-            runner.bind(device)
+            runner.bind(kernels)
 
 
 def test_tensorrt_runner_refuses_an_engine_from_another_gpu(fake_tensorrt, fake_cuda, fake_engine, monkeypatch) -> None:
@@ -255,7 +255,7 @@ needs_tensorrt = pytest.mark.skipif(not _have_tensorrt(), reason="TensorRT is no
 def test_garbage_engine_is_refused_with_rebuild_advice(tmp_path: Path) -> None:
     import tensorrt as trt
 
-    from facemask_sdk.cuda.pipeline import import_pycuda
+    from facemask_sdk.cuda.kernels import import_pycuda
 
     cuda = import_pycuda()
     gpu = cuda.Device(0)
@@ -283,14 +283,14 @@ def test_an_engine_of_a_dynamic_size_export_is_bound_at_its_sidecar_size(
     from tests.facemask_sdk.conftest import SPEC_256
 
     rng = np.random.default_rng(5)
-    logits, regressions = head_outputs(rng, len(generate_anchors(SPEC_256)), SPEC_256.num_classes, 50)
-    fake_tensorrt(logits, regressions, dynamic_size=True)  # input (1, 3, -1, -1) until bound
+    logits, box_codes = head_outputs(rng, len(generate_anchors(SPEC_256)), SPEC_256.num_classes, 50)
+    fake_tensorrt(logits, box_codes, dynamic_size=True)  # input (1, 3, -1, -1) until bound
     image = cv2.imread(str(SAMPLE_IMAGES[0]), cv2.IMREAD_COLOR)
-    from facemask_sdk.cuda import CudaPipeline
+    from facemask_sdk.cuda import CudaKernels
 
     with TensorRTRunner(fake_engine) as runner:
         assert runner.spec.image_size == (256, 256)
-        with CudaPipeline(runner.spec, input_dtype=runner.input_dtype, head_dtype=runner.head_dtype) as device:
-            runner.bind(device)
+        with CudaKernels(runner.spec, input_dtype=runner.input_dtype, head_dtype=runner.head_dtype) as kernels:
+            runner.bind(kernels)
             out_logits, _ = runner.run(preprocess(image, SPEC_256)[0][None])
         np.testing.assert_array_equal(out_logits[0], logits)

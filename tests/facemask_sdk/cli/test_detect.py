@@ -39,7 +39,7 @@ def test_images_folder(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
     first = records[0]
     assert first["frame"] == 0 and first["faces"] == len(first["detections"]) == 5
     assert set(first["detections"][0]) == {"box", "score", "class_id", "label"}
-    assert set(first["timing_ms"]) == {"preprocess", "inference", "postprocess", "total"}
+    assert set(first["timing_ms"]) == {"load", "preprocess", "inference", "postprocess", "total"}
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 4 and summary["faces"] == 20 == sum(summary["per_class"].values())

@@ -1,9 +1,9 @@
 """The CUDA kernels (facemask_sdk/cuda/kernels.cu) without a GPU: `nvcc -ptx` compiles them, and a CPU
 emulator runs them against NumPy.
 
-1. `nvcc -ptx` for Jetson Orin (sm_87) and Hopper (sm_90) with the pipeline's options: no errors, no
+1. `nvcc -ptx` for Jetson Orin (sm_87) and Hopper (sm_90) with the plans' options: no errors, no
    warnings, and every kernel's PTX parameter list matches the argument formats pycuda packs
-   (`pipeline.KERNEL_ARGS`).
+   (`plans.KERNEL_ARGS`).
 2. The emulator (the `emulator` fixture: tests/facemask_sdk/conftest.py) compiles `kernels.cu` as C++
    with a small shim: each block's threads are fibers (ucontext) switched at `__syncthreads()`,
    `__shared__` is `static`, atomics are plain (fibers never run concurrently). It runs the *same
@@ -68,7 +68,7 @@ def test_nvcc_compiles_kernels_to_ptx(arch: str, tmp_path: Path) -> None:
     assert not (result.stdout + result.stderr).strip(), f"nvcc warnings:\n{result.stderr}"
     ptx = out.read_text()
     entries = dict(re.findall(r"\.visible \.entry (\w+)\(([^)]*)\)", ptx))
-    assert set(entries) == set(KERNEL_ARGS), "kernels.cu and pipeline.KERNEL_ARGS list different kernels"
+    assert set(entries) == set(KERNEL_ARGS), "kernels.cu and plans.KERNEL_ARGS list different kernels"
     for name, fmt in KERNEL_ARGS.items():
         ptx_types = re.findall(r"\.param (\.\w+)", entries[name])
         assert ptx_types == [PTX_TYPES[c] for c in fmt], f"{name}: PTX params {ptx_types} vs format {fmt!r}"
@@ -82,7 +82,7 @@ def ptr(array: np.ndarray) -> int:
 
 
 class EmulatedDecoder:
-    """`CudaPipeline`'s decoding half on the emulator, with buffers sized by the same functions."""
+    """`CudaKernels`'s decoding half on the emulator, with buffers sized by the same functions."""
 
     def __init__(self, emulator, spec: ModelSpec, config: PostprocessConfig, head_dtype=np.float32):
         self.emulator, self.spec, self.head_dtype = emulator, spec, np.dtype(head_dtype)
@@ -97,12 +97,14 @@ class EmulatedDecoder:
         for name, (dtype, shape) in output_specs(self.settings.max_detections).items():
             self.buffers[name] = np.zeros(shape, dtype)
 
-    def run(self, logits: np.ndarray, regressions: np.ndarray, box: Letterbox):
+    def run(self, logits: np.ndarray, box_codes: np.ndarray, letterbox: Letterbox):
         self.buffers["logits"] = np.ascontiguousarray(logits, self.head_dtype)
-        self.buffers["regressions"] = np.ascontiguousarray(regressions, self.head_dtype)
+        self.buffers["box_codes"] = np.ascontiguousarray(box_codes, self.head_dtype)
         self.buffers["anchors"] = self.anchors
         pointers = {name: ptr(array) for name, array in self.buffers.items()}
-        for launch in plan_decode(pointers, self.num_anchors, self.num_classes, box, self.settings, self.head_dtype):
+        for launch in plan_decode(
+            pointers, self.num_anchors, self.num_classes, letterbox, self.settings, self.head_dtype
+        ):
             self.emulator.run(launch)
         n = int(self.buffers["out_count"][0])
         return (
@@ -126,9 +128,9 @@ class EmulatedDecoder:
 def emulated_letterbox(emulator, frame: np.ndarray, spec: ModelSpec, dtype=np.float32):
     frame = check_frame(frame)
     out = np.full((3, *spec.image_size), np.nan, dtype)
-    launch, box = plan_letterbox(ptr(frame), frame.shape[:2], frame.strides[0], ptr(out), dtype, spec)
+    launch, letterbox = plan_letterbox(ptr(frame), frame.shape[:2], frame.strides[0], ptr(out), dtype, spec)
     emulator.run(launch)
-    return out, box
+    return out, letterbox
 
 
 # --- emulator: plumbing -----------------------------------------------------------------------------
@@ -167,9 +169,9 @@ def test_letterbox_is_bit_exact_with_opencv(emulator, frame_hw, input_hw) -> Non
     rng = np.random.default_rng(sum(frame_hw) + sum(input_hw))
     spec = ModelSpec("tf_efficientdet_d0", input_hw)
     frame = rng.integers(0, 256, (*frame_hw, 3), dtype=np.uint8)
-    out, box = emulated_letterbox(emulator, frame, spec)
-    reference, ref_box = preprocess(frame, spec)
-    assert box == ref_box
+    out, letterbox = emulated_letterbox(emulator, frame, spec)
+    reference, ref_letterbox = preprocess(frame, spec)
+    assert letterbox == ref_letterbox
     np.testing.assert_array_equal(out, reference)
 
 
@@ -249,10 +251,10 @@ def test_decode_nms_matches_numpy(emulator, case: str, assert_same_detections, h
     frame_hw, config, positives = CASES[case]
     rng = np.random.default_rng(zlib.crc32(case.encode()))
     decoder = EmulatedDecoder(emulator, SPEC_128, config)
-    logits, regressions = head_outputs(rng, decoder.num_anchors, decoder.num_classes, positives)
-    box = Letterbox.fit(frame_hw, SPEC_128.image_size)
-    got = decoder.run(logits, regressions, box)
-    expected = postprocess(logits, regressions, decoder.anchors, box, config)
+    logits, box_codes = head_outputs(rng, decoder.num_anchors, decoder.num_classes, positives)
+    letterbox = Letterbox.fit(frame_hw, SPEC_128.image_size)
+    got = decoder.run(logits, box_codes, letterbox)
+    expected = postprocess(logits, box_codes, decoder.anchors, letterbox, config)
     assert_same_detections(got, expected)
 
     # top-K stage on its own: the same candidates, in the same order, with the same boxes
@@ -264,7 +266,7 @@ def test_decode_nms_matches_numpy(emulator, case: str, assert_same_detections, h
     np.testing.assert_array_equal(state["flat_index"], chosen)
     np.testing.assert_array_equal(state["class_ids"], chosen % decoder.num_classes)
     anchors_of = chosen // decoder.num_classes
-    ref_boxes = box.to_original(decode_boxes(regressions[anchors_of], decoder.anchors[anchors_of]))
+    ref_boxes = letterbox.to_original(decode_boxes(box_codes[anchors_of], decoder.anchors[anchors_of]))
     np.testing.assert_allclose(state["boxes"], ref_boxes, rtol=0, atol=1e-3)
 
 
@@ -276,10 +278,10 @@ def test_all_pairs_above_threshold_uses_radix_select(emulator, assert_same_detec
     logits = rng.normal(2.0, 1.0, (decoder.num_anchors, decoder.num_classes)).astype(np.float32)
     logits.reshape(-1)[rng.choice(logits.size, 3000, replace=False)] = np.float32(2.5)  # ties at the cut
     logits[5:9] = np.float32(30.0)  # sigmoid saturates to 1.0: ranked by logit, then by index
-    regressions = rng.normal(0, 0.2, (decoder.num_anchors, 4)).astype(np.float32)
-    box = Letterbox.fit((200, 300), SPEC_128.image_size)
-    got = decoder.run(logits, regressions, box)
-    assert_same_detections(got, postprocess(logits, regressions, decoder.anchors, box, config))
+    box_codes = rng.normal(0, 0.2, (decoder.num_anchors, 4)).astype(np.float32)
+    letterbox = Letterbox.fit((200, 300), SPEC_128.image_size)
+    got = decoder.run(logits, box_codes, letterbox)
+    assert_same_detections(got, postprocess(logits, box_codes, decoder.anchors, letterbox, config))
     flat = logits.reshape(-1)
     np.testing.assert_array_equal(decoder.candidates()["flat_index"], top_k_indices(flat, 1000))
 
@@ -288,11 +290,11 @@ def test_half_head_outputs(emulator, assert_same_detections, head_outputs) -> No
     config = PostprocessConfig()
     decoder = EmulatedDecoder(emulator, SPEC_128, config, head_dtype=np.float16)
     rng = np.random.default_rng(11)
-    logits, regressions = head_outputs(rng, decoder.num_anchors, decoder.num_classes, 200)
-    logits, regressions = logits.astype(np.float16), regressions.astype(np.float16)
-    box = Letterbox.fit((300, 400), SPEC_128.image_size)
-    got = decoder.run(logits, regressions, box)
-    expected = postprocess(logits.astype(np.float32), regressions.astype(np.float32), decoder.anchors, box, config)
+    logits, box_codes = head_outputs(rng, decoder.num_anchors, decoder.num_classes, 200)
+    logits, box_codes = logits.astype(np.float16), box_codes.astype(np.float16)
+    letterbox = Letterbox.fit((300, 400), SPEC_128.image_size)
+    got = decoder.run(logits, box_codes, letterbox)
+    expected = postprocess(logits.astype(np.float32), box_codes.astype(np.float32), decoder.anchors, letterbox, config)
     assert_same_detections(got, expected)
 
 
@@ -304,9 +306,9 @@ def test_nms_keep_sets_on_crowded_boxes(emulator, class_agnostic: bool, head_out
     )
     decoder = EmulatedDecoder(emulator, SPEC_128, config)
     rng = np.random.default_rng(5)
-    logits, regressions = head_outputs(rng, decoder.num_anchors, decoder.num_classes, 1800, spread=1.0)
-    box = Letterbox.fit((128, 128), SPEC_128.image_size)
-    boxes, scores, classes = decoder.run(logits, regressions, box)
+    logits, box_codes = head_outputs(rng, decoder.num_anchors, decoder.num_classes, 1800, spread=1.0)
+    letterbox = Letterbox.fit((128, 128), SPEC_128.image_size)
+    boxes, scores, classes = decoder.run(logits, box_codes, letterbox)
     state = decoder.candidates()
     groups = np.zeros_like(state["class_ids"]) if class_agnostic else state["class_ids"]
     keep = batched_nms(state["boxes"], state["scores"], groups, config.iou_threshold)
@@ -320,15 +322,15 @@ def test_non_finite_and_empty_detections_are_dropped_like_numpy(emulator, assert
     config = PostprocessConfig(score_threshold=0.3)
     decoder = EmulatedDecoder(emulator, SPEC_128, config)
     rng = np.random.default_rng(21)
-    logits, regressions = head_outputs(rng, decoder.num_anchors, decoder.num_classes, 300)
+    logits, box_codes = head_outputs(rng, decoder.num_anchors, decoder.num_classes, 300)
     hot = np.flatnonzero((logits > 0).any(1))
-    regressions[hot[:20]] = np.nan
-    regressions[hot[20:40], 2:] = np.float32(np.inf)
-    regressions[hot[40:60], 0] = np.float32(1e4)  # centre far outside the image: clipped to an empty box
+    box_codes[hot[:20]] = np.nan
+    box_codes[hot[20:40], 2:] = np.float32(np.inf)
+    box_codes[hot[40:60], 0] = np.float32(1e4)  # centre far outside the image: clipped to an empty box
     logits[hot[60:65]] = np.float32(np.inf)  # score 1.0 with a finite box: a valid detection
-    box = Letterbox.fit((100, 140), SPEC_128.image_size)
-    got = decoder.run(logits, regressions, box)
-    expected = postprocess(logits, regressions, decoder.anchors, box, config)
+    letterbox = Letterbox.fit((100, 140), SPEC_128.image_size)
+    got = decoder.run(logits, box_codes, letterbox)
+    expected = postprocess(logits, box_codes, decoder.anchors, letterbox, config)
     assert_same_detections(got, expected)
     boxes, scores, _ = expected
     assert len(boxes) and np.isfinite(boxes).all() and np.isfinite(scores).all()
@@ -338,8 +340,8 @@ def test_non_finite_and_empty_detections_are_dropped_like_numpy(emulator, assert
 # --- the sizes kernels.cu shares with the plans -----------------------------------------------------
 
 
-def test_kernels_take_their_sizes_from_the_pipeline_only(tmp_path: Path) -> None:
-    """kernels.cu defines none of the shared sizes itself: without the pipeline's -D definitions it does
+def test_kernels_take_their_sizes_from_the_plans_only(tmp_path: Path) -> None:
+    """kernels.cu defines none of the shared sizes itself: without the plans' -D definitions it does
     not compile, so a size can only change in `KERNEL_CONSTANTS` (buffers and kernels together)."""
     from facemask_sdk.cuda.plans import KERNEL_CONSTANTS
 

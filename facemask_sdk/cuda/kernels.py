@@ -1,9 +1,9 @@
 """GPU pre-processing, decoding, top-K and NMS (`kernels.cu`) on one CUDA stream, driven by pycuda.
 
 The launch plans (`facemask_sdk.cuda.plans`: pure Python, checked on CPU against an emulator of the
-kernels) say what to launch; `CudaPipeline` compiles the kernels (cached on disk), allocates every
+kernels) say what to launch; `CudaKernels` compiles the kernels (cached on disk), allocates every
 buffer once, and enqueues pre-processing and decoding + NMS on its stream. The TensorRT runner points
-the engine's input and outputs at the pipeline's buffers, so a frame goes camera -> GPU -> detections
+the engine's input and outputs at the kernels' buffers, so a frame goes camera -> GPU -> detections
 with one synchronisation at the end.
 
 Zero copy: frames and detections live in page-locked host memory mapped into the device address space
@@ -12,14 +12,14 @@ Jetson (memory shared by CPU and GPU) that is no copy at all; on a discrete GPU 
 the frame over PCIe, so there explicit async copies to device buffers are used instead. `mapped=None`
 (the default) picks by the device's `INTEGRATED` attribute (`use_mapped_memory`).
 
-    >>> with CudaPipeline(spec) as gpu:                      # doctest: +SKIP
+    >>> with CudaKernels(spec) as gpu:                      # doctest: +SKIP
     ...     frame = gpu.frame_buffer(1080, 1920)              # cap.read(frame) fills it in place
-    ...     box = gpu.preprocess(frame)                       # -> gpu.input_ptr, [3, H, W]
-    ...     # TensorRT writes the head outputs into gpu.logits_ptr / gpu.regressions_ptr
-    ...     gpu.decode_nms(box); gpu.synchronize()
+    ...     letterbox = gpu.preprocess(frame)                       # -> gpu.input_ptr, [3, H, W]
+    ...     # TensorRT writes the head outputs into gpu.logits_ptr / gpu.box_codes_ptr
+    ...     gpu.decode_nms(letterbox); gpu.synchronize()
     ...     boxes, scores, class_ids = gpu.results()
 
-Threading: a pipeline belongs to the thread that created it (its CUDA stream and buffers are not
+Threading: a CudaKernels belongs to the thread that created it (its CUDA stream and buffers are not
 shared); use from another thread, or after `close()`, raises `FacemaskError`.
 """
 
@@ -85,7 +85,7 @@ def import_pycuda():
         import pycuda.driver as cuda
     except ImportError:
         raise FacemaskError(
-            "the CUDA pipeline needs pycuda and an NVIDIA GPU with its driver: pip install 'facemask-sdk[trt]'"
+            "the CUDA stages need pycuda and an NVIDIA GPU with its driver: pip install 'facemask-sdk[trt]'"
         ) from None
     cuda.init()
     return cuda
@@ -114,11 +114,11 @@ def use_mapped_memory(
     return bool(requested)
 
 
-class CudaPipeline(Runner):
+class CudaKernels(Runner):
     """Pre-processing and decoding + NMS kernels for one model, one stream, buffers allocated once.
 
     `config`: a `PostprocessConfig` (default thresholds if None); `input_dtype`: the network input
-    (float32 or float16); `head_dtype`: the dtype of the logits/regressions tensors; `mapped`: zero-copy
+    (float32 or float16); `head_dtype`: the dtype of the logits/box_codes tensors; `mapped`: zero-copy
     mapped host memory for frames and detections (False: pinned buffers and explicit async copies;
     None: mapped on an integrated GPU such as Jetson's, copies on a discrete one).
     """
@@ -150,13 +150,13 @@ class CudaPipeline(Runner):
         self._cuda = cuda = import_pycuda()
         self.ordinal = int(device)
         self._context = primary_context(cuda, self.ordinal)
-        self.device = cuda.Device(self.ordinal)
+        self.cuda_device = cuda.Device(self.ordinal)
         attribute = cuda.device_attribute
         self.mapped = use_mapped_memory(
             mapped,
-            bool(self.device.get_attribute(attribute.INTEGRATED)),
-            bool(self.device.get_attribute(attribute.CAN_MAP_HOST_MEMORY)),
-            self.device.name(),
+            bool(self.cuda_device.get_attribute(attribute.INTEGRATED)),
+            bool(self.cuda_device.get_attribute(attribute.CAN_MAP_HOST_MEMORY)),
+            self.cuda_device.name(),
         )
         self._closed = False
         try:
@@ -188,7 +188,7 @@ class CudaPipeline(Runner):
         self._ptr: dict[str, int] = {
             "input": self._alloc(3 * height * width * self.input_dtype.itemsize),
             "logits": self._alloc(self.num_anchors * self.num_classes * self.head_dtype.itemsize),
-            "regressions": self._alloc(self.num_anchors * 4 * self.head_dtype.itemsize),
+            "box_codes": self._alloc(self.num_anchors * 4 * self.head_dtype.itemsize),
             "anchors": self._alloc(anchors.nbytes),
         }
         cuda.memcpy_htod(self._ptr["anchors"], anchors)
@@ -255,14 +255,14 @@ class CudaPipeline(Runner):
         return self._ptr["logits"]
 
     @property
-    def regressions_ptr(self) -> int:
-        return self._ptr["regressions"]
+    def box_codes_ptr(self) -> int:
+        return self._ptr["box_codes"]
 
     def device_name(self) -> str:
-        return self.device.name()
+        return self.cuda_device.name()
 
     def compute_capability(self) -> str:
-        major, minor = self.device.compute_capability()
+        major, minor = self.cuda_device.compute_capability()
         return f"{major}.{minor}"
 
     # -- frames ---------------------------------------------------------------------------------------
@@ -316,11 +316,11 @@ class CudaPipeline(Runner):
                 span = buffer.reshape(-1)[offset : offset + nbytes]
                 src = self._device_frame(span.nbytes)
                 self._cuda.memcpy_htod_async(src, span, self.stream)
-            launch, box = plan_letterbox(
+            launch, letterbox = plan_letterbox(
                 src, frame.shape[:2], frame.strides[0], self.input_ptr, self.input_dtype, self.spec
             )
             self.launch(launch)
-            return box
+            return letterbox
 
     def _device_frame(self, nbytes: int) -> int:
         ptr, size = self._frame_dev
@@ -333,10 +333,10 @@ class CudaPipeline(Runner):
 
     # -- decoding ------------------------------------------------------------------------------------
 
-    def decode_nms(self, box: Letterbox) -> None:
-        """Enqueue decoding, top-K and NMS of the head outputs at `logits_ptr`/`regressions_ptr`."""
+    def decode_nms(self, letterbox: Letterbox) -> None:
+        """Enqueue decoding, top-K and NMS of the head outputs at `logits_ptr`/`box_codes_ptr`."""
         with self.active():
-            plan = plan_decode(self._ptr, self.num_anchors, self.num_classes, box, self.settings, self.head_dtype)
+            plan = plan_decode(self._ptr, self.num_anchors, self.num_classes, letterbox, self.settings, self.head_dtype)
             for launch in plan:
                 self.launch(launch)
             if not self.mapped:
@@ -401,10 +401,10 @@ class CudaPipeline(Runner):
             self._cuda.memcpy_dtoh(out, self.input_ptr)
         return out
 
-    def upload_head(self, logits: np.ndarray, regressions: np.ndarray) -> None:
+    def upload_head(self, logits: np.ndarray, box_codes: np.ndarray) -> None:
         """Copy one image's head outputs (`[A, C]`, `[A, 4]`, any float dtype) into the head buffers."""
-        expected = {"logits": (self.num_anchors, self.num_classes), "regressions": (self.num_anchors, 4)}
-        arrays = {"logits": np.asarray(logits), "regressions": np.asarray(regressions)}
+        expected = {"logits": (self.num_anchors, self.num_classes), "box_codes": (self.num_anchors, 4)}
+        arrays = {"logits": np.asarray(logits), "box_codes": np.asarray(box_codes)}
         for name, array in arrays.items():
             if array.shape != expected[name]:
                 raise FacemaskError(f"{name} must have shape {list(expected[name])}, got {list(array.shape)}")
@@ -417,10 +417,10 @@ class CudaPipeline(Runner):
     def download_head(self) -> tuple[np.ndarray, np.ndarray]:
         """The head outputs `[A, C]`, `[A, 4]` as float32 (synchronises first)."""
         logits = np.empty((self.num_anchors, self.num_classes), self.head_dtype)
-        regressions = np.empty((self.num_anchors, 4), self.head_dtype)
+        box_codes = np.empty((self.num_anchors, 4), self.head_dtype)
         with self.active():
             self.stream.synchronize()
             self._pending = False
             self._cuda.memcpy_dtoh(logits, self.logits_ptr)
-            self._cuda.memcpy_dtoh(regressions, self.regressions_ptr)
-        return logits.astype(np.float32), regressions.astype(np.float32)
+            self._cuda.memcpy_dtoh(box_codes, self.box_codes_ptr)
+        return logits.astype(np.float32), box_codes.astype(np.float32)

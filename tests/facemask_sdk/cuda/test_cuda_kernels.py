@@ -1,4 +1,4 @@
-"""`CudaPipeline` (facemask_sdk.cuda.pipeline) without a GPU: memory choice, buffers, mapped and copied frames,
+"""`CudaKernels` (facemask_sdk.cuda.kernels) without a GPU: memory choice, buffers, mapped and copied frames,
 pitched crops, launch order, results and lifecycle against the NumPy pipeline, on a stand-in pycuda whose
 kernels run on the CPU emulator (`fake_cuda`: tests/facemask_sdk/conftest.py). tests/gpu runs the real one."""
 
@@ -34,40 +34,40 @@ SPEC_256 = ModelSpec("tf_efficientdet_d0", (256, 256))
     ],
 )
 def test_mapped_memory_on_integrated_gpus_copies_on_discrete(requested, integrated, can_map, expected) -> None:
-    from facemask_sdk.cuda.pipeline import use_mapped_memory
+    from facemask_sdk.cuda.kernels import use_mapped_memory
 
     assert use_mapped_memory(requested, integrated, can_map) is expected
 
 
 def test_mapped_memory_refused_where_the_device_cannot_map() -> None:
-    from facemask_sdk.cuda.pipeline import use_mapped_memory
+    from facemask_sdk.cuda.kernels import use_mapped_memory
 
     with pytest.raises(FacemaskError, match="cannot map host memory; use mapped=False"):
         use_mapped_memory(True, True, False, "Old GPU")
 
 
 @pytest.mark.parametrize("integrated", [True, False])
-def test_pipeline_picks_memory_by_the_devices_integrated_attribute(fake_cuda, integrated: bool) -> None:
-    from facemask_sdk.cuda import CudaPipeline
+def test_cuda_kernels_picks_memory_by_the_devices_integrated_attribute(fake_cuda, integrated: bool) -> None:
+    from facemask_sdk.cuda import CudaKernels
 
     fake_cuda.attributes["INTEGRATED"] = int(integrated)
-    with CudaPipeline(SPEC_256) as gpu:
+    with CudaKernels(SPEC_256) as gpu:
         assert gpu.mapped is integrated
 
 
 @pytest.mark.parametrize("mapped", [True, False])
-def test_pipeline_matches_numpy(fake_cuda, mapped: bool, assert_same_detections, head_outputs) -> None:
-    from facemask_sdk.cuda import CudaPipeline
+def test_cuda_kernels_matches_numpy(fake_cuda, mapped: bool, assert_same_detections, head_outputs) -> None:
+    from facemask_sdk.cuda import CudaKernels
 
     config = PostprocessConfig(score_threshold=0.3)
     rng = np.random.default_rng(1)
     image = cv2.imread(str(SAMPLE_IMAGES[0]), cv2.IMREAD_COLOR)
-    with CudaPipeline(SPEC_256, config, mapped=mapped) as gpu:
+    with CudaKernels(SPEC_256, config, mapped=mapped) as gpu:
         # a frame that is not ours: copied once into a pinned staging buffer
-        box = gpu.preprocess(image)
+        letterbox = gpu.preprocess(image)
         gpu.synchronize()
-        reference, ref_box = preprocess(image, SPEC_256)
-        assert box == ref_box
+        reference, ref_letterbox = preprocess(image, SPEC_256)
+        assert letterbox == ref_letterbox
         np.testing.assert_array_equal(gpu.download_input(), reference)
 
         # a crop of a frame_buffer(): read in place (pitched), no staging copy
@@ -80,15 +80,15 @@ def test_pipeline_matches_numpy(fake_cuda, mapped: bool, assert_same_detections,
         assert len(gpu._staging) == staged
         np.testing.assert_array_equal(gpu.download_input(), preprocess(np.ascontiguousarray(crop), SPEC_256)[0])
 
-        logits, regressions = head_outputs(rng, gpu.num_anchors, gpu.num_classes, 400)
-        gpu.upload_head(logits, regressions)
-        gpu.decode_nms(box)
+        logits, box_codes = head_outputs(rng, gpu.num_anchors, gpu.num_classes, 400)
+        gpu.upload_head(logits, box_codes)
+        gpu.decode_nms(letterbox)
         with pytest.raises(FacemaskError, match="before synchronize"):
             gpu.results()
         gpu.synchronize()
         got = gpu.results()
         anchors = generate_anchors(SPEC_256)
-        assert_same_detections(got, postprocess(logits, regressions, anchors, box, config))
+        assert_same_detections(got, postprocess(logits, box_codes, anchors, letterbox, config))
         assert 0 < len(got[0]) <= config.max_detections
         assert probe.candidates(gpu)["num_candidates"] == int((logits > config.logit_threshold).sum())
         np.testing.assert_array_equal(gpu.download_head()[0], logits)
@@ -109,23 +109,23 @@ def test_pipeline_matches_numpy(fake_cuda, mapped: bool, assert_same_detections,
         (lambda gpu: gpu.upload_input(np.zeros((3, 10, 10))), "input must have shape"),
     ],
 )
-def test_pipeline_refuses_bad_input(fake_cuda, call, words: str) -> None:
-    from facemask_sdk.cuda import CudaPipeline
+def test_cuda_kernels_refuses_bad_input(fake_cuda, call, words: str) -> None:
+    from facemask_sdk.cuda import CudaKernels
 
-    with CudaPipeline(SPEC_128) as gpu:
+    with CudaKernels(SPEC_128) as gpu:
         with pytest.raises(FacemaskError) as info:
             call(gpu)
         assert words in str(info.value)
 
 
-def test_pipeline_lifecycle_and_threads(fake_cuda, error_of) -> None:
+def test_cuda_kernels_lifecycle_and_threads(fake_cuda, error_of) -> None:
     import threading
 
-    from facemask_sdk.cuda import CudaPipeline
+    from facemask_sdk.cuda import CudaKernels
 
     with pytest.raises(FacemaskError, match="top_k"):
-        CudaPipeline(SPEC_128, PostprocessConfig(top_k=20000))
-    gpu = CudaPipeline(SPEC_128)
+        CudaKernels(SPEC_128, PostprocessConfig(top_k=20000))
+    gpu = CudaKernels(SPEC_128)
     errors = []
     blank = np.zeros((4, 4, 3), np.uint8)
     thread = threading.Thread(target=lambda: errors.append(error_of(lambda: gpu.preprocess(blank))))
