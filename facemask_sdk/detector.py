@@ -31,6 +31,7 @@ from facemask_sdk.cuda.stages import CudaPostprocess, CudaPreprocess  # pycuda i
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.image_io import read_image, to_bgr8
+from facemask_sdk.lifecycle import Resource
 from facemask_sdk.models import default_model_path
 from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.spec import ModelSpec
@@ -62,7 +63,7 @@ BACKEND_ALIASES = {
 SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
 
 
-class Detector:
+class Detector(Resource):
     """A face-mask detector around one model file.
 
     `model`: `.onnx` (ONNX Runtime) or `.engine` (TensorRT) file; `None` is the shipped model
@@ -104,6 +105,7 @@ class Detector:
             raise FacemaskError(
                 f"model must be a path to an .onnx or .engine file (or None), got {type(model).__name__}"
             )
+        self._claim()  # closed until composed (the `Resource` lifecycle)
         self._timings = threading.local()
         self.config = PostprocessConfig(
             score_threshold=score_threshold,
@@ -123,6 +125,7 @@ class Detector:
         network = NETWORKS[self.backend](self.model_path, providers=providers, threads=threads, input_size=input_size)
         self._pipeline, self.stages = _compose(network, self.config, kinds)  # closes `network` if it fails
         self.spec: ModelSpec = network.spec
+        self._closed = False
 
     @property
     def last_timing(self) -> dict[str, float]:
@@ -136,10 +139,6 @@ class Detector:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     @property
-    def closed(self) -> bool:
-        return self._pipeline is None
-
-    @property
     def batch_size(self) -> int | None:
         """The model's static batch size (None when its batch axis is dynamic); `detect_batch` chunks by it."""
         self._check_open()
@@ -150,26 +149,18 @@ class Detector:
         """ONNX Runtime execution providers in use (empty for other backends or once closed)."""
         return [] if self._pipeline is None else list(self._pipeline.network.providers)
 
-    def close(self) -> None:
-        """Free the stages (session or engine, device buffers); calling it again does nothing."""
+    def _release(self) -> None:
+        """Free the stages (session or engine, device buffers)."""
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             pipeline.close()
-
-    def __enter__(self) -> Detector:
-        self._check_open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else self.backend
         return f"Detector({str(self.model_path)!r}, {self.spec.architecture}, {state})"
 
-    def _check_open(self) -> None:
-        if self._pipeline is None:
-            raise FacemaskError(f"this Detector ({self.model_path}) is closed; create a new one")
+    def _label(self) -> str:
+        return f"Detector ({self.model_path})"
 
     def stream(
         self,

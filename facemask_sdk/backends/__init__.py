@@ -5,7 +5,7 @@
 - `facemask_sdk.backends.tensorrt.TensorRTRunner`: `.engine` files on TensorRT, on the device:
   `bind(kernels)`, then `enqueue()` (its `run` gives raw head outputs too, for parity checks).
 
-Both share one lifecycle, `facemask_sdk.backends.base.Runner`: open until `close()` or the end of a
+All share one lifecycle, `facemask_sdk.lifecycle.Resource` (through `backends.base.Runner`): open until `close()` or the end of a
 `with` block, then refused; TensorRT runners also belong to their creating thread.
 
 Backends are imported only when used (`facemask_sdk.detector.Detector` picks one by file type), so

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from facemask_sdk.backends.base import Runner
 from facemask_sdk.cuda.plans import (
     KERNEL_ARGS,
     KERNEL_SOURCE,
@@ -49,6 +48,7 @@ from facemask_sdk.cuda.plans import (
     plan_letterbox,
 )
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.lifecycle import Resource
 from facemask_sdk.preprocess import Letterbox
 from facemask_sdk.spec import ModelSpec
 
@@ -114,7 +114,7 @@ def use_mapped_memory(
     return bool(requested)
 
 
-class CudaKernels(Runner):
+class CudaKernels(Resource):
     """Pre-processing and decoding + NMS kernels for one model, one stream, buffers allocated once.
 
     `config`: a `PostprocessConfig` (default thresholds if None); `input_dtype`: the network input
@@ -134,7 +134,7 @@ class CudaKernels(Runner):
         device: int = 0,
         cache_dir: str | Path | None = None,
     ) -> None:
-        self._claim()  # closed until built enough for close() to free it (the `Runner` lifecycle)
+        self._claim()  # closed until built enough for close() to free it (the `Resource` lifecycle)
         self._allocations: list[Any] = []
         if config is None:
             from facemask_sdk.postprocess import PostprocessConfig

@@ -50,7 +50,7 @@ from facemask_tools.benchmarks.runners import (
     EVAL_MAX_DETECTIONS,
     EVAL_SCORE_THRESHOLD,
     SPEED_SCORE_THRESHOLD,
-    Runner,
+    BenchRunner,
     discover_runners,
     runner_notes,
 )
@@ -186,7 +186,7 @@ def run_benchmark(config: BenchConfig, progress: bool = True, log: Callable[[str
 # -- running ---------------------------------------------------------------------------------------
 
 
-def _select(candidates: list[Runner], names: tuple[str, ...] | None) -> list[Runner]:
+def _select(candidates: list[BenchRunner], names: tuple[str, ...] | None) -> list[BenchRunner]:
     if not names:
         return candidates
     known = [r.name for r in candidates]
@@ -207,7 +207,7 @@ def _decode_times(paths: list[Path]) -> list[float]:
     return times
 
 
-def _run_worker(runner: Runner, image_paths: list[Path], config: BenchConfig, tmp: Path, progress: bool):
+def _run_worker(runner: BenchRunner, image_paths: list[Path], config: BenchConfig, tmp: Path, progress: bool):
     """Run `facemask_tools.benchmarks.worker` for one runner; (result, predictions); a crash becomes status 'failed'."""
     job_path, result_path = tmp / f"{runner.name}.job.json", tmp / f"{runner.name}.result.json"
     predictions_path, stderr_path = tmp / f"{runner.name}.npz", tmp / f"{runner.name}.stderr"
@@ -266,7 +266,7 @@ def _accuracy(ground_truth: list[Detections], predictions: list, info: dict) -> 
 # -- figures ---------------------------------------------------------------------------------------
 
 
-def _row(runner: Runner, result: dict) -> dict:
+def _row(runner: BenchRunner, result: dict) -> dict:
     spec = runner.spec
     row = {
         "name": spec.name,

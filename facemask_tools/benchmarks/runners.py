@@ -1,7 +1,7 @@
 """One adapter over every runner the benchmark compares.
 
 A runner is described by a `RunnerSpec` (plain data, so a worker subprocess can rebuild it) and
-used through `Runner`:
+used through `BenchRunner` (the SDK's lifecycle, `facemask_sdk.lifecycle.Resource`):
 
     >>> runner = make_runner(RunnerSpec("ort-cpu-fp32", "onnxruntime", "fp32", "cpu", "models/facemask.onnx"))
     >>> runner.available()                 # cheap checks only: files, packages, providers
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.lifecycle import Resource
 from facemask_sdk.metrics import EVAL_IOU_THRESHOLD, EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD  # noqa: F401 (re-exported)
 from facemask_sdk.models import variant_path
 from facemask_sdk.stages import STAGE_TIMINGS
@@ -47,7 +48,7 @@ FP16_CPU_NOTE = (
 
 
 class RunnerUnavailable(FacemaskError):
-    """Raised by `Runner.open()` when a check that needs the heavy library fails (e.g. no CUDA device)."""
+    """Raised by `BenchRunner.open()` when a check that needs the heavy library fails (e.g. no CUDA device)."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,11 @@ class RunnerSpec:
         return cls(**data)
 
 
-class Runner:
-    """Base adapter: guarded lifecycle (`open` / `close` / `with`), uniform outputs and stage timings."""
+class BenchRunner(Resource):
+    """Base adapter: the SDK's guarded lifecycle (closed until `open()`, then `close()` / `with`), uniform
+    outputs and stage timings. Subclasses say whether they can run here and load their model."""
+
+    closed_hint = "call open() or use it in a with block"
 
     def __init__(self, spec: RunnerSpec) -> None:
         self.spec = spec
@@ -88,8 +92,10 @@ class Runner:
     precision = property(lambda self: self.spec.precision)
 
     def __repr__(self) -> str:
-        state = "open" if self._impl is not None else "closed"
-        return f"{type(self).__name__}({self.name!r}, {self.spec.path!r}, {state})"
+        return f"{type(self).__name__}({self.name!r}, {self.spec.path!r}, {'closed' if self.closed else 'open'})"
+
+    def _label(self) -> str:
+        return f"bench runner {self.name}"
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -97,27 +103,27 @@ class Runner:
         """(True, "") when this runner can be tried here, else (False, why); imports nothing heavy."""
         raise NotImplementedError
 
-    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> Runner:
+    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> BenchRunner:
         """Load the model; detections scoring at or below `score_threshold` are dropped."""
+        self.close()
+        self._claim()
+        self._impl = self._load(score_threshold)
+        self._closed = False
+        return self
+
+    def _load(self, score_threshold: float):
+        """The loaded model: an object with `detect_batch`, `last_timing` and (optionally) `close()`."""
         raise NotImplementedError
 
-    def close(self) -> None:
+    def _release(self) -> None:
         impl, self._impl = self._impl, None
         if impl is not None and hasattr(impl, "close"):
             impl.close()
 
-    def __enter__(self) -> Runner:
-        if self._impl is None:
+    def __enter__(self) -> BenchRunner:
+        if self.closed:
             self.open()
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _check_open(self):
-        if self._impl is None:
-            raise FacemaskError(f"runner {self.name} is not open; call open() or use it in a with block")
-        return self._impl
 
     # -- inference ---------------------------------------------------------------------------------
 
@@ -127,9 +133,9 @@ class Runner:
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """One call for several images (one network batch where `supports_batch`); stages summed."""
-        impl = self._check_open()
-        detections = impl.detect_batch(list(images))
-        timing = impl.last_timing
+        self._check_open()
+        detections = self._impl.detect_batch(list(images))
+        timing = self._impl.last_timing
         self.last_timing = {stage: float(timing[stage]) for stage in STAGE_TIMINGS}
         return [(d.xyxy, d.scores, d.class_ids) for d in detections]
 
@@ -142,7 +148,7 @@ class Runner:
         return {}
 
 
-class TorchRunner(Runner):
+class TorchBenchRunner(BenchRunner):
     """effdet's `DetBenchPredict` on a checkpoint (`facemask_tools.training.baseline.TorchRunner`): the baseline.
 
     Its inference stage includes effdet's own top-k, decoding and NMS (they run inside the forward);
@@ -159,7 +165,7 @@ class TorchRunner(Runner):
             return False, "no NVIDIA GPU (nvidia-smi not found)"
         return True, ""
 
-    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> TorchRunner:
+    def _load(self, score_threshold: float):
         import torch
 
         from facemask_tools.training.baseline import TorchRunner as EffdetRunner
@@ -168,13 +174,12 @@ class TorchRunner(Runner):
             raise RunnerUnavailable(f"torch {torch.__version__} sees no CUDA device")
         if self.spec.threads is not None:
             torch.set_num_threads(self.spec.threads)
-        self._impl = EffdetRunner(
+        return EffdetRunner(
             self.spec.path,
             device=self.spec.device,
             score_threshold=score_threshold,
             max_detections=EVAL_MAX_DETECTIONS,
         )
-        return self
 
     def info(self) -> dict:
         import torch
@@ -188,7 +193,7 @@ class TorchRunner(Runner):
         return facts
 
 
-class DetectorRunner(Runner):
+class DetectorBenchRunner(BenchRunner):
     """`facemask_sdk.Detector` on an `.onnx` (ONNX Runtime, CPU or CUDA provider) or `.engine` file."""
 
     def available(self) -> tuple[bool, str]:
@@ -218,7 +223,7 @@ class DetectorRunner(Runner):
                 )
         return True, ""
 
-    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> DetectorRunner:
+    def _load(self, score_threshold: float):
         from facemask_sdk.detector import Detector
 
         options = {}
@@ -229,7 +234,7 @@ class DetectorRunner(Runner):
             options = {"threads": self.spec.threads}
         # effdet's class-aware NMS, as the PyTorch baseline: the bench compares backends and precisions
         # at equal post-processing (the product's one-box-per-face figures are in the model card)
-        self._impl = Detector(
+        detector = Detector(
             self.spec.path,
             backend=self.backend,
             score_threshold=score_threshold,
@@ -240,17 +245,18 @@ class DetectorRunner(Runner):
             **options,
         )
         if self.spec.device == "cuda" and self.backend == "onnxruntime":
-            if "CUDAExecutionProvider" not in self._impl.providers:
-                self.close()
+            if "CUDAExecutionProvider" not in detector.providers:
+                detector.close()
                 raise RunnerUnavailable("ONNX Runtime could not create its CUDA provider on this machine")
-        return self
+        return detector
 
     def supports_batch(self, size: int) -> tuple[bool, str]:
         if size == 1:
             return True, ""
         if self.backend == "tensorrt":
             return False, "Detector runs TensorRT engines one image per call"
-        static = self._check_open().batch_size  # the model's static batch size; None when dynamic
+        self._check_open()
+        static = self._impl.batch_size  # the model's static batch size; None when dynamic
         if static is None or static == size:
             return True, ""
         return False, f"the model has a static batch size of {static} (export with --dynamic-batch)"
@@ -267,7 +273,7 @@ class DetectorRunner(Runner):
         return facts
 
 
-class PeerRunner(Runner):
+class PeerBenchRunner(BenchRunner):
     """The YOLO11n peer (`facemask_tools.benchmarks.peer`) on ONNX Runtime, at the input size of the
     model it is compared with (`spec.path`, ours, is read for that size only)."""
 
@@ -276,7 +282,7 @@ class PeerRunner(Runner):
 
         return peer_available()
 
-    def open(self, score_threshold: float = SPEED_SCORE_THRESHOLD) -> PeerRunner:
+    def _load(self, score_threshold: float):
         from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
         from facemask_tools.benchmarks.peer import PeerDetector
 
@@ -284,8 +290,7 @@ class PeerRunner(Runner):
         if size is None:  # the trained size of our model, read as every ONNX reader of the SDK reads it
             with OnnxRuntimeRunner(self.spec.path, threads=1) as ours:
                 size = ours.spec.image_size[0]
-        self._impl = PeerDetector(size, score_threshold, EVAL_IOU_THRESHOLD, self.spec.threads)
-        return self
+        return PeerDetector(size, score_threshold, EVAL_IOU_THRESHOLD, self.spec.threads)
 
     def supports_batch(self, size: int) -> tuple[bool, str]:
         return (size == 1, "" if size == 1 else "the peer is exported with batch 1")
@@ -299,14 +304,14 @@ class PeerRunner(Runner):
         return facts
 
 
-def make_runner(spec: RunnerSpec) -> Runner:
+def make_runner(spec: RunnerSpec) -> BenchRunner:
     """The adapter for `spec.backend`."""
     kinds = {
-        "pytorch": TorchRunner,
-        "onnxruntime": DetectorRunner,
-        "tensorrt": DetectorRunner,
-        "openvino": DetectorRunner,
-        "peer-yolo11n": PeerRunner,
+        "pytorch": TorchBenchRunner,
+        "onnxruntime": DetectorBenchRunner,
+        "tensorrt": DetectorBenchRunner,
+        "openvino": DetectorBenchRunner,
+        "peer-yolo11n": PeerBenchRunner,
     }
     if spec.backend not in kinds:
         raise FacemaskError(f"unknown backend {spec.backend!r} for runner {spec.name}; expected {', '.join(kinds)}")
@@ -321,7 +326,7 @@ def engine_path(model: Path, precision: str) -> Path:
 
 def discover_runners(
     model: Path, checkpoint: Path | None, threads: int | None = None, input_sizes: Sequence[int] = ()
-) -> list[Runner]:
+) -> list[BenchRunner]:
     """Every candidate runner, baseline first, in the order of the report (available or not). With
     `input_sizes` (a dynamic-size ONNX) every CPU runner of the ONNX files comes once per size, named
     `<runner>-<size>`; the PyTorch baseline and GPU runners stay at the trained size."""

@@ -19,5 +19,5 @@ def test_discovery_names_variants_and_reasons(tmp_path):
     with pytest.raises(FacemaskError, match="unknown backend"):
         make_runner(RunnerSpec("x", "tflite", "fp32", "cpu", "m.tflite"))
     assert runners["ov-cpu-auto"].spec.path == str(model) and not runners["ov-cpu-auto"].available()[0]
-    with pytest.raises(FacemaskError, match="not open"):
+    with pytest.raises(FacemaskError, match=r"bench runner ort-cpu-fp32 is closed; call open\(\)"):
         runners["ort-cpu-fp32"](np.zeros((8, 8, 3), np.uint8))

@@ -1,4 +1,5 @@
-"""facemask_sdk.backends.base.Runner: the one guarded lifecycle of every backend runner."""
+"""facemask_sdk.lifecycle.Resource: the one guarded lifecycle of the runners, the CUDA kernels, `Detector`
+and the benchmark runners."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import threading
 
 import pytest
 
-from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.lifecycle import Resource
 
 
-class Probe(Runner):
+class Probe(Resource):
     owner_thread_only = True
 
     def __init__(self, fail: bool = False) -> None:
