@@ -109,6 +109,22 @@ def run_cli():
     return run
 
 
+@pytest.fixture(scope="session")
+def run_dev():
+    """`run_dev(args, cwd=ROOT, timeout=300)`: `facemask-sdk dev ARGS` in a subprocess, through the click group
+    itself (`facemask_tools.dev:dev`), so that it runs this checkout's tools whether or not its entry point is
+    installed yet."""
+
+    code = "from facemask_tools.dev import dev; dev(prog_name='facemask-sdk dev')"
+
+    def run(args: list, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
+        )
+
+    return run
+
+
 @pytest.fixture
 def error_of():
     """`error_of(call)`: the message of the `FacemaskError` that `call()` raises, or "" (for calls made on

@@ -79,6 +79,10 @@ def _normalise(name: str) -> str:
 
 
 class LazyGroup(click.Group):
+    """Commands loaded only when run (or their help is asked for); their expected failures end as one
+    `error:` line and exit code 2. A group of more commands (`facemask-sdk dev`) subclasses it with its own
+    table, `command_extras` and `command_label`."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*COMMANDS, *tooling_commands()})
 
@@ -92,9 +96,20 @@ class LazyGroup(click.Group):
         try:
             command = entry_point.load()
         except ImportError as exc:
-            return _unavailable(name, missing_module_message(name, exc.name or str(exc), tuple(entry_point.extras)))
+            return unavailable_command(
+                name, missing_module_message(name, exc.name or str(exc), tuple(entry_point.extras))
+            )
         command.facemask_extras = tuple(entry_point.extras)
         return command
+
+    def command_extras(self, name: str) -> tuple[str, ...]:
+        """The extras that install what sub-command `name` imports: the first choice of a missing-package hint."""
+        entry_point = tooling_commands().get(name)  # its extras, without importing it again
+        return tuple(entry_point.extras) if entry_point is not None else ()
+
+    def command_label(self, name: str) -> str:
+        """How an error line names sub-command `name`."""
+        return name
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -119,10 +134,9 @@ class LazyGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except ModuleNotFoundError as exc:  # an optional dependency a command imports when it runs
-            name = ctx.invoked_subcommand or ctx.meta.get("facemask_command") or "facemask-sdk"
-            entry_point = tooling_commands().get(name)  # its extras, without importing it again
-            preferred = tuple(entry_point.extras) if entry_point is not None else ()
-            click.echo(f"error: {missing_module_message(name, exc.name or str(exc), preferred)}", err=True)
+            name = ctx.invoked_subcommand or ctx.meta.get("facemask_command")
+            label, preferred = (self.command_label(name), self.command_extras(name)) if name else ("facemask-sdk", ())
+            click.echo(f"error: {missing_module_message(label, exc.name or str(exc), preferred)}", err=True)
             sys.exit(2)
         except PermissionError as exc:  # e.g. an --out folder in a read-only place
             click.echo(f"error: permission denied: {exc.filename or exc}; choose a folder you can write to", err=True)
@@ -133,7 +147,9 @@ class LazyGroup(click.Group):
             sys.exit(2)
 
 
-def _unavailable(name: str, message: str) -> click.Command:
+def unavailable_command(name: str, message: str) -> click.Command:
+    """A stand-in for a command that cannot load: any use of it prints `message` as one error line, exit 2."""
+
     @click.command(name=name, help=message, context_settings={"ignore_unknown_options": True, "help_option_names": []})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:

@@ -3,8 +3,8 @@
 A face no anchor covers still gets its single best anchor (effdet forces one match per box), but it
 then trains from a poor prior; the table tells which anchor scale suits the faces at the input size.
 
-    python -m facemask_tools.benchmarks.anchor_coverage --split val --scales 2,3,4
-    python -m facemask_tools.benchmarks.anchor_coverage --data runs/closeups-val --split all --image-size 768 --by-face-size
+    facemask-sdk dev anchor-coverage --split val --scales 2,3,4
+    facemask-sdk dev anchor-coverage --data runs/closeups-val --split all --image-size 768 --by-face-size
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def coverage(records, image_size: int, anchor_scale: float, thresholds=(MATCH_IO
     }
 
 
-@click.command()
+@click.command("anchor-coverage")
 @click.option("--data", default=str(DATASET), show_default=DATASET_HELP)
 @click.option("--split", default="val", show_default=True)
 @click.option("--image-size", type=int, default=512, show_default=True)
@@ -81,7 +81,3 @@ def main(data: str, split: str, image_size: int, scales: str, by_face_size: bool
         click.echo(
             f"| {scale:g} | {row['smallest_anchor_px']:g}-{row['largest_anchor_px']:.0f} px | {cells} | {row['all']:.1%} |"
         )
-
-
-if __name__ == "__main__":
-    main()

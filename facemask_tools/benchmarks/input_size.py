@@ -1,7 +1,7 @@
 """Val mAP of one checkpoint's weights evaluated at several input sizes (the network is fully
 convolutional; anchors follow the size). It measured the 640 px lever in `docs/training-log.md`:
 
-    python -m facemask_tools.benchmarks.input_size runs/stageC-e28-ema.pt --sizes 512,640,768
+    facemask-sdk dev input-size runs/stageC-e28-ema.pt --sizes 512,640,768
 
 Scored as every figure of the project: the product's post-processing, COCO mAP on the `val` split.
 A resume checkpoint (`last.pt`) is evaluated with its EMA weights.
@@ -9,13 +9,15 @@ A resume checkpoint (`last.pt`) is evaluated with its EMA weights.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
+import click
+
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.voc import VocDataset
-from facemask_tools.paths import DATASET
+from facemask_tools.options import comma_separated
+from facemask_tools.paths import DATASET, DATASET_HELP
 
 DEFAULT_DATA = DATASET
 
@@ -43,15 +45,19 @@ def evaluate_sizes(checkpoint: Path, sizes: list[int], data: Path, split: str = 
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--sizes", default="512,640,768", help="comma-separated input sizes (multiples of 128)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--split", default="val")
-    args = parser.parse_args()
-    evaluate_sizes(args.checkpoint, [int(s) for s in args.sizes.split(",")], args.data, args.split)
-
-
-if __name__ == "__main__":
-    main()
+@click.command("input-size")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--sizes",
+    default="512,640,768",
+    metavar="SIZES",
+    show_default=True,
+    callback=comma_separated(int, minimum=128, multiple_of=128),
+    help="Comma-separated input sizes (multiples of 128).",
+)
+@click.option("--data", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=DATASET_HELP)
+@click.option("--split", default="val", show_default=True)
+def main(checkpoint: Path, sizes: list[int], data: Path, split: str) -> None:
+    """Val mAP of the weights of CHECKPOINT (the EMA weights of a resume checkpoint) evaluated at each input
+    size, through the product's post-processing."""
+    evaluate_sizes(checkpoint, sizes, data, split)

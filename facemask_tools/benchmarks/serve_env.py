@@ -8,7 +8,7 @@ file lock (two suites at once wait for each other instead of racing), so only th
 The wheel is reinstalled every time: the server imports the SDK as an installed package, the one being
 tested.
 
-    python -m facemask_tools.benchmarks.serve_env dist/facemask_sdk-0.1.0-py3-none-any.whl   # prints its python
+    facemask-sdk dev serve-env dist/facemask_sdk-0.1.0-py3-none-any.whl   # prints its python
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import sys
 import venv
 import zipfile
 from pathlib import Path
+
+import click
 
 from facemask_tools.paths import CHECKOUT
 
@@ -107,5 +109,9 @@ def serve_environment(wheel: Path) -> Path:
     return python
 
 
-if __name__ == "__main__":
-    print(serve_environment(Path(sys.argv[1])))
+@click.command("serve-env")
+@click.argument("wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def main(wheel: Path) -> None:
+    """The Python of an environment that runs the servers: WHEEL (a facemask-sdk wheel) plus its [serve]
+    extra, made once under ~/.cache/facemask-sdk/ and reused; prints its python."""
+    click.echo(serve_environment(wheel))

@@ -2,18 +2,17 @@
 concurrencies, for `facemask-sdk serve` (PyTriton), the generated repository on PyTriton's
 tritonserver, and the in-process `Detector` shared by the same number of threads.
 
-    python -m facemask_tools.benchmarks.serving_load --onnx facemask.dynamic.onnx --python ENV/bin/python \\
+    facemask-sdk dev serving-load --onnx facemask.dynamic.onnx --python ENV/bin/python \\
         --concurrency 1,2,4,8 --seconds 15 --out facemask_tools/benchmarks/serving-load.json
 
-`--python` is an environment with `facemask-sdk[serve]` (`python -m facemask_tools.benchmarks.serve_env
-WHEEL` makes one). Each level is a bounded closed loop: N client threads, each sending the next sample
+`--python` is an environment with `facemask-sdk[serve]` (`facemask-sdk dev serve-env WHEEL` makes
+one). Each level is a bounded closed loop: N client threads, each sending the next sample
 as soon as its previous answer came, for `--seconds`; one gRPC client shared by the threads. Requests
 are single images, so any batching is the server's dynamic batcher.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 from tqdm import tqdm
 
 from facemask_sdk import Detector
@@ -31,6 +31,7 @@ from facemask_sdk.serving.repository import NETWORK, RepositoryOptions, write_re
 from facemask_tools.benchmarks.harness import busy_warning, latency_stats
 from facemask_tools.benchmarks.machine import machine_info
 from facemask_tools.benchmarks.server_process import ServerProcess, bundled_server_argv, free_ports, serve_argv
+from facemask_tools.options import comma_separated
 from facemask_tools.paths import SAMPLES
 
 SAMPLE_IMAGES = sorted((SAMPLES / "images").glob("*.png"))
@@ -147,24 +148,39 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx", type=Path, required=True, help="ONNX with a dynamic batch axis")
-    parser.add_argument("--python", type=Path, required=True, help="Python of an environment with facemask-sdk[serve]")
-    parser.add_argument("--concurrency", default="1,2,4,8")
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads of every target")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
-    args = parser.parse_args()
-    levels = [int(level) for level in args.concurrency.split(",")]
+@click.command("serving-load")
+@click.option(
+    "--onnx",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="ONNX with a dynamic batch axis.",
+)
+@click.option(
+    "--python",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Python of an environment with facemask-sdk[serve] (facemask-sdk dev serve-env makes one).",
+)
+@click.option(
+    "--concurrency",
+    default="1,2,4,8",
+    metavar="LEVELS",
+    show_default=True,
+    callback=comma_separated(int, minimum=1),
+    help="Client threads of each level (comma-separated).",
+)
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="ONNX Runtime threads of every target."
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="JSON file for the figures.")
+def main(onnx: Path, python: Path, concurrency: list[int], seconds: float, threads: int, out: Path | None) -> None:
+    """Throughput, p50 and p99 latency of `facemask-sdk serve`, the generated repository on PyTriton's
+    tritonserver and the in-process Detector, at each client concurrency (loopback); prints a Markdown table."""
     with tempfile.TemporaryDirectory(prefix="serving-load-") as workdir:
-        result = run(args.onnx, args.python, levels, args.seconds, args.threads, Path(workdir))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown(result))
+        result = run(onnx, python, concurrency, seconds, threads, Path(workdir))
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(markdown(result))
     if result["busy_warning"]:
-        print(f"warning: {result['busy_warning']}")
-
-
-if __name__ == "__main__":
-    main()
+        click.echo(f"warning: {result['busy_warning']}")

@@ -4,7 +4,7 @@ Frames are a sample image shifted a little each frame (so every frame differs). 
 /proc every `--every` frames; the run passes when the last reading is within `--tolerance` of the
 first one after warm-up. A benchmark, not a timed test: run it on a quiet machine.
 
-    python -m facemask_tools.benchmarks.soak --frames 10000 --every 500
+    facemask-sdk dev soak --frames 10000 --every 500
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def verdict(readings: list[tuple[int, float]], tolerance: float) -> dict:
     return {"ok": abs(growth) <= tolerance, "first_mib": first, "last_mib": last, "growth": round(growth, 4)}
 
 
-@click.command()
+@click.command("soak")
 @click.option("--frames", "count", type=int, default=10_000, show_default=True)
 @click.option("--every", type=int, default=500, show_default=True)
 @click.option("--tolerance", type=float, default=0.05, show_default=True)
@@ -114,7 +114,3 @@ def main(count: int, every: int, tolerance: float, model: str | None, threads: i
     for name in ("detector", "detect"):
         click.echo(f"{name}: RSS MiB at frames {report[name]} -> {report[name + '_verdict']}")
     click.echo(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()

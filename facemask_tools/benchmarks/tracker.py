@@ -1,7 +1,7 @@
 """The tracker measured: people counted and identity switches on the test clips, cost per frame with 50
 faces, memory over a 10,000-frame soak; beside Roboflow's ByteTrack (`trackers`) when it is installed.
 
-    python -m facemask_tools.benchmarks.tracker --out runs/tracker.json
+    facemask-sdk dev tracker --out runs/tracker.json
 
 The clips' detections come from the shipped model once; both trackers then read the same boxes, so
 the comparison is of the trackers alone. The soak feeds synthetic detections (50 faces drifting, now
@@ -10,12 +10,12 @@ and then a false box) so that its cost is the tracker's, not the detector's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import tracemalloc
 from pathlib import Path
 
+import click
 import numpy as np
 from tqdm import tqdm
 
@@ -143,29 +143,28 @@ def soak(faces: int, frames: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="people counting and cost of the face tracker")
-    parser.add_argument("--out", type=Path, default=Path("runs/tracker.json"))
-    parser.add_argument("--soak-frames", type=int, default=10_000)
-    args = parser.parse_args(argv)
+@click.command("tracker")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/tracker.json"), show_default=True
+)
+@click.option("--soak-frames", type=click.IntRange(min=10), default=10_000, show_default=True)
+def main(out: Path, soak_frames: int) -> None:
+    """People counting and cost of the face tracker: the clips through the shipped model, then a soak of 50
+    synthetic faces; writes the JSON report to --out."""
     trackers: dict[str, type] = {"facemask_sdk.FaceTracker": lambda: FaceTracker(CLASSES)}
     try:
         import trackers as roboflow_trackers  # noqa: F401
 
         trackers["trackers.ByteTrackTracker"] = ReferenceByteTrack
     except ImportError:
-        print("trackers (Roboflow) not installed: FaceTracker alone (pip install trackers for the comparison)")
-    report = {"machine": machine_info(), "clips": on_clips(trackers), "soak": soak(50, args.soak_frames)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+        click.echo("trackers (Roboflow) not installed: FaceTracker alone (pip install trackers for the comparison)")
+    report = {"machine": machine_info(), "clips": on_clips(trackers), "soak": soak(50, soak_frames)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     for row in report["clips"]:
-        print(
+        click.echo(
             f"{row['clip']:9s} {row['tracker']:26s} exact={row['exact']!s:5s} switches={row['id_switches']} "
             f"counted={row['counted']} true={row['true_people']} {row['ms_per_frame']} ms"
         )
-    print(f"soak, 50 faces: {report['soak']}")
-    print(f"written {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    click.echo(f"soak, 50 faces: {report['soak']}")
+    click.echo(f"written {out}")

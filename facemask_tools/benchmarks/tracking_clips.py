@@ -5,15 +5,15 @@ in view (a person hidden behind something is not in view). People walk across, c
 behind a pillar, walk towards the camera; a panned and zoomed view over a real photo keeps that photo's
 own faces. The tracker's tests and its benchmark read the same clips.
 
-    python -m facemask_tools.benchmarks.tracking_clips --out runs/clips   # writes them as .mp4, to look at
+    facemask-sdk dev tracking-clips --out runs/clips   # writes them as .mp4, to look at
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import cv2
 import numpy as np
 
@@ -245,16 +245,12 @@ def identity_switches(clip: Clip, tracked_per_frame: list, least_iou: float = 0.
     return switches, seen
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="write the tracker's test clips as .mp4 files")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+@click.command("tracking-clips")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def main(out: Path) -> None:
+    """Write the tracker's test clips as .mp4 files (NAME.mp4 in --out), to look at."""
+    out.mkdir(parents=True, exist_ok=True)
     for name, make in CLIPS.items():
         clip = make()
-        path = clip.write(args.out / f"{name}.mp4")
-        print(f"{path}: {len(clip.frames)} frames, people {clip.people_per_class()}")
-
-
-if __name__ == "__main__":
-    main()
+        path = clip.write(out / f"{name}.mp4")
+        click.echo(f"{path}: {len(clip.frames)} frames, people {clip.people_per_class()}")

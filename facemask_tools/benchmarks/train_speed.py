@@ -4,7 +4,7 @@ A step here is what `facemask-sdk train` does: load + augment a batch (mosaic, c
 anchors, forward, focal + box loss, backward, AdamW. The first steps of each configuration warm up and
 are not timed. Defaults of `train` come from this table (see `docs/training-log.md`).
 
-    python -m facemask_tools.benchmarks.train_speed --data ../shared/datasets/face-mask-detection --steps 3
+    facemask-sdk dev train-speed --data ../shared/datasets/face-mask-detection --steps 3
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def measure(case: SpeedCase, data: str, model: str, image_size: int, batch_size:
     }
 
 
-@click.command()
+@click.command("train-speed")
 @click.option("--data", default=str(DATASET), show_default=DATASET_HELP)
 @click.option("--model", default="tf_efficientdet_lite0", show_default=True)
 @click.option("--image-size", type=int, default=512, show_default=True)
@@ -140,7 +140,3 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor()
-
-
-if __name__ == "__main__":
-    main()

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "percentile"
-"""Chosen by measurement (`facemask_tools.build_engine.measure_precision`) on the 384 px reference model of commit
+"""Chosen by measurement (`facemask-sdk dev measure-precision`) on the 384 px reference model of commit
 1a96079: within 1 mAP point of FP32 on both val (-0.77) and train (-0.19), where minmax lost 1.05 on
 train and entropy 1.28 on val; it also changes the outputs less than minmax does."""
 CALIBRATOR_SETTINGS: dict[str, dict] = {

@@ -1,7 +1,7 @@
 """Val mAP of the FP32, FP16 and INT8 variants on CPU with ONNX Runtime: the figures behind the
 choice of converter and calibration method.
 
-    python -m facemask_tools.build_engine.measure_precision --checkpoint runs/ref-lite0-384/best.pt \\
+    facemask-sdk dev measure-precision --checkpoint runs/ref-lite0-384/best.pt \\
         --data ../shared/datasets/face-mask-detection --workdir /tmp/facemask-precision
 
 Rows:
@@ -37,13 +37,14 @@ threshold 0.001 and 100 detections per image, as `facemask-sdk eval`; the metric
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import click
 import numpy as np
 import onnx
 
@@ -57,6 +58,8 @@ from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16
 from facemask_tools.build_engine.int8 import METHODS, STEM, to_int8
 from facemask_tools.build_engine.pipeline import DEFAULT_CALIB_DATA, calibration_images
 from facemask_tools.build_engine.precision import load_model, metadata, model_spec, set_metadata
+from facemask_tools.options import comma_separated
+from facemask_tools.paths import DATASET_HELP
 
 EARLY_BLOCKS = [STEM, *(f"/network/backbone/blocks.{i}/" for i in range(3))]
 SENSITIVITY_GROUPS = {  # `to_int8` exclude entries: module prefixes ending in "/" name their Convs
@@ -149,66 +152,51 @@ def emulated_if_fp16(report) -> Path:
     return emulated
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="training checkpoint to export first")
-    source.add_argument("--onnx", type=Path, help="an FP32 ONNX export")
-    parser.add_argument(
-        "--data", type=Path, default=DEFAULT_CALIB_DATA, help="VOC dataset (train: calibration, val: mAP)"
-    )
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/facemask-precision"))
-    parser.add_argument("--calib-images", type=int, default=256)
-    parser.add_argument("--methods", default=",".join(METHODS), help="INT8 calibration methods to compare")
-    parser.add_argument("--split", default="val", choices=["val", "train", "all"], help="split to measure mAP on")
-    parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N images only")
-    parser.add_argument("--sensitivity", default=None, metavar="METHOD", help="per-group INT8 sensitivity with METHOD")
-    parser.add_argument(
-        "--groups", default=",".join(SENSITIVITY_GROUPS), help="with --sensitivity: the groups to run (comma-separated)"
-    )
-    parser.add_argument("--skip", default="", help="comma-separated rows to skip: fp16,fp16-emulated")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--error-images", type=int, default=32, help="val images for the output-error columns")
-    parser.add_argument("--op-types", default="Conv,Add", help="op types whose inputs get Q/DQ (ours)")
-    parser.add_argument("--high-precision", choices=["fp16", "fp32"], default="fp16", help="type of the non-INT8 part")
-    parser.add_argument("--modelopt-python", default=None, help="python of a venv with nvidia-modelopt[onnx]")
-    args = parser.parse_args(argv)
-    groups = list(filter(None, args.groups.split(",")))
-    unknown = [g for g in groups if g not in SENSITIVITY_GROUPS]
-    if unknown:
-        parser.error(
-            f"unknown sensitivity group(s) {', '.join(map(repr, unknown))}; choose from {', '.join(SENSITIVITY_GROUPS)}"
-        )
-
-    work = args.workdir
+def measure(
+    fp32: Path | None,
+    checkpoint: Path | None = None,
+    data: Path = DEFAULT_CALIB_DATA,
+    workdir: Path = Path("/tmp/facemask-precision"),
+    calib_images: int = 256,
+    methods: Sequence[str] = METHODS,
+    split: str = "val",
+    max_images: int | None = None,
+    sensitivity: str | None = None,
+    groups: Sequence[str] = tuple(SENSITIVITY_GROUPS),
+    skip: Sequence[str] = (),
+    threads: int | None = None,
+    error_images: int = 32,
+    op_types: Sequence[str] = ("Conv", "Add"),
+    high_precision: str = "fp16",
+    modelopt_python: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Every row of the module docs for the FP32 ONNX `fp32` (or `checkpoint` exported into `workdir` first);
+    prints each row as it is measured, then a Markdown table; writes and returns `workdir/results.json`."""
+    work = workdir
     work.mkdir(parents=True, exist_ok=True)
-    if args.checkpoint is not None:
+    if checkpoint is not None:
         from facemask_tools.build_engine.export import export_onnx
 
         fp32 = work / "model.onnx"
-        export_onnx(args.checkpoint, fp32, overwrite=True)
-    else:
-        fp32 = args.onnx
-    records = VocDataset(args.data, args.split).records[: args.max_images]
-    calib = calibration_images(args.data, args.calib_images)
-    skip = set(filter(None, args.skip.split(",")))
+        export_onnx(checkpoint, fp32, overwrite=True)
+    records = VocDataset(data, split).records[:max_images]
+    calib = calibration_images(data, calib_images)
+    skip = set(skip)
     rows: dict[str, dict] = {}
     spec = model_spec(load_model(fp32), fp32)
-    probe = [preprocess(r.load(), spec)[0][None] for r in records[: args.error_images]]
-    reference = raw_outputs(fp32, probe, args.threads)
+    probe = [preprocess(r.load(), spec)[0][None] for r in records[:error_images]]
+    reference = raw_outputs(fp32, probe, threads)
 
     def run(name: str, path: Path, note: str = "") -> None:
-        result = evaluate_onnx(path, records, args.threads)
-        result.update(output_error(raw_outputs(path, probe, args.threads), reference))
+        result = evaluate_onnx(path, records, threads)
+        result.update(output_error(raw_outputs(path, probe, threads), reference))
         result["note"] = note
         rows[name] = result
-        print(
+        log(
             f"{name:44s} mAP {100 * result['map']:6.2f}  mAP50 {100 * result['map50']:6.2f}  "
             f"top-score MAE {result['top_score_mae']:.4f}  top-box MAE {result['top_boxes_mae']:.4f}  "
-            f"({result['seconds']:.0f} s) {note}",
-            flush=True,
+            f"({result['seconds']:.0f} s) {note}"
         )
 
     run("fp32", fp32)
@@ -220,9 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
             emulated = work / "model.fp16-emulated.onnx"
             onnx.save(emulate_fp16(onnx.load(str(fp16.path))), str(emulated))
             run("fp16 (emulated FP16 storage)", emulated)
-    op_types = tuple(filter(None, args.op_types.split(",")))
-    suffix = "" if op_types == ("Conv", "Add") else f" [{args.op_types}]"
-    for method in filter(None, args.methods.split(",")):
+    op_types = tuple(op_types)
+    suffix = "" if op_types == ("Conv", "Add") else f" [{','.join(op_types)}]"
+    for method in methods:
         report = to_int8(
             fp32,
             work / f"model.int8.{method}.onnx",
@@ -230,41 +218,41 @@ def main(argv: list[str] | None = None) -> dict:
             method=method,
             cache_dir=work / "cache",
             op_types=op_types,
-            high_precision=args.high_precision,
+            high_precision=high_precision,
             overwrite=True,
         )
         run(f"int8 {method}{suffix}", emulated_if_fp16(report), report.lines()[0])
-        if report.high_precision == "fp16" and method == args.methods.split(",")[0]:
+        if report.high_precision == "fp16" and method == methods[0]:
             run(f"int8 {method}{suffix} (file on ORT CPU as is)", report.path, "ORT WeightBiasQuantization in FP16")
-    if args.modelopt_python:
+    if modelopt_python:
         for method in ("max", "entropy"):
             started = time.perf_counter()
             path = modelopt_int8(
-                args.modelopt_python, fp32, work / f"model.int8.modelopt-{method}.onnx", calib, method, work
+                modelopt_python, fp32, work / f"model.int8.modelopt-{method}.onnx", calib, method, work
             )
             run(f"int8 ModelOpt {method}", path, f"quantised in {time.perf_counter() - started:.0f} s")
-    if args.sensitivity:
+    if sensitivity:
         for group in groups:
             report = to_int8(
                 fp32,
                 work / "model.int8.sensitivity.onnx",
                 calib,
-                method=args.sensitivity,
+                method=sensitivity,
                 cache_dir=work / "cache",
                 exclude=SENSITIVITY_GROUPS[group],
                 op_types=op_types,
-                high_precision=args.high_precision,
+                high_precision=high_precision,
                 overwrite=True,
             )
             run(
-                f"int8 {args.sensitivity}, {group} in float",
+                f"int8 {sensitivity}, {group} in float",
                 emulated_if_fp16(report),
                 f"{len(report.excluded)} Conv excluded",
             )
 
     summary = {
         "onnx": str(fp32),
-        "split": args.split,
+        "split": split,
         "images": len(records),
         "calibration_images": len(calib),
         "rows": {
@@ -273,17 +261,96 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     (work / "results.json").write_text(json.dumps(summary, indent=1))
-    print()
-    print("| variant | mAP@[.5:.95] | Δ vs FP32 | mAP@.5 | top-1000 score MAE | top-1000 box-code MAE |")
-    print("|---|---:|---:|---:|---:|---:|")
+    log("")
+    log("| variant | mAP@[.5:.95] | Δ vs FP32 | mAP@.5 | top-1000 score MAE | top-1000 box-code MAE |")
+    log("|---|---:|---:|---:|---:|---:|")
     base = rows["fp32"]["map"]
     for name, row in rows.items():
-        print(
+        log(
             f"| {name} | {100 * row['map']:.2f} | {100 * (row['map'] - base):+.2f} | {100 * row['map50']:.2f} "
             f"| {row['top_score_mae']:.4f} | {row['top_boxes_mae']:.4f} |"
         )
     return summary
 
 
-if __name__ == "__main__":
-    main()
+@click.command("measure-precision", help=__doc__.split("\n\n")[0])
+@click.option(
+    "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Training checkpoint to export first."
+)
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), help="An FP32 ONNX export.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CALIB_DATA,
+    show_default=DATASET_HELP,
+    help="VOC dataset (train: calibration, val: mAP).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/tmp/facemask-precision"),
+    show_default=True,
+)
+@click.option("--calib-images", type=int, default=256, show_default=True)
+@click.option(
+    "--methods",
+    default=",".join(METHODS),
+    show_default=True,
+    metavar="METHODS",
+    callback=comma_separated(choices=METHODS, what="calibration method"),
+    help="INT8 calibration methods to compare.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["val", "train", "all"]),
+    default="val",
+    show_default=True,
+    help="Split to measure mAP on.",
+)
+@click.option("--max-images", type=int, default=None, help="Evaluate on the first N images only.")
+@click.option(
+    "--sensitivity",
+    type=click.Choice(METHODS),
+    default=None,
+    metavar="METHOD",
+    help="Per-group INT8 sensitivity with METHOD.",
+)
+@click.option(
+    "--groups",
+    default=",".join(SENSITIVITY_GROUPS),
+    show_default="every group",
+    metavar="GROUPS",
+    callback=comma_separated(choices=SENSITIVITY_GROUPS, what="sensitivity group"),
+    help="With --sensitivity: the groups to run (comma-separated).",
+)
+@click.option(
+    "--skip",
+    default="",
+    metavar="ROWS",
+    callback=comma_separated(choices=("fp16", "fp16-emulated"), what="row"),
+    help="Comma-separated rows to skip: fp16,fp16-emulated.",
+)
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
+@click.option(
+    "--error-images", type=int, default=32, show_default=True, help="Val images for the output-error columns."
+)
+@click.option(
+    "--op-types",
+    default="Conv,Add",
+    metavar="OPS",
+    show_default=True,
+    callback=comma_separated(),
+    help="Op types whose inputs get Q/DQ (ours).",
+)
+@click.option(
+    "--high-precision",
+    type=click.Choice(["fp16", "fp32"]),
+    default="fp16",
+    show_default=True,
+    help="Type of the non-INT8 part.",
+)
+@click.option("--modelopt-python", default=None, help="Python of a venv with nvidia-modelopt[onnx].")
+def main(checkpoint: Path | None, onnx_path: Path | None, **options) -> None:
+    if (checkpoint is None) == (onnx_path is None):
+        raise click.UsageError("give exactly one of --checkpoint (a training checkpoint) and --onnx (an FP32 export)")
+    measure(onnx_path, checkpoint=checkpoint, log=lambda line: click.echo(line), **options)

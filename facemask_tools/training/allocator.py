@@ -4,7 +4,7 @@ A training step allocates and frees activation-sized blocks (tens of MB) every s
 serves those with mmap and hands them back to the kernel on free, so every step faults them in again
 and the kernel zeroes each page: on a 2-core AMD EPYC a third of the training time was system time.
 tcmalloc keeps the freed blocks: the bare 384 px step takes 2.6 s instead of 3.7 s
-(`python -m facemask_tools.benchmarks.train_speed`), the whole stage-H training step 3.0 s instead of 3.45 s,
+(`facemask-sdk dev train-speed`), the whole stage-H training step 3.0 s instead of 3.45 s,
 and `facemask-sdk eval` 51 s instead of 122 s (see `docs/training-log.md`). jemalloc's defaults
 were measured slower than glibc here, so it is not used.
 

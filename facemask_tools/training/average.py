@@ -1,6 +1,6 @@
 """Average the weights of shipped checkpoints of one model (a uniform "model soup").
 
-    python -m facemask_tools.training.average runs/stageH.pt runs/stageI.pt --out runs/soup.pt
+    facemask-sdk dev average runs/stageH.pt runs/stageI.pt --out runs/soup.pt
 
 Two fine-tunes from the same starting weights lie in one basin, and their mean often scores at least
 as well as either; it costs one evaluation instead of a training run. Float tensors (BatchNorm
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import click
 import torch
 
 from facemask_sdk.errors import FacemaskError, ModelFileError
@@ -52,7 +53,7 @@ def average_checkpoints(sources: Sequence[Path], target: Path, overwrite: bool =
     payloads = [read_checkpoint(path) for path in sources]
     for path, payload in zip(sources, payloads):
         if payload.get("ema"):
-            raise FacemaskError(f"{path} is a resume checkpoint: ship its EMA first (facemask_tools.training.ship)")
+            raise FacemaskError(f"{path} is a resume checkpoint: ship its EMA first (facemask-sdk dev ship)")
         if payload["spec"] != payloads[0]["spec"]:
             raise FacemaskError(
                 f"{path} has another model spec than {sources[0]}: {payload['spec']} vs {payloads[0]['spec']}"
@@ -67,16 +68,14 @@ def average_checkpoints(sources: Sequence[Path], target: Path, overwrite: bool =
     return save_checkpoint(target, merged, overwrite=overwrite)
 
 
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="the uniform average of weights-only checkpoints of one model")
-    parser.add_argument("sources", type=Path, nargs="+", help="two or more shipped checkpoints (training.ship output)")
-    parser.add_argument("--out", type=Path, required=True, help="the averaged checkpoint to write")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    args = parser.parse_args()
-    try:
-        written = average_checkpoints(args.sources, args.out, overwrite=args.force)
-    except (OSError, FacemaskError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(f"wrote {written}: the mean of {len(args.sources)} checkpoints")
+@click.command("average")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The averaged checkpoint to write."
+)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def main(sources: tuple[Path, ...], out: Path, force: bool) -> None:
+    """The uniform average of weights-only checkpoints of one model: SOURCES are two or more shipped
+    checkpoints (`facemask-sdk dev ship` output)."""
+    written = average_checkpoints(list(sources), out, overwrite=force)
+    click.echo(f"wrote {written}: the mean of {len(sources)} checkpoints")

@@ -3,25 +3,28 @@
 The 146 MB PNG dataset becomes about 25 MB, small enough to travel to a GPU machine with the working
 tree (facemask_tools/training/gpu_run.sh). Figures are always quoted on the original PNG val split, not on this copy.
 
-    python -m facemask_tools.training.compact_data ../shared/datasets/face-mask-detection .data/face-mask-compact
+    facemask-sdk dev compact-data ../shared/datasets/face-mask-detection .data/face-mask-compact
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import click
 import cv2
+
+from facemask_sdk.errors import FacemaskError
 
 QUALITY = 92
 
 
 def compact(source: Path, target: Path) -> int:
-    """Copy `source` to `target` with every image re-encoded as JPEG; returns the bytes written."""
+    """Copy `source` to `target` with every image re-encoded as JPEG; returns the bytes written. An existing
+    `target` is refused (`FacemaskError`)."""
     if target.exists():
-        raise SystemExit(f"error: {target} exists; remove it or choose another target")
+        raise FacemaskError(f"{target} exists; remove it or choose another target")
     (target / "images").mkdir(parents=True)
     (target / "annotations").mkdir()
     if (source / "splits").is_dir():
@@ -39,8 +42,11 @@ def compact(source: Path, target: Path) -> int:
     return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m facemask_tools.training.compact_data SOURCE TARGET")
-    size = compact(Path(sys.argv[1]), Path(sys.argv[2]))
-    print(f"wrote {sys.argv[2]}: {size / 2**20:.1f} MiB")
+@click.command("compact-data")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+def main(source: Path, target: Path) -> None:
+    """A compact copy of the VOC folder SOURCE at TARGET (a new folder): JPEG images (quality 92), the same
+    annotations and splits."""
+    size = compact(source, target)
+    click.echo(f"wrote {target}: {size / 2**20:.1f} MiB")

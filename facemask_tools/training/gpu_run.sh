@@ -4,7 +4,7 @@
 #
 #   OUT=/some/folder facemask_tools/training/gpu_run.sh DATA [MINUTES] [more `facemask-sdk train` options...]
 #
-# DATA: a VOC folder (the full dataset, or a compact copy from `python -m facemask_tools.training.compact_data`,
+# DATA: a VOC folder (the full dataset, or a compact copy from `facemask-sdk dev compact-data`,
 # which fits the 64 MiB a device call carries). MINUTES (default 8) bounds the training loop; the stint
 # ends with a checkpoint, so a later stint continues it with RESUME=1. Without OUT the folder is
 # runs/gpu. Starts from models/facemask.pt unless PRETRAINED says otherwise (auto, none, a file).
@@ -38,5 +38,5 @@ fi
     --stop-after-minutes "$MINUTES" "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v "it/s\]$" | tee "$FOLDER/train.log"
 cp "$RUN/metrics.json" "$FOLDER/metrics.json" 2>/dev/null || true
 if [ -f "$RUN/best.pt" ]; then  # weights-only copy of the best EMA weights: small enough to bring back
-    "$PY" -m facemask_tools.training.ship "$RUN/best.pt" "$FOLDER/best-weights.pt"
+    "$PY" -m facemask_sdk.cli.main dev ship "$RUN/best.pt" "$FOLDER/best-weights.pt"
 fi

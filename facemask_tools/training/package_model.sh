@@ -3,7 +3,7 @@
 #
 #   facemask_tools/training/package_model.sh RUN_DIR/best.pt [RUN_DIR]     (RUN_DIR/last.pt ships the last epoch's EMA)
 #
-# 1. weights-only EMA checkpoint -> models/facemask.pt (python -m facemask_tools.training.ship)
+# 1. weights-only EMA checkpoint -> models/facemask.pt (facemask-sdk dev ship)
 # 2. val evaluation through the runtime's post-processing -> models/facemask.eval.json + predictions PNG
 # 3. the run's metrics.json and curves -> models/facemask.train-metrics.json, models/facemask.curves.png
 # 4. ONNX export with a dynamic input size (parity against PyTorch at 512, 640 and 768 px printed)
@@ -21,7 +21,7 @@ EVAL_DIR="$ROOT/runs/eval/shipped"
 PY="${PYTHON:-python3}"
 cli() { "$PY" -m facemask_sdk.cli.main "$@"; }
 
-"$PY" -m facemask_tools.training.ship "$CHECKPOINT" "$MODELS/facemask.pt"
+cli dev ship "$CHECKPOINT" "$MODELS/facemask.pt"
 rm -rf "$EVAL_DIR"
 cli eval --checkpoint "$MODELS/facemask.pt" --data "$DATA" --split val --out "$EVAL_DIR"
 cp "$EVAL_DIR/eval.json" "$MODELS/facemask.eval.json"

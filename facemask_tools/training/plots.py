@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
+
 PEER_YOLO11N = {
     "label": "peer: YOLO11n from scratch, 512 px (same CPU kind)",
     "minutes": 60.0,
@@ -158,40 +160,65 @@ def runs_from_specs(specs: list[tuple[str, str]]) -> list[dict]:
     return runs
 
 
-if __name__ == "__main__":
-    import argparse
+def _labelled(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
+    """Every value of a repeatable LABEL=... option has its label."""
+    for spec in specs:
+        label, equals, rest = spec.partition("=")
+        if not (label and equals and rest):
+            raise click.BadParameter(f"takes LABEL={param.metavar.split('=', 1)[1]}, got {spec!r}")
+    return specs
 
-    parser = argparse.ArgumentParser(description="val mAP against cumulative training minutes, next to the peer")
-    # --run and --points share one list, so the legend keeps the order of the command line
-    parser.add_argument(
-        "--run",
-        dest="series",
-        action="append",
-        default=[],
-        type=lambda v: ("run", v),
-        metavar="LABEL=METRICS_JSON[@START_MINUTES]",
-    )
-    parser.add_argument(
-        "--points",
-        dest="series",
-        action="append",
-        type=lambda v: ("points", v),
-        metavar="LABEL=MIN:MAP50:MAP,MIN:MAP50:MAP,...",
-        help="a run known only by a few (minutes, mAP@.5, mAP) points",
-    )
-    parser.add_argument(
-        "--by-size",
-        action="append",
-        default=[],
-        metavar="LABEL=EVAL_JSON",
-        help="instead: found / right-class shares by face size of these evaluations",
-    )
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    if args.by_size:
+
+def _points(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
+    for spec in _labelled(ctx, param, specs):
+        for point in spec.split("=", 1)[1].split(","):
+            try:
+                if len([float(v) for v in point.split(":")]) != 3:
+                    raise ValueError
+            except ValueError:
+                raise click.BadParameter(f"each point is MIN:MAP50:MAP (three numbers), got {point!r}") from None
+    return specs
+
+
+class _SeriesInOrder(click.Command):
+    """Records the order in which --run and --points occur: the two share one list, so the legend keeps the
+    order of the command line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        order = self.make_parser(ctx).parse_args(args=list(args))[2]
+        ctx.meta["plots_series_order"] = [param.name for param in order if param.name in ("run", "points")]
+        return super().parse_args(ctx, args)
+
+
+@click.command("plots", cls=_SeriesInOrder)
+@click.option("--run", multiple=True, metavar="LABEL=METRICS_JSON[@START_MINUTES]", callback=_labelled)
+@click.option(
+    "--points",
+    multiple=True,
+    metavar="LABEL=MIN:MAP50:MAP,MIN:MAP50:MAP,...",
+    callback=_points,
+    help="A run known only by a few (minutes, mAP@.5, mAP) points.",
+)
+@click.option(
+    "--by-size",
+    multiple=True,
+    metavar="LABEL=EVAL_JSON",
+    callback=_labelled,
+    help="Instead: found / right-class shares by face size of these evaluations.",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.pass_context
+def main(
+    ctx: click.Context, run: tuple[str, ...], points: tuple[str, ...], by_size: tuple[str, ...], out: Path
+) -> None:
+    """Val mAP against cumulative training minutes, next to the peer (--run, --points: one curve or point set
+    each, legend in command-line order); with --by-size, the found / right-class shares by face size."""
+    if by_size:
         import json
 
-        pairs = [spec.split("=", 1) for spec in args.by_size]
-        print(plot_by_size([(label, json.loads(Path(file).read_text())) for label, file in pairs], args.out))
-    else:
-        print(plot_map_vs_time(runs_from_specs(args.series), args.out))
+        pairs = [spec.split("=", 1) for spec in by_size]
+        click.echo(plot_by_size([(label, json.loads(Path(file).read_text())) for label, file in pairs], out))
+        return
+    given = {"run": iter(run), "points": iter(points)}
+    series = [(kind, next(given[kind])) for kind in ctx.meta["plots_series_order"]]
+    click.echo(plot_map_vs_time(runs_from_specs(series), out))

@@ -1,8 +1,8 @@
 """Ship a run's EMA weights: a weights-only checkpoint (no optimiser, no RNG) for `models/`.
 
-    python -m facemask_tools.training.ship runs/RUN/best.pt models/facemask.pt
-    python -m facemask_tools.training.ship runs/RUN/last.pt models/facemask.pt    # the last epoch's EMA
-    python -m facemask_tools.training.ship runs/RUN/best.pt models/next.pt --half  # float16 storage
+    facemask-sdk dev ship runs/RUN/best.pt models/facemask.pt
+    facemask-sdk dev ship runs/RUN/last.pt models/facemask.pt    # the last epoch's EMA
+    facemask-sdk dev ship runs/RUN/best.pt models/next.pt --half  # float16 storage
 
 From `last.pt` the EMA weights are shipped (never the raw training weights), with the last epoch's
 val metrics.
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facemask_sdk.errors import FacemaskError
+import click
+
 from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
 
 KEPT = (
@@ -56,16 +57,12 @@ def ship(source: Path, target: Path, half: bool = False) -> Path:
     return save_checkpoint(target, kept)
 
 
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="a run's EMA weights as a weights-only checkpoint")
-    parser.add_argument("source", type=Path, help="RUN/best.pt or RUN/last.pt")
-    parser.add_argument("target", type=Path, help="for example models/facemask.pt")
-    parser.add_argument("--half", action="store_true", help="store the weights in float16 (half the file)")
-    args = parser.parse_args()
-    try:
-        written = ship(args.source, args.target, half=args.half)
-    except (OSError, FacemaskError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
+@click.command("ship")
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--half", is_flag=True, help="Store the weights in float16 (half the file).")
+def main(source: Path, target: Path, half: bool) -> None:
+    """A run's EMA weights as a weights-only checkpoint: SOURCE is RUN/best.pt or RUN/last.pt, TARGET for
+    example models/facemask.pt."""
+    written = ship(source, target, half=half)
+    click.echo(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")

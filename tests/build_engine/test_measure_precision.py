@@ -1,16 +1,18 @@
-"""The precision measurement script (facemask_tools.build_engine.measure_precision): its sensitivity
-groups name real layers of the shipped export, and a wrong group is refused before any work."""
+"""The precision measurement (`facemask-sdk dev measure-precision`, facemask_tools.build_engine.measure_precision):
+its sensitivity groups name real layers of the shipped export, and a wrong group is refused before any work."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 onnx = pytest.importorskip("onnx")
 
 from facemask_tools.build_engine.int8 import resolve_exclude  # noqa: E402
-from facemask_tools.build_engine.measure_precision import SENSITIVITY_GROUPS, main  # noqa: E402
+from facemask_tools.build_engine.measure_precision import SENSITIVITY_GROUPS  # noqa: E402
+from facemask_tools.dev import dev  # noqa: E402
 
 SHIPPED_ONNX = Path(__file__).resolve().parents[2] / "models" / "facemask.onnx"
 
@@ -34,10 +36,19 @@ def test_groups_name_layers_of_the_shipped_export():
     assert all(sizes[g] > 0 for g in SENSITIVITY_GROUPS if g != "nothing"), sizes
 
 
-def test_unknown_group_is_refused_before_any_work(tmp_path: Path, capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(
-            ["--onnx", str(tmp_path / "missing.onnx"), "--workdir", str(tmp_path / "work"), "--groups", "nothing,nope"]
-        )
-    assert exited.value.code == 2 and "unknown sensitivity group(s) 'nope'" in capsys.readouterr().err
-    assert not (tmp_path / "work").exists()
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--groups", "nothing,nope"], "unknown sensitivity group(s) 'nope'"),
+        (["--methods", "minmax,median"], "unknown calibration method(s) 'median'"),
+        (["--skip", "fp32"], "unknown row(s) 'fp32'"),
+        (["--checkpoint", "runs/x.pt"], "give exactly one of --checkpoint"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(tmp_path: Path, args, message):
+    work = tmp_path / "work"
+    result = CliRunner().invoke(
+        dev, ["measure-precision", "--onnx", str(tmp_path / "missing.onnx"), "--workdir", str(work), *args]
+    )
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not work.exists()

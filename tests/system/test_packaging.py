@@ -20,7 +20,7 @@ from facemask_sdk.cli.main import TOOLING_GROUP, extra_providing, tooling_comman
 from facemask_tools.benchmarks.serve_env import overlay_environment
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLING = {"train", "eval", "closeup-view", "export", "build-engine", "bench"}
+TOOLING = {"train", "eval", "closeup-view", "export", "build-engine", "bench", "dev"}
 GENERIC_NAMES = {"training", "build_engine", "benchmarks", "models", "tests"}
 
 
@@ -101,6 +101,7 @@ def test_wheel_has_one_namespace_the_models_and_no_checkpoint(wheel: Path) -> No
         assert f"facemask_tools/{subpackage}/cli.py" in names
     entry_points = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert f"[{TOOLING_GROUP}]" in entry_points
+    assert "dev = facemask_tools.dev:dev [all]" in entry_points
 
 
 @pytest.mark.slow

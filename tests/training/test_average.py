@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +12,6 @@ pytest.importorskip("effdet")
 from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_tools.training.average import average_checkpoints  # noqa: E402
 from facemask_tools.training.checkpoint import load_network, read_checkpoint, save_checkpoint  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-AVERAGE = [sys.executable, "-m", "facemask_tools.training.average"]
 
 
 @pytest.fixture()
@@ -69,29 +64,18 @@ def test_average_refuses_other_spec_and_resume_checkpoints(two_checkpoints, tmp_
     assert not (tmp_path / "soup.pt").exists()
 
 
-def test_cli_keeps_an_existing_output(two_checkpoints, tmp_path):
+def test_cli_keeps_an_existing_output(two_checkpoints, tmp_path, run_dev):
+    """`facemask-sdk dev average`: an existing --out is one error line (exit code 2) and stays as it was."""
     first, second = two_checkpoints
     existing = tmp_path / "keep.pt"
     existing.write_bytes(b"the user's file")
-    result = subprocess.run(
-        AVERAGE + [str(first), str(second), "--out", str(existing)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert result.returncode != 0
+    result = run_dev(["average", first, second, "--out", existing], timeout=120)
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {existing} already exists; pass --force (overwrite=True) to replace it"
     ]
     assert existing.read_bytes() == b"the user's file"
-    result = subprocess.run(
-        AVERAGE + [str(first), str(second), "--out", str(existing), "--force"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    result = run_dev(["average", first, second, "--out", existing, "--force"], timeout=120)
     assert result.returncode == 0, result.stderr
     assert "mean of 2 checkpoints" in result.stdout
     load_network(existing)

@@ -56,3 +56,24 @@ def test_by_size_plot_draws_each_evaluation(tmp_path):
     }
     path = plot_by_size([("a", report), ("b", json.loads(json.dumps(report)))], tmp_path / "by-size.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_cli_draws_the_series_in_command_line_order(tmp_path, monkeypatch):
+    """`facemask-sdk dev plots`: --run and --points interleaved reach the plot in the order given (the legend's)."""
+    from click.testing import CliRunner
+
+    from facemask_tools.dev import dev
+    from facemask_tools.training import plots
+
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"history": [{"train_minutes_total": 3.0, "val": {"map50": 0.3, "map": 0.2}}]}))
+    drawn = []
+    monkeypatch.setattr(plots, "plot_map_vs_time", lambda runs, out: drawn.append((runs, out)) or out)
+    args = ["--points", "b=1:0.1:0.05", "--run", f"a={metrics}@4", "--points", "c=9:0.5:0.3", "--run", f"d={metrics}"]
+    result = CliRunner().invoke(dev, ["plots", *args, "--out", str(tmp_path / "plot.png")])
+    assert result.exit_code == 0, result.output
+    ((runs, out),) = drawn
+    assert [run["label"] for run in runs] == ["b", "a", "c", "d"] and out == tmp_path / "plot.png"
+    assert runs[1]["start_minutes"] == 4.0 and runs[2]["minutes"] == [9.0]
+    bad = CliRunner().invoke(dev, ["plots", "--points", "e=1:0.1", "--out", str(tmp_path / "plot.png")])
+    assert bad.exit_code == 2 and "MIN:MAP50:MAP" in bad.output
