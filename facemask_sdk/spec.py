@@ -7,7 +7,10 @@ stores it as JSON in the ONNX `metadata_props`, and the runtime reads it back fr
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from facemask_sdk.errors import FacemaskError, ModelFileError
 
@@ -150,3 +153,19 @@ class ModelSpec:
         except json.JSONDecodeError as exc:
             raise ModelFileError(f"model spec is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def spec_from_metadata(metadata: Mapping[str, str], path: str | os.PathLike) -> ModelSpec:
+    """The `ModelSpec` a model file carries under `METADATA_KEY` (ONNX `metadata_props`, ONNX Runtime's
+    custom metadata, OpenVINO's rt_info), or one `ModelFileError` naming the file and the fix: the one
+    reader every loader and the builder share."""
+    text = metadata.get(METADATA_KEY)
+    if text is None:
+        raise ModelFileError(
+            f"{path} is a model without facemask-sdk metadata (no '{METADATA_KEY}' entry); export it with "
+            f"`facemask-sdk export --checkpoint CKPT --out {Path(path).name}`"
+        )
+    try:
+        return ModelSpec.from_json(text)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None

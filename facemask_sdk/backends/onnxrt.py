@@ -18,7 +18,7 @@ import numpy as np
 from facemask_sdk.anchors import generate_anchors
 from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError, ModelFileError
-from facemask_sdk.spec import METADATA_KEY, OUTPUT_NAMES, ModelSpec
+from facemask_sdk.spec import OUTPUT_NAMES, ModelSpec, spec_from_metadata
 from facemask_sdk.stages import HOST
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -167,17 +167,7 @@ def _choose_providers(available: Sequence[str], requested: Sequence[str] | None)
 
 
 def _read_spec(session, path: Path) -> ModelSpec:
-    metadata = session.get_modelmeta().custom_metadata_map
-    text = metadata.get(METADATA_KEY)
-    if text is None:
-        raise ModelFileError(
-            f"{path} is an ONNX model without facemask-sdk metadata (no '{METADATA_KEY}' entry); "
-            f"export it with `facemask-sdk export --checkpoint CKPT --out {path.name}`"
-        )
-    try:
-        return ModelSpec.from_json(text)
-    except ModelFileError as exc:
-        raise ModelFileError(f"{path}: {exc}") from None
+    return spec_from_metadata(session.get_modelmeta().custom_metadata_map, path)
 
 
 def _has_dynamic_size(session) -> bool:

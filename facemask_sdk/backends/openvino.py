@@ -18,7 +18,7 @@ import numpy as np
 from facemask_sdk.anchors import generate_anchors
 from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError, ModelFileError
-from facemask_sdk.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelSpec
+from facemask_sdk.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelSpec, spec_from_metadata
 from facemask_sdk.stages import HOST
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -110,15 +110,9 @@ class OpenVinoRunner(Runner):
 
 
 def _read_spec(model, path: Path) -> ModelSpec:
-    if not model.has_rt_info(["framework", METADATA_KEY]):
-        raise ModelFileError(
-            f"{path} is a model without facemask-sdk metadata (no '{METADATA_KEY}' entry); export it with "
-            f"`facemask-sdk export --checkpoint CKPT --out {path.name}`"
-        )
-    try:
-        return ModelSpec.from_json(model.get_rt_info(["framework", METADATA_KEY]).astype(str))
-    except ModelFileError as exc:
-        raise ModelFileError(f"{path}: {exc}") from None
+    key = ["framework", METADATA_KEY]
+    found = {METADATA_KEY: model.get_rt_info(key).astype(str)} if model.has_rt_info(key) else {}
+    return spec_from_metadata(found, path)
 
 
 def _check_outputs(model, spec: ModelSpec, path: Path) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.files import file_sha256
 from facemask_sdk.models import PRECISIONS, variant_path
-from facemask_sdk.spec import METADATA_KEY, ModelSpec
+from facemask_sdk.spec import ModelSpec, spec_from_metadata
 
 if TYPE_CHECKING:
     import onnx
@@ -90,13 +90,7 @@ def metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 def model_spec(model: onnx.ModelProto, path: Path) -> ModelSpec:
     """The `ModelSpec` stored in the model's metadata (needed to pre-process calibration images)."""
-    text = metadata(model).get(METADATA_KEY)
-    if text is None:
-        raise ModelFileError(
-            f"{path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with "
-            f"`facemask-sdk export --checkpoint CKPT --out {Path(path).name}`"
-        )
-    return ModelSpec.from_json(text)
+    return spec_from_metadata(metadata(model), path)
 
 
 def model_precision(model: onnx.ModelProto) -> str:

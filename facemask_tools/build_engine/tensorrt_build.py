@@ -43,7 +43,7 @@ from facemask_sdk.backends.tensorrt import import_tensorrt as runtime_import_ten
 from facemask_sdk.engine_meta import SIDECAR_FORMAT, build_command, sidecar_path, write_sidecar
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.files import file_sha256, write_atomically
-from facemask_sdk.spec import METADATA_KEY, ModelSpec
+from facemask_sdk.spec import spec_from_metadata
 from facemask_tools.build_engine.gpu_probe import GpuInfo, free_gpu_memory, visible_gpu
 from facemask_tools.build_engine.precision import PRECISION_KEY, PRECISIONS
 
@@ -234,11 +234,7 @@ def make_sidecar(
 ) -> dict:
     """The JSON written beside an engine (`facemask_sdk.engine_meta`'s format, which the runtime
     checks): what it was built from, with which TensorRT, for which GPU, with which options."""
-    if METADATA_KEY not in model_metadata:
-        raise FacemaskError(
-            f"{onnx_path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with `facemask-sdk export`"
-        )
-    spec = ModelSpec.from_json(model_metadata[METADATA_KEY])
+    spec = spec_from_metadata(model_metadata, onnx_path)
     if options.input_size is not None:
         spec = spec.at_input_size(options.input_size)  # what the runtime checks the engine against
     return {
@@ -296,12 +292,8 @@ def check_batch(onnx_path: Path, batch: BatchProfile) -> None:
 
 def check_input_size(onnx_path: Path, shape: list, model_metadata: dict[str, str], asked: int | None) -> int:
     """The engine's input side: `asked` from a dynamic-size graph, else the graph's own (trained) size."""
-    if METADATA_KEY not in model_metadata:
-        raise FacemaskError(
-            f"{onnx_path} has no facemask-sdk metadata ('{METADATA_KEY}'); export it with `facemask-sdk export`"
-        )
     dynamic = len(shape) == 4 and not all(isinstance(d, int) and d > 0 for d in shape[2:])
-    return ModelSpec.from_json(model_metadata[METADATA_KEY]).read_at(asked, dynamic, onnx_path).image_size[0]
+    return spec_from_metadata(model_metadata, onnx_path).read_at(asked, dynamic, onnx_path).image_size[0]
 
 
 def gpu_info(command: str = "") -> GpuInfo:

@@ -408,7 +408,7 @@ def test_device_command():
 
 
 def test_sidecar_needs_model_metadata(tmp_path: Path):
-    with pytest.raises(FacemaskError, match="no facemask-sdk metadata"):
+    with pytest.raises(FacemaskError, match="without facemask-sdk metadata"):
         tb.make_sidecar(tmp_path / "x.onnx", {}, tb.BuildOptions(), "10.3.0", GPU, True)
 
 
