@@ -3,7 +3,7 @@
 `kernels.cu` holds the CUDA C source (compiled at run time by pycuda, cached on disk); `plans` turns
 frames and settings into launches (pure Python); `kernels.CudaKernels` runs them on one stream with
 buffers allocated once (the device buffers every device stage shares); `stages` are the CUDA pre- and
-post-processing stages over it; `probe` reads the top-K state for the kernel tests and benchmark.
+post-processing stages over it (the tests read its top-K state with tests/helpers/cuda_topk_probe.py).
 Importing this package does not import pycuda: only creating a `CudaKernels` does.
 """
 

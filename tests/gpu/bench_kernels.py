@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for path in (REPO, REPO / "tests" / "helpers"):  # the checkout, and the test helpers (cuda_topk_probe)
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
-from facemask_sdk.cuda import probe  # noqa: E402
+import cuda_topk_probe as probe  # noqa: E402
+
 from facemask_sdk.cuda.kernels import CudaKernels  # noqa: E402
 from facemask_sdk.cuda.plans import plan_decode, plan_letterbox  # noqa: E402
 from facemask_sdk.postprocess import PostprocessConfig  # noqa: E402

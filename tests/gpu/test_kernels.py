@@ -16,12 +16,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import cuda_topk_probe as probe  # tests/helpers (pytest's pythonpath)
 import cv2
 import numpy as np
 import pytest
 
 from facemask_sdk.anchors import generate_anchors
-from facemask_sdk.cuda import CudaKernels, probe
+from facemask_sdk.cuda import CudaKernels
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig, decode_boxes, postprocess, top_k_indices
 from facemask_sdk.preprocess import Letterbox, preprocess

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cuda_topk_probe as probe  # tests/helpers (pytest's pythonpath)
 import cv2
 import numpy as np
 import pytest
 
 from facemask_sdk.anchors import generate_anchors
-from facemask_sdk.cuda import probe
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig, postprocess
 from facemask_sdk.preprocess import preprocess

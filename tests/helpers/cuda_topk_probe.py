@@ -1,5 +1,6 @@
-"""The top-K state inside a `CudaKernels`, for the kernel tests and the kernel benchmark, to check
-that kernel against the NumPy reference on its own. Production code never needs it (head outputs in
+"""The top-K state inside a `CudaKernels`, for the kernel tests (tests/facemask_sdk/cuda, tests/gpu) and the
+kernel benchmark, to check that kernel against the NumPy reference on its own: test code, reading the
+kernels' private buffers. Production code never needs it (head outputs in
 and the input tensor out are the kernels' own `upload_head` / `download_input`).
 """
 
