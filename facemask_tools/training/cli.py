@@ -9,6 +9,7 @@ import click
 
 from facemask_sdk.errors import FacemaskError
 from facemask_tools.paths import DATASET, DATASET_HELP
+from facemask_tools.training.config import TrainConfig
 
 malloc_option = click.option(
     "--malloc",
@@ -39,117 +40,150 @@ def choose_allocator(choice: str) -> None:
 @click.option(
     "--model",
     type=click.Choice(["tf_efficientdet_lite0", "tf_efficientdet_d0"]),
-    default="tf_efficientdet_lite0",
+    default=TrainConfig.model,
     show_default=True,
     help="The shipped model is Lite0.",
 )
 @click.option(
     "--image-size",
-    type=int,
+    type=click.IntRange(min=128),
     default=None,
     help="Input size for evaluation and export (multiple of 128); default: the model's own (512).",
 )
 @click.option(
     "--crop-size",
-    type=int,
-    default=384,
+    type=click.IntRange(min=0),
+    default=TrainConfig.crop_size,
     show_default=True,
     help="Train on random crops of this size of the input canvas (faces keep their scale); 0: the full canvas.",
 )
-@click.option("--mosaic", type=float, default=0.5, show_default=True, help="Chance of a four-image mosaic per sample.")
+@click.option(
+    "--mosaic",
+    type=click.FloatRange(0.0, 1.0),
+    default=TrainConfig.mosaic,
+    show_default=True,
+    help="Chance of a four-image mosaic per sample.",
+)
 @click.option(
     "--zoom",
-    type=float,
-    default=0.0,
+    type=click.FloatRange(0.0, 1.0),
+    default=TrainConfig.zoom,
     show_default=True,
     help="Chance that a sample which is no mosaic is rescaled around one face, to a size drawn evenly from tiny "
     "to close-up (the face-size buckets of eval).",
 )
 @click.option(
     "--zoom-balance/--no-zoom-balance",
-    default=False,
+    default=TrainConfig.zoom_balance,
     show_default=True,
     help="Zoom picks its face weighted by 1 / class frequency, so close-ups of every class are seen (most large "
     "training faces are masked).",
 )
 @click.option(
     "--photometric",
-    type=float,
-    default=0.0,
+    type=click.FloatRange(0.0, 1.0),
+    default=TrainConfig.photometric,
     show_default=True,
     help="Chance per sample of one camera degradation: defocus blur, JPEG artefacts or sensor noise.",
 )
 @click.option(
     "--copy-paste",
-    type=float,
-    default=0.3,
+    type=click.FloatRange(0.0, 1.0),
+    default=TrainConfig.copy_paste,
     show_default=True,
     help="Chance of pasting 1-3 mask_weared_incorrect faces into a sample.",
 )
 @click.option(
     "--rare-class-weight",
-    type=float,
-    default=1.0,
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=TrainConfig.rare_class_weight,
     show_default=True,
     help="Class-loss weight of the anchors matched to mask_weared_incorrect faces (1: effdet's loss).",
 )
 @click.option(
-    "--anchor-scale", type=float, default=None, help="Smallest anchor = 8 px x this (default: effdet's, 3 for Lite0)."
+    "--anchor-scale",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Smallest anchor = 8 px x this (default: effdet's, 3 for Lite0).",
 )
 @click.option(
     "--ema-decay",
-    type=float,
-    default=0.999,
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=TrainConfig.ema_decay,
     show_default=True,
     help="Weight-average decay; the EMA weights are evaluated and shipped. 0 disables.",
 )
-@click.option("--ema-ramp-steps", type=int, default=200, show_default=True)
+@click.option("--ema-ramp-steps", type=click.IntRange(min=0), default=TrainConfig.ema_ramp_steps, show_default=True)
 @click.option(
     "--amp",
     type=click.Choice(["auto", "off", "bf16", "fp16"]),
-    default="auto",
+    default=TrainConfig.amp,
     show_default=True,
     help="Autocast for the network: auto = bf16 where the CPU has AVX-512-BF16/AMX, AMP on CUDA, else fp32.",
 )
-@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option("--channels-last/--no-channels-last", default=TrainConfig.channels_last, show_default=True)
 @click.option(
-    "--checkpoint-every", type=int, default=50, show_default=True, help="Optimiser steps between last.pt checkpoints."
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=TrainConfig.checkpoint_every,
+    show_default=True,
+    help="Optimiser steps between last.pt checkpoints.",
 )
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=TrainConfig.optimizer, show_default=True)
 @click.option(
     "--lr",
-    type=float,
+    type=click.FloatRange(min=0.0, min_open=True),
     default=None,
     help="Peak learning rate; default: 1e-2 when BiFPN and heads start random (ImageNet backbone or --pretrained "
     "none, measured), 1e-3 from detector weights (COCO or a checkpoint).",
 )
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
-@click.option("--warmup-steps", type=int, default=0, show_default=True)
-@click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Max gradient norm; 0 disables.")
-@click.option("--pretrained", default="auto", show_default=True, help="auto | none | imagenet-lite0 | PATH to weights.")
+@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=TrainConfig.weight_decay, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default=TrainConfig.schedule, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=TrainConfig.warmup_steps, show_default=True)
 @click.option(
-    "--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="medium", show_default=True
+    "--grad-clip",
+    type=click.FloatRange(min=0.0),
+    default=TrainConfig.grad_clip,
+    show_default=True,
+    help="Max gradient norm; 0 disables.",
+)
+@click.option(
+    "--pretrained",
+    default=TrainConfig.pretrained,
+    show_default=True,
+    help="auto | none | imagenet-lite0 | PATH to weights.",
+)
+@click.option(
+    "--augment",
+    type=click.Choice(["none", "light", "medium", "strong"]),
+    default=TrainConfig.augment,
+    show_default=True,
 )
 @click.option(
     "--repeat-threshold",
-    type=float,
-    default=0.3,
+    type=click.FloatRange(min=0.0),
+    default=TrainConfig.repeat_threshold,
     show_default=True,
     help="Oversample images of rare classes (LVIS repeat factor); 0 disables.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
 @click.option(
-    "--val-fraction", type=float, default=0.2, show_default=True, help="Used when the data has no split files."
+    "--val-fraction",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=TrainConfig.val_fraction,
+    show_default=True,
+    help="Used when the data has no split files.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
-@click.option("--workers", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--device", default=TrainConfig.device, show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--workers", type=click.IntRange(min=0), default=TrainConfig.workers, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @malloc_option
-@click.option("--max-steps", type=int, default=None, help="Cap steps per epoch (smoke runs).")
-@click.option("--max-val-images", type=int, default=None, help="Validate on the first N val images only.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap steps per epoch (smoke runs).")
+@click.option(
+    "--max-val-images", type=click.IntRange(min=1), default=None, help="Validate on the first N val images only."
+)
 @click.option(
     "--resume",
     type=click.Path(),
@@ -179,17 +213,8 @@ def train(
     The schedule's length (--epochs) is fixed when a run starts; --resume continues it unchanged.
     """
     choose_allocator(malloc)
-    from facemask_tools.training.trainer import TrainConfig
     from facemask_tools.training.trainer import train as run_training
 
-    if options["epochs"] < 1 or options["batch_size"] < 1 or options["checkpoint_every"] < 1:
-        raise FacemaskError("--epochs, --batch-size and --checkpoint-every must be at least 1")
-    if not all(0.0 <= options[name] <= 1.0 for name in ("mosaic", "copy_paste", "zoom", "photometric")):
-        raise FacemaskError("--mosaic, --zoom, --photometric and --copy-paste are probabilities between 0 and 1")
-    if options["rare_class_weight"] <= 0:
-        raise FacemaskError("--rare-class-weight must be positive")
-    if not 0.0 <= options["ema_decay"] < 1.0:
-        raise FacemaskError("--ema-decay must lie in [0, 1)")
     options["crop_size"] = options["crop_size"] or None
     config = TrainConfig(**options)
     explicit_epochs = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
@@ -237,7 +262,7 @@ def train(
     default=None,
     help="Folder for eval.json, predictions.png and by-size.png (default: runs/eval/CHECKPOINT-DATA-SPLIT).",
 )
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.eval_batch_size, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
 @malloc_option

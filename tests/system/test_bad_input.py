@@ -79,6 +79,24 @@ CASES = [
         "not a readable PyTorch checkpoint",
         ["torch", "effdet"],
     ),
+    # click's own refusals (ranges, unknown options and commands) are one error: line too, with where to look
+    (
+        "train-probability-out-of-range",
+        ["train", "--out", "TMP/run", "--mosaic", "1.5"],
+        None,
+        2,
+        "'--mosaic': 1.5 is not in the range 0.0<=x<=1.0. (see '",
+        [],
+    ),
+    (
+        "unknown-option-of-a-dev-tool",
+        ["dev", "anchor-coverage", "--bogus"],
+        None,
+        2,
+        "No such option '--bogus'. (see '",
+        [],
+    ),
+    ("unknown-command", ["bogus"], None, 2, "No such command 'bogus'. (see '", []),
 ]
 
 
@@ -120,3 +138,21 @@ def test_an_image_bomb_is_skipped_and_named_and_the_rest_is_detected(tmp_path, p
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["frames"] == 1 and (tmp_path / "out" / good.name).is_file()
     assert (inputs / "bomb.png").stat().st_size < 2000  # the input is untouched
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["train", "--out", "x", "--epochs", "0"], "(see 'facemask-sdk train --help')"),
+        (["dev", "anchor-coverage", "--bogus"], "(see 'facemask-sdk dev anchor-coverage --help')"),
+        (["bogus"], "(see 'facemask-sdk --help')"),
+    ],
+)
+def test_a_refused_option_names_the_help_of_its_own_command(args, hint):
+    """The hint points at the (sub)command whose option was refused, nested groups included."""
+    from click.testing import CliRunner
+
+    from facemask_sdk.cli.main import cli
+
+    result = CliRunner().invoke(cli, args, prog_name="facemask-sdk")
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and result.stderr.rstrip().endswith(hint)
