@@ -32,6 +32,7 @@ import numpy as np
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.preprocess import Letterbox
+from facemask_sdk.validation import unit_interval, whole_number
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,9 @@ class PostprocessConfig:
 
     def __post_init__(self) -> None:
         for name in ("score_threshold", "iou_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise FacemaskError(f"{name} must be a number in [0, 1], got {value!r}")
+            unit_interval(name, getattr(self, name))
         for name in ("max_detections", "top_k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise FacemaskError(f"{name} must be a positive integer, got {value!r}")
+            whole_number(name, getattr(self, name))
         if not isinstance(self.class_agnostic, (bool, np.bool_)):
             raise FacemaskError(f"class_agnostic must be True or False, got {self.class_agnostic!r}")
 

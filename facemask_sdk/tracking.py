@@ -33,6 +33,7 @@ import numpy as np
 
 from facemask_sdk.detections import COMPLIANT_CLASS, Detections, compliance_rate
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.validation import in_range, unit_interval, whole_number
 
 UNTRACKED = -1
 """`Detections.tracker_id` of a detection that belongs to no person (yet): weak, or a tentative track."""
@@ -65,15 +66,10 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         for name in ("high_score", "match_iou", "low_match_iou", "min_score", "position_gain", "velocity_gain"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) <= 1.0:
-                raise FacemaskError(f"TrackerConfig.{name} must be in [0, 1], got {value!r}")
-        if not 0.0 <= float(self.rematch_distance) <= 10.0:
-            raise FacemaskError(f"TrackerConfig.rematch_distance must be in [0, 10], got {self.rematch_distance!r}")
+            unit_interval(f"TrackerConfig.{name}", getattr(self, name))
+        in_range("TrackerConfig.rematch_distance", self.rematch_distance, 0.0, 10.0)
         for name in ("min_frames", "lost_frames"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise FacemaskError(f"TrackerConfig.{name} must be a whole number >= 1, got {value!r}")
+            whole_number(f"TrackerConfig.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)

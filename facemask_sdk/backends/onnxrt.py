@@ -20,6 +20,7 @@ from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.spec import OUTPUT_NAMES, ModelSpec, spec_from_metadata
 from facemask_sdk.stages import HOST
+from facemask_sdk.validation import whole_number
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -67,9 +68,7 @@ class OnnxRuntimeRunner(Runner):
         ort = _import_onnxruntime()
         options = ort.SessionOptions()
         if threads is not None:
-            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-                raise FacemaskError(f"threads must be a positive integer, got {threads!r}")
-            options.intra_op_num_threads = threads
+            options.intra_op_num_threads = whole_number("threads", threads)
         chosen = _choose_providers(ort.get_available_providers(), providers)
         state = ort.capi.onnxruntime_pybind11_state
         load_errors = (

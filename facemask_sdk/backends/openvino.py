@@ -20,6 +20,7 @@ from facemask_sdk.backends.base import Runner
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelSpec, spec_from_metadata
 from facemask_sdk.stages import HOST
+from facemask_sdk.validation import whole_number
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -75,9 +76,7 @@ class OpenVinoRunner(Runner):
         self.precision = precision
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads is not None:
-            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-                raise FacemaskError(f"threads must be a positive integer, got {threads!r}")
-            config["INFERENCE_NUM_THREADS"] = threads
+            config["INFERENCE_NUM_THREADS"] = whole_number("threads", threads)
         self._compiled = core.compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
         self._outputs = [self._compiled.output(name) for name in OUTPUT_NAMES]  # looked up once, not per image

@@ -18,6 +18,7 @@ import numpy as np
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.preprocess import Letterbox
 from facemask_sdk.spec import ModelSpec
+from facemask_sdk.validation import whole_number
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
 KERNEL_CONSTANTS: dict[str, int] = {
@@ -81,11 +82,8 @@ class DecodeSettings:
 
     @classmethod
     def from_config(cls, config: Any) -> DecodeSettings:
-        top_k, max_det = int(config.top_k), int(config.max_detections)
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise FacemaskError(f"the CUDA decoder supports top_k in [1, {MAX_TOP_K}], got {top_k}")
-        if max_det < 1:
-            raise FacemaskError(f"max_detections must be a positive integer, got {max_det}")
+        top_k = whole_number("top_k (the CUDA decoder's limit)", int(config.top_k), 1, MAX_TOP_K)
+        max_det = whole_number("max_detections", int(config.max_detections))
         return cls(
             float(config.logit_threshold),
             float(config.iou_threshold),

@@ -22,6 +22,7 @@ from facemask_sdk.errors import FacemaskError
 from facemask_sdk.image_io import to_bgr8
 from facemask_sdk.serving.protocol import IMAGE, MODEL_NAME, OUTPUTS, encode_request, unpack_detections
 from facemask_sdk.spec import CLASSES
+from facemask_sdk.validation import positive, whole_number
 
 ClientImage = str | os.PathLike | bytes | np.ndarray
 """A path, encoded image bytes, or a BGR uint8 array (sent PNG-encoded, so lossless)."""
@@ -67,11 +68,8 @@ class TritonClient:
         class_names: tuple[str, ...] = CLASSES,
         max_batch_size: int = 8,
     ) -> None:
-        if timeout_s <= 0:
-            raise FacemaskError(f"timeout_s must be positive, got {timeout_s}")
-        if max_batch_size < 1:
-            raise FacemaskError(f"max_batch_size must be at least 1, got {max_batch_size}")
-        self.max_batch_size = max_batch_size
+        positive("timeout_s", timeout_s)
+        self.max_batch_size = whole_number("max_batch_size", max_batch_size)
         grpcclient, self._server_error = _grpc()
         self._grpc = grpcclient
         self.url, self.model_name, self.timeout_s, self.class_names = url, model_name, timeout_s, class_names

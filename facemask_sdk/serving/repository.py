@@ -26,6 +26,7 @@ from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.serving.protocol import IMAGE, MAX_DETECTIONS, MODEL_NAME, OUTPUTS
 from facemask_sdk.serving.triton_models import LETTERBOX, POSTPROCESS_FILE, SPEC_FILE
 from facemask_sdk.spec import INPUT_NAME, OUTPUT_NAMES, ModelSpec
+from facemask_sdk.validation import whole_number
 
 NETWORK_BACKENDS = ("onnxruntime", "tensorrt", "python")
 """onnxruntime / tensorrt: Triton's own backends (NGC tritonserver images); python: the network on the
@@ -61,8 +62,7 @@ class RepositoryOptions:
         if self.backend not in NETWORK_BACKENDS:
             raise FacemaskError(f"backend must be one of {', '.join(NETWORK_BACKENDS)}, got {self.backend!r}")
         for name in ("max_batch_size", "network_instances", "host_instances"):
-            if getattr(self, name) < 1:
-                raise FacemaskError(f"{name} must be at least 1, got {getattr(self, name)}")
+            whole_number(name, getattr(self, name))
         if any(not 1 <= size <= self.max_batch_size for size in self.preferred_batch_sizes):
             raise FacemaskError(
                 f"preferred batch sizes must lie in [1, {self.max_batch_size}], got {self.preferred_batch_sizes}"

@@ -20,6 +20,7 @@ import numpy as np
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.serving.bundled_server import PYTRITON_MISSING, interpreter_environment
 from facemask_sdk.serving.protocol import IMAGE, MAX_DETECTIONS, MODEL_NAME, OUTPUTS, decode_rows, pack_detections
+from facemask_sdk.validation import whole_number
 
 LOGGER = logging.getLogger("facemask_sdk.serve")
 
@@ -39,12 +40,11 @@ class ServeOptions:
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):
-            if not 1 <= getattr(self, name) <= 65535:
-                raise FacemaskError(f"{name} must be in [1, 65535], got {getattr(self, name)}")
+            whole_number(name, getattr(self, name), 1, 65535)
         if self.http_port == self.grpc_port:
             raise FacemaskError(f"the HTTP and gRPC ports must differ (both {self.http_port})")
-        if self.max_batch_size < 1 or self.instances < 1:
-            raise FacemaskError("max batch size and instances must be at least 1")
+        whole_number("max_batch_size", self.max_batch_size)
+        whole_number("instances", self.instances)
 
 
 def _import_pytriton():

@@ -42,6 +42,7 @@ from facemask_sdk.image_io import read_image
 from facemask_sdk.metrics import evaluate_detections
 from facemask_sdk.spec import CLASSES
 from facemask_sdk.stages import STAGE_TIMINGS
+from facemask_sdk.validation import whole_number
 from facemask_sdk.voc import VocDataset
 from facemask_tools.benchmarks.machine import git_commit, library_versions, machine_info
 from facemask_tools.benchmarks.runners import (
@@ -106,9 +107,8 @@ class BenchConfig:
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 128:
                 raise FacemaskError(f"input sizes must be positive multiples of 128, got {size!r}")
         for name in ("images", "threads"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise FacemaskError(f"{name} must be a positive integer or None, got {value!r}")
+            if getattr(self, name) is not None:
+                whole_number(name, getattr(self, name))
 
 
 def run_benchmark(config: BenchConfig, progress: bool = True, log: Callable[[str], None] = print) -> dict:

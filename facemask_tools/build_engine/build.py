@@ -19,6 +19,7 @@ from pathlib import Path
 
 from facemask_sdk.errors import DataError, FacemaskError
 from facemask_sdk.image_io import IMAGE_SUFFIXES
+from facemask_sdk.validation import whole_number
 from facemask_tools.build_engine.calibration import DEFAULT_METHOD
 from facemask_tools.build_engine.int8 import DEFAULT_EXCLUDE
 from facemask_tools.build_engine.precision import (
@@ -165,8 +166,7 @@ def calibration_images(source: Path | None = None, count: int = DEFAULT_CALIB_IM
     `source=None`: the project dataset (`../shared/datasets/face-mask-detection`) if present, else
     the repository's `samples/images`.
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise FacemaskError(f"--calib-images must be a positive integer, got {count!r}")
+    whole_number("--calib-images", count)
     if source is None:
         source = DEFAULT_CALIB_DATA if (DEFAULT_CALIB_DATA / "images").is_dir() else SAMPLES_DIR
         if not source.is_dir():  # installed from a wheel: no checkout beside it to take defaults from

@@ -24,9 +24,9 @@ import torch
 
 from facemask_sdk.detections import Detections
 from facemask_sdk.detector import ImageInput, load_image
-from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.preprocess import Letterbox, preprocess
+from facemask_sdk.validation import unit_interval, whole_number
 from facemask_tools.training.checkpoint import load_network
 from facemask_tools.training.model import predict_bench
 
@@ -44,10 +44,8 @@ class TorchRunner:
         score_threshold: float = PostprocessConfig.score_threshold,
         max_detections: int = PostprocessConfig.max_detections,
     ) -> None:
-        if not 0.0 <= float(score_threshold) <= 1.0:
-            raise FacemaskError(f"score_threshold must be in [0, 1], got {score_threshold!r}")
-        if int(max_detections) <= 0:
-            raise FacemaskError(f"max_detections must be positive, got {max_detections!r}")
+        unit_interval("score_threshold", score_threshold)
+        whole_number("max_detections", max_detections)
         network, spec, payload = load_network(checkpoint)
         self.checkpoint = Path(checkpoint)
         self.spec = spec

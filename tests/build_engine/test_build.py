@@ -42,7 +42,7 @@ def test_calibration_images_from_a_folder(sample_images):
     folder = sample_images[0].parent
     assert calibration_images(folder, 10) == sample_images
     assert calibration_images(folder, 2) == [sample_images[0], sample_images[2]]
-    with pytest.raises(FacemaskError, match="positive integer"):
+    with pytest.raises(FacemaskError, match="--calib-images must be a whole number >= 1"):
         calibration_images(folder, 0)
 
 

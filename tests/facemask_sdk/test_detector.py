@@ -244,10 +244,10 @@ def test_bad_model_files(tiny_onnx, tmp_path, make, error, match) -> None:
     [
         ({"score_threshold": 1.5}, "score_threshold must be a number in"),
         ({"iou_threshold": -0.1}, "iou_threshold must be a number in"),
-        ({"max_detections": 0}, "max_detections must be a positive integer"),
+        ({"max_detections": 0}, "max_detections must be a whole number >= 1"),
         ({"backend": "tflite"}, "unknown backend .tflite."),
         ({"providers": ["NoSuchExecutionProvider"]}, "providers .* are not available"),
-        ({"threads": 0}, "threads must be a positive integer"),
+        ({"threads": 0}, "threads must be a whole number >= 1"),
     ],
 )
 def test_bad_arguments(tiny_onnx, kwargs, match) -> None:

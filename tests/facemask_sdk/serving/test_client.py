@@ -17,4 +17,4 @@ def test_client_against_no_server_says_so_within_its_timeout(sample_images, erro
         assert client.is_ready() is False
         message = error_of(lambda: client.detect(sample_images[0]))
     assert "does not answer (is it running?)" in message
-    assert "timeout_s must be positive" in error_of(lambda: TritonClient(timeout_s=0))
+    assert "timeout_s must be a number > 0" in error_of(lambda: TritonClient(timeout_s=0))

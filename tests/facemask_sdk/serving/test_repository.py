@@ -125,7 +125,7 @@ def test_a_static_batch_model_is_refused_with_the_export_to_run(tmp_path, error_
     "options, expected",
     [
         ({"backend": "openvino"}, "backend must be one of onnxruntime, tensorrt, python"),
-        ({"max_batch_size": 0}, "max_batch_size must be at least 1"),
+        ({"max_batch_size": 0}, "max_batch_size must be a whole number >= 1"),
         ({"preferred_batch_sizes": (16,)}, "preferred batch sizes must lie in [1, 8]"),
         ({"score_threshold": 1.5}, "score_threshold"),
     ],
