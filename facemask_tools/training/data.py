@@ -109,13 +109,14 @@ class DetectionDataset(Dataset):
         )
 
 
-def inverse_class_frequencies(records: list[ImageRecord], num_classes: int) -> tuple[float, ...]:
-    """1 / (share of the boxes of each class): weights that make every class equally likely to be picked."""
+def inverse_class_frequencies(records: list[ImageRecord], num_classes: int, power: float = 1.0) -> tuple[float, ...]:
+    """(1 / share of the boxes of each class) ** power: at power 1 every class is equally likely to be picked,
+    at 0 each as often as it occurs, in between (0.5: square root) part of the way."""
     counts = np.bincount(
         np.concatenate([np.asarray(r.class_ids, np.int64) for r in records] or [np.zeros(0, np.int64)]),
         minlength=num_classes,
     ).astype(np.float64)
-    return tuple(float(counts.sum() / c) if c else 0.0 for c in counts)
+    return tuple(float((counts.sum() / c) ** power) if c else 0.0 for c in counts)
 
 
 def collate(batch):

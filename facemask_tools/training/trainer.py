@@ -208,7 +208,9 @@ class _Run:
                 AugmentConfig.strength(config.augment),
                 photometric=config.photometric,
                 zoom_class_weights=(
-                    inverse_class_frequencies(train_set.records, spec.num_classes) if config.zoom_balance else None
+                    inverse_class_frequencies(train_set.records, spec.num_classes, config.zoom_balance_power)
+                    if config.zoom_balance
+                    else None
                 ),
             ),
             config.seed,

@@ -178,6 +178,8 @@ def test_zoom_balance_picks_rare_class_faces_as_often_as_common_ones():
     classes = np.array([0, 0, 0, 0, 1])
     weights = inverse_class_frequencies([ImageRecord("a", None, 800, 600, boxes, classes)], 3)
     assert weights == (1.25, 5.0, 0.0)
+    halfway = inverse_class_frequencies([ImageRecord("a", None, 800, 600, boxes, classes)], 3, power=0.5)
+    assert halfway == pytest.approx((1.25**0.5, 5.0**0.5, 0.0))
     picked = {"plain": [], "balanced": []}
     for name, config in (("plain", AugmentConfig()), ("balanced", AugmentConfig(zoom_class_weights=weights))):
         rng = np.random.default_rng(0)
