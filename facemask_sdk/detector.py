@@ -47,6 +47,8 @@ from facemask_sdk.stages import (
 )
 
 if TYPE_CHECKING:
+    from facemask_sdk.sources import Source
+    from facemask_sdk.stream import DetectionStream
     from facemask_sdk.tracking import TrackerConfig
 
 ImageInput = np.ndarray | str | os.PathLike
@@ -164,14 +166,16 @@ class Detector(Resource):
 
     def stream(
         self,
-        sources,
+        sources: str | int | Source | Sequence[str | int | Source],
         max_frames: int | None = None,
         timeout_s: float | None = None,
         track: bool = False,
         tracker_config: TrackerConfig | None = None,
-    ):
+    ) -> DetectionStream:
         """`(frame, detections)` for every frame of `sources` (a path, folder, glob, video, camera index,
         RTSP/HTTP URL, or a list of them), with running totals in `.totals` (`facemask_sdk.stream`).
+        `max_frames` stops each video, camera or stream after that many frames: per source, as
+        `detect --max-frames` (it was a total over all sources before issue 34).
         `track=True` follows faces across frames and counts people (`facemask_sdk.tracking`)."""
         from facemask_sdk.sources import DEFAULT_TIMEOUT_S
         from facemask_sdk.stream import DetectionStream

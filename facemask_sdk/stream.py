@@ -6,12 +6,18 @@ summary (faces per class, compliance over faces and over frames, mean stage timi
 code the CLI prints and writes to `summary.json`.
 
     >>> with Detector() as detector:
-    ...     stream = detector.stream("rtsp://camera/live", max_frames=1000)
+    ...     stream = detector.stream(["rtsp://camera/a", "rtsp://camera/b"], max_frames=1000)
     ...     for frame, detections in stream:
     ...         ...                                   # frame.image, frame.source, frame.index
     ...     print(stream.totals.summary())
 
-Frames that cannot be read (a broken image among many) are skipped and listed in `totals.failures`.
+`max_frames` stops each video, camera or stream after that many frames (1000 from each camera above;
+image files are all read), as `detect --max-frames` does; before issue 34 it counted frames in total.
+Frames that cannot be read (a broken image among many) are skipped and listed in `totals.failures`; a
+video file that ends before the frame count its container reports is named in `totals.warnings`.
+
+`stream.events()` is the same loop, told event by event (`SourceStarted`, `FrameDetected`, `FrameFailed`,
+`SourceEnded`): what `facemask-sdk detect` hangs its output files, progress bars and messages on.
 
 With `track=True` faces keep an identity across frames (`facemask_sdk.tracking`): every `Detections`
 carries `tracker_id`, `stream.confirmed_now` lists the people confirmed in the frame just yielded (an
@@ -26,6 +32,8 @@ app's cue to act, say, on a person without a mask), and the summary counts peopl
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -51,6 +59,8 @@ class StreamTotals:
     frame_compliance: list[float] = field(default_factory=list)  # one entry per frame with faces
     stage_ms: Counter = field(default_factory=Counter)
     failures: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Sources read only in part (a truncated video file): their frames are counted, not failed."""
     tracker: FaceTracker | None = None
     """Set when tracking: the summary then counts people too."""
 
@@ -101,10 +111,52 @@ def frame_time_s(source: Source, frame: Frame, opened_at: float) -> float | None
     return time.monotonic() - opened_at
 
 
+@dataclass(frozen=True)
+class SourceStarted:
+    """A source is about to be read; with tracking, it has just become a new scene."""
+
+    source: Source
+
+
+@dataclass(frozen=True)
+class FrameDetected:
+    """A frame read and detected: its detections (with `tracker_id` when tracking) and the detector's
+    timing of it, already counted in `totals`."""
+
+    source: Source
+    frame: Frame
+    detections: Detections
+    timing: dict[str, float]
+    time_s: float | None
+    """Seconds into the source (`frame_time_s`); None for image files."""
+
+
+@dataclass(frozen=True)
+class FrameFailed:
+    """A frame that could not be read (an image file among many): `frame.error` says why; it is listed in
+    `totals.failures` and the source goes on."""
+
+    source: Source
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class SourceEnded:
+    """A source read to its end or to `max_frames`; `warning` when a video file ended early (also in
+    `totals.warnings`). A source whose iteration is abandoned never ends."""
+
+    source: Source
+    warning: str | None = None
+
+
+StreamEvent = SourceStarted | FrameDetected | FrameFailed | SourceEnded
+
+
 class DetectionStream:
-    """Iterate `(frame, detections)` over sources; `totals` accumulates as frames go by. With `track`,
-    each source is one scene for the tracker (people do not carry over from one video to the next); the
-    images of a folder or glob are its frames in name order (extracted frames of one camera, say)."""
+    """Iterate `(frame, detections)` over sources, or `events()` for the whole story; `totals` accumulates
+    as frames go by. `max_frames` limits each video, camera or stream (per source, not in total). With
+    `track`, each source is one scene for the tracker (people do not carry over from one video to the
+    next); the images of a folder or glob are its frames in name order (extracted frames of one camera, say)."""
 
     def __init__(
         self,
@@ -129,38 +181,64 @@ class DetectionStream:
         self.confirmed_now: list[Person] = []
         """People confirmed in the frame last yielded (tracking only)."""
 
-    def frames(self) -> Iterator[tuple[Source, Frame]]:
-        """Every readable frame of every source, in order, up to `max_frames` in all; unreadable ones
-        are recorded in `totals.failures` and skipped."""
-        seen = 0
-        for source in self.sources:
-            if self.tracker is not None:
-                self.tracker.new_scene()
-            for frame in source:
-                if self.max_frames is not None and seen >= self.max_frames:
-                    return
-                if frame.image is None:
-                    self.totals.fail(frame.source, frame.error or "unreadable")
-                    continue
-                seen += 1
-                yield source, frame
-
     def __iter__(self) -> Iterator[tuple[Frame, Detections]]:
+        with contextlib.closing(self.events()) as events:
+            for event in events:
+                if isinstance(event, FrameDetected):
+                    yield event.frame, event.detections
+
+    def events(self) -> Iterator[StreamEvent]:
+        """The one frame loop, SDK's and CLI's: every source's start and end and each of its frames,
+        detected or failed; `totals` and the tracker are up to date when an event arrives. The sources
+        are closed at the end, or when the iteration is abandoned (closed or garbage-collected)."""
         try:
-            opened_at: dict[int, float] = {}
-            position: Counter = Counter()  # frames of each source so far (an image file's own index is 0)
-            for source, frame in self.frames():
-                detections = self.detector(frame.image)
-                self.totals.add(detections, self.detector.last_timing)
-                if self.tracker is not None:
-                    start = opened_at.setdefault(id(source), time.monotonic())
-                    time_s = frame_time_s(source, frame, start)
-                    detections = self.tracker.update(detections, position[id(source)], time_s)
-                    position[id(source)] += 1
-                    self.confirmed_now = self.tracker.confirmed_now
-                yield frame, detections
+            for source in self.sources:
+                yield from self._source_events(source)
         finally:
             self.close()
+
+    def _source_events(self, source: Source) -> Iterator[StreamEvent]:
+        if self.tracker is not None:
+            self.tracker.new_scene()
+        yield SourceStarted(source)
+        opened_at: float | None = None
+        position = 0  # frames of this source detected so far (an image file's own index is 0)
+        for frame in self._read(source):
+            if frame.image is None:
+                self.totals.fail(frame.source, frame.error or "unreadable")
+                yield FrameFailed(source, frame)
+                continue
+            detections = self.detector(frame.image)
+            timing = self.detector.last_timing
+            self.totals.add(detections, timing)
+            opened_at = time.monotonic() if opened_at is None else opened_at
+            time_s = frame_time_s(source, frame, opened_at)
+            if self.tracker is not None:
+                detections = self.tracker.update(detections, position, time_s)
+                self.confirmed_now = self.tracker.confirmed_now
+            position += 1
+            yield FrameDetected(source, frame, detections, timing, time_s)
+        yield SourceEnded(source, self._shortfall(source))
+
+    def _read(self, source: Source) -> Iterator[Frame]:
+        """The frames of `source`, the first `max_frames` of a video, camera or stream (no frame past them
+        is read: a live stream would wait for it)."""
+        limit = self.max_frames if isinstance(source, VideoSource) else None
+        return itertools.islice(source, limit)
+
+    def _shortfall(self, source: Source) -> str | None:
+        """The warning for a video file that gave fewer frames than its container reports, when
+        `max_frames` did not stop it first (a truncated or corrupt file), recorded in `totals.warnings`."""
+        if not isinstance(source, VideoSource) or not source.frame_count or source.frames_read >= source.frame_count:
+            return None
+        if self.max_frames is not None and source.frames_read >= self.max_frames:
+            return None
+        message = (
+            f"{source.target}: read {source.frames_read} of the {source.frame_count} frames its container "
+            "reports (truncated or corrupt video?)"
+        )
+        self.totals.warnings.append(message)
+        return message
 
     def close(self) -> None:
         """Release cameras, streams and video files (iterating to the end does it too)."""

@@ -9,6 +9,9 @@ Outputs in `--out` (default: a fresh `runs/detect/expN`):
   a person without a mask (or wearing it incorrectly) is confirmed, flushed at once for an app to tail.
 `--blur` makes faces unrecognisable in every image and video written; `--no-media` writes none.
 An `--out` that already has files is refused unless `--force`; inputs are never overwritten.
+
+Reading, detecting, tracking, failures and totals are the library's one frame loop (`Detector.stream`,
+`DetectionStream.events()`); this command hangs its files, progress bars and messages on its events.
 """
 
 from __future__ import annotations
@@ -32,9 +35,16 @@ from facemask_sdk.detections import COMPLIANT_CLASS
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.privacy import BLUR_CHOICES, BLUR_METHODS
-from facemask_sdk.sources import DEFAULT_TIMEOUT_S, ImageSource, Source, VideoSource, resolve_sources
+from facemask_sdk.sources import DEFAULT_TIMEOUT_S, Frame, ImageSource, Source, VideoSource, resolve_sources
 from facemask_sdk.stages import TIMINGS
-from facemask_sdk.stream import StreamTotals, frame_time_s
+from facemask_sdk.stream import (
+    DetectionStream,
+    FrameDetected,
+    FrameFailed,
+    SourceEnded,
+    SourceStarted,
+    StreamEvent,
+)
 
 # FFmpeg's own log lines ("moov atom not found", ...) would bury our one-line errors; read before
 # OpenCV first opens a video. Set OPENCV_FFMPEG_LOGLEVEL yourself to see them.
@@ -163,19 +173,17 @@ def detect(
                 (out_dir / name).unlink(missing_ok=True)
             window = show and _display_available()
             run = _Run(
-                detector,
+                detector.stream(resolved, max_frames=max_frames, track=track),
+                plan,
                 out_dir,
                 window,
-                max_frames,
-                track=track,
                 blur=blur,
                 blur_method=blur_method,
                 media=not no_media,
             )
             try:
                 with _sigterm_as_stop():
-                    for source, target in zip(resolved, plan):
-                        run.process(source, target)
+                    run.run()
             except (KeyboardInterrupt, _Terminated) as stop:
                 run.interrupted = True
                 stopped_by = STOP_EXIT_CODES[type(stop)]
@@ -224,100 +232,93 @@ def _sigterm_as_stop() -> Iterator[None]:
 
 
 class _Run:
-    """State of one `detect` run: the JSONL file, the current video writer, the running totals."""
+    """The CLI's side of one `detect` run, hung on the library's `DetectionStream` events: the JSONL
+    files, the annotated images and videos, the progress bars, the window and the messages."""
 
     def __init__(
         self,
-        detector,
+        stream: DetectionStream,
+        plan: list[Path | list[Path]],
         out_dir: Path,
         show: bool,
-        max_frames: int | None,
-        track: bool = False,
         blur: str = "none",
         blur_method: str = "pixelate",
         media: bool = True,
     ) -> None:
-        from facemask_sdk.tracking import FaceTracker
-
-        self.detector = detector
+        self.stream = stream
+        self.tracker = stream.tracker
+        self.totals = stream.totals  # the library's totals: one summary for CLI and SDK
+        self.targets = {id(source): _by_frame(source, target) for source, target in zip(stream.sources, plan)}
         self.out_dir = out_dir
         self.show = show
-        self.max_frames = max_frames
         self.blur, self.blur_method, self.media = blur, blur_method, media
-        self.tracker = FaceTracker(detector.spec.classes) if track else None
-        # the library's totals: one summary for CLI and SDK
-        self.totals = StreamTotals(detector.spec.classes, tracker=self.tracker)
-        self.events = _open_for_writing(out_dir / EVENTS_NAME) if track else None
+        self.events_jsonl = _open_for_writing(out_dir / EVENTS_NAME) if self.tracker is not None else None
         self.written: list[str] = []
         self.interrupted = False
         self.stopped = False
-        self.warnings: list[str] = []
         self.started = time.perf_counter()
         self.jsonl = _open_for_writing(out_dir / JSONL_NAME)
         self.writer: cv2.VideoWriter | None = None
+        self.bar: tqdm | None = None
 
-    def process(self, source: Source, target: Path | list[Path]) -> None:
-        """Detect in every frame of one source; `target` is its output video or one path per image."""
-        if self.stopped:
-            return
-        if self.tracker is not None:
-            self.tracker.new_scene()
-        self.source, self.opened_at, self.position = source, time.monotonic(), 0
-        if isinstance(source, ImageSource) and self.tracker is not None and len(source) > 1:
-            tqdm.write(
-                f"warning: --track follows faces across the {len(source)} images of {source.argument} in name "
-                "order, as the frames of one scene",
-                file=sys.stderr,
-            )
-        if isinstance(source, ImageSource):
-            bar = tqdm(source, total=len(source), desc=source.argument, unit="img", disable=len(source) < 2 or None)
-            for frame, path in zip(bar, target):
-                if frame.error is not None:
-                    self.totals.fail(frame.source, frame.error)
-                    tqdm.write(f"error: skipped: {frame.error}", file=sys.stderr)
-                    continue
-                self._handle(frame, lambda image, path=path: self._write_image(path, image))
-                if self.stopped:
-                    break
-            bar.close()
-            return
-        total = source.frame_count
-        if self.max_frames is not None:
-            total = min(total or self.max_frames, self.max_frames)
-        bar = tqdm(source, total=total, desc=str(source.target), unit="frame", disable=None)
+    def run(self) -> None:
+        """Follow the stream to its end, or until q or Esc in the window stops it."""
         try:
-            for frame in bar:
-                if self.max_frames is not None and frame.index >= self.max_frames:
-                    break
-                self._handle(frame, lambda image: self._write_frame(target, image, source.fps), banner=True)
-                if self.stopped:
-                    break
+            with contextlib.closing(self.stream.events()) as events:
+                for event in events:
+                    self._on(event)
+                    if self.stopped:
+                        return
         finally:
-            bar.close()
-            self._close_writer()
-        limited = self.max_frames is not None and source.frames_read >= self.max_frames
-        if source.frame_count and source.frames_read < source.frame_count and not (limited or self.stopped):
-            message = (
-                f"{source.target}: read {source.frames_read} of the {source.frame_count} frames its container "
-                "reports (truncated or corrupt video?)"
-            )
-            self.warnings.append(message)
-            tqdm.write(f"warning: {message}", file=sys.stderr)
+            self._end_source()
 
-    def _handle(self, frame, write, banner: bool = False) -> None:
+    def _on(self, event: StreamEvent) -> None:
+        """What the CLI adds to each event; the stream has already read, detected and counted."""
+        match event:
+            case SourceStarted(source=source):
+                self._start_source(source)
+            case FrameDetected():
+                self.bar.update()
+                self._handle(event)
+            case FrameFailed(frame=frame):
+                self.bar.update()
+                tqdm.write(f"error: skipped: {frame.error}", file=sys.stderr)
+            case SourceEnded(warning=warning):
+                self._end_source()
+                if warning is not None:
+                    tqdm.write(f"warning: {warning}", file=sys.stderr)
+
+    def _start_source(self, source: Source) -> None:
+        """Its progress bar, and the --track warning for images taken as the frames of one scene."""
+        if isinstance(source, ImageSource):
+            if self.tracker is not None and len(source) > 1:
+                tqdm.write(
+                    f"warning: --track follows faces across the {len(source)} images of {source.argument} in name "
+                    "order, as the frames of one scene",
+                    file=sys.stderr,
+                )
+            self.bar = tqdm(total=len(source), desc=source.argument, unit="img", disable=len(source) < 2 or None)
+            return
+        total, limit = source.frame_count, self.stream.max_frames
+        if limit is not None:
+            total = min(total or limit, limit)
+        self.bar = tqdm(total=total, desc=str(source.target), unit="frame", disable=None)
+
+    def _end_source(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self._close_writer()
+
+    def _handle(self, event: FrameDetected) -> None:
         from facemask_sdk.annotation import annotate, draw_summary
         from facemask_sdk.privacy import blur_faces
 
-        detections = self.detector(frame.image)
-        timing = self.detector.last_timing
-        summary = self.totals.add(detections, timing)
+        frame, detections = event.frame, event.detections
         verdicts = None
         if self.tracker is not None:
-            time_s = frame_time_s(self.source, frame, self.opened_at)
-            detections = self.tracker.update(detections, self.position, time_s)  # images: their position
-            self.position += 1
             verdicts = self.tracker.verdicts()
-            self._report_events(frame, time_s)
+            self._report_events(frame, event.time_s)
         record = {
             "source": frame.source,
             "frame": frame.index,
@@ -325,7 +326,7 @@ class _Run:
             "height": int(frame.image.shape[0]),
             "faces": len(detections),
             "detections": detections.to_dict(),
-            "timing_ms": {key[:-3]: round(timing[key], 3) for key in TIMINGS},
+            "timing_ms": {key[:-3]: round(event.timing[key], 3) for key in TIMINGS},
         }
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()  # a reader tailing the file, or a run stopped by a signal, sees every frame done
@@ -337,16 +338,16 @@ class _Run:
             if self.tracker is not None:  # people the detector missed in this frame, where they should be
                 image = blur_faces(image, self.tracker.hidden_people(), self.blur, self.blur_method, verdicts)
         annotated = annotate(image, detections, verdicts=verdicts)
-        if banner:
-            annotated = draw_summary(annotated, summary)
+        if isinstance(event.source, VideoSource):  # a banner with the frame's counts, on video frames only
+            annotated = draw_summary(annotated, detections.summary())
         if self.media:
-            write(annotated)
+            self._write(event.source, frame, annotated)
         if self.show:
             cv2.imshow(WINDOW, annotated)
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 self.stopped = True
 
-    def _report_events(self, frame, time_s: float | None) -> None:
+    def _report_events(self, frame: Frame, time_s: float | None) -> None:
         """One line in events.jsonl (and on stderr) for each person confirmed without a mask worn right."""
         for person in self.tracker.confirmed_now:
             if person.label == COMPLIANT_CLASS:
@@ -360,10 +361,17 @@ class _Run:
                 "time_s": None if time_s is None else round(time_s, 3),
                 "mean_score": round(person.mean_score, 4),
             }
-            self.events.write(json.dumps(event) + "\n")
-            self.events.flush()
+            self.events_jsonl.write(json.dumps(event) + "\n")
+            self.events_jsonl.flush()
             when = f"{time_s:.1f} s" if time_s is not None else f"frame {frame.index}"
             tqdm.write(f"event: person {person.id} {person.label} at {when} in {frame.source}", file=sys.stderr)
+
+    def _write(self, source: Source, frame: Frame, image: np.ndarray) -> None:
+        target = self.targets[id(source)]
+        if isinstance(target, dict):
+            self._write_image(target[frame.source], image)
+        else:
+            self._write_frame(target, image, source.fps)
 
     def _write_image(self, path: Path, image: np.ndarray) -> None:
         ok, data = cv2.imencode(path.suffix or ".png", image)
@@ -396,7 +404,7 @@ class _Run:
         self._close_writer()
         self.jsonl.close()
         if self.tracker is not None:
-            self.events.close()
+            self.events_jsonl.close()
             _write_text(
                 self.out_dir / PEOPLE_NAME,
                 "".join(json.dumps(person.to_dict()) + "\n" for person in self.tracker.people),
@@ -441,8 +449,15 @@ class _Run:
             },
             "interrupted": self.interrupted or self.stopped,
             "failures": self.totals.failures,
-            "warnings": self.warnings,
+            "warnings": self.totals.warnings,
         }
+
+
+def _by_frame(source: Source, target: Path | list[Path]) -> Path | dict[str, Path]:
+    """A video's output file, or each image's output path by the name its frames carry (`Frame.source`)."""
+    if isinstance(source, ImageSource):
+        return dict(zip(map(str, source.paths), target))
+    return target
 
 
 def _choose_out_dir(out: Path | None, force: bool) -> Path:
