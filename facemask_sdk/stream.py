@@ -12,7 +12,7 @@ code the CLI prints and writes to `summary.json`.
     ...     print(stream.totals.summary())
 
 `max_frames` stops each video, camera or stream after that many frames (1000 from each camera above;
-image files are all read), as `detect --max-frames` does; before issue 34 it counted frames in total.
+image files are all read), as `detect --max-frames` does (it used to count frames in total).
 Frames that cannot be read (a broken image among many) are skipped and listed in `totals.failures`; a
 video file that ends before the frame count its container reports is named in `totals.warnings`.
 
