@@ -175,7 +175,7 @@ class Detector(Resource):
         """`(frame, detections)` for every frame of `sources` (a path, folder, glob, video, camera index,
         RTSP/HTTP URL, or a list of them), with running totals in `.totals` (`facemask_sdk.stream`).
         `max_frames` stops each video, camera or stream after that many frames: per source, as
-        `detect --max-frames` (it was a total over all sources before issue 34).
+        `detect --max-frames` (it used to be a total over all sources).
         `track=True` follows faces across frames and counts people (`facemask_sdk.tracking`)."""
         from facemask_sdk.sources import DEFAULT_TIMEOUT_S
         from facemask_sdk.stream import DetectionStream
