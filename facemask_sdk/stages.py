@@ -2,7 +2,7 @@
 
 Each stage is one small interface with interchangeable implementations:
 - pre-processing: `NumpyPreprocess` (the reference, `facemask_sdk.preprocess`) | `CudaPreprocess`;
-- network: `OnnxRuntimeRunner` | `TensorRTRunner` (`facemask_sdk.backends`, one `Runner` lifecycle);
+- network: `OnnxRuntimeRunner` | `TensorRTRunner` (`facemask_sdk.backends`, the SDK's one lifecycle, `facemask_sdk.lifecycle.Resource`);
 - post-processing: `NumpyPostprocess` (the reference, `facemask_sdk.postprocess`) | `CudaPostprocess`.
 
 A stage says on which side its tensors live (`side`): `HOST` (NumPy arrays) or `DEVICE` (the buffers

@@ -44,6 +44,7 @@ from facemask_sdk.detections import Detections, compliance_rate
 from facemask_sdk.sources import DEFAULT_TIMEOUT_S, Frame, Source, VideoSource, resolve_sources
 from facemask_sdk.stages import TIMINGS
 from facemask_sdk.tracking import FaceTracker, Person, TrackerConfig
+from facemask_sdk.validation import whole_number
 
 if TYPE_CHECKING:
     from facemask_sdk.detector import Detector
@@ -167,6 +168,9 @@ class DetectionStream:
         track: bool = False,
         tracker_config: TrackerConfig | None = None,
     ) -> None:
+        self.max_frames = (
+            None if max_frames is None else whole_number("max_frames", max_frames)
+        )  # before any source opens
         items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         self.sources: list[Source] = []
         for item in items:
@@ -175,7 +179,6 @@ class DetectionStream:
             else:
                 self.sources.append(item)
         self.detector = detector
-        self.max_frames = max_frames
         self.tracker = FaceTracker(detector.spec.classes, tracker_config) if track else None
         self.totals = StreamTotals(detector.spec.classes, tracker=self.tracker)
         self.confirmed_now: list[Person] = []

@@ -38,7 +38,7 @@ def _import_onnxruntime():
 
 
 class OnnxRuntimeRunner(Runner):
-    """One ONNX Runtime session with the runners' guarded lifecycle (`Runner`): `run()` until `close()`.
+    """One ONNX Runtime session with the SDK's guarded lifecycle (`facemask_sdk.lifecycle.Resource`): `run()` until `close()`.
 
     `providers`: ONNX Runtime execution providers in order of preference (default: CUDA if available,
     then CPU). `threads`: intra-op threads (default: ONNX Runtime's choice). `input_size`: the side the
@@ -95,7 +95,7 @@ class OnnxRuntimeRunner(Runner):
         self.input_name, self.input_dtype, self.batch_size = _check_io(self._session, self.spec, self.path)
         self._closed = False
 
-    # -- lifecycle (the rest is `Runner`'s) -------------------------------------------------------
+    # -- lifecycle (the rest is `Resource`'s) -----------------------------------------------------
 
     def _release(self) -> None:
         self._session = None

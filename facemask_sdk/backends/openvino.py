@@ -36,7 +36,7 @@ def _import_openvino():
 
 
 class OpenVinoRunner(Runner):
-    """One compiled OpenVINO model with the runners' guarded lifecycle (`Runner`): `run()` until `close()`.
+    """One compiled OpenVINO model with the SDK's guarded lifecycle (`facemask_sdk.lifecycle.Resource`): `run()` until `close()`.
 
     `threads`: inference threads (default: OpenVINO's choice). `input_size`: as for ONNX Runtime, the
     side the network reads (a model exported with `--dynamic-size` may be compiled at any multiple of

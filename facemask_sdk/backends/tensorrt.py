@@ -199,7 +199,7 @@ class TensorRTRunner(Runner):
             raise ModelFileError(f"{self.path}: logits and boxes have different dtypes {self._dtypes}")
         return roles
 
-    # -- lifecycle (closed, close, with, the owner-thread check: `Runner`) ------------------------------
+    # -- lifecycle (closed, close, with, the owner-thread check: `Resource`) ----------------------------
 
     owner_thread_only = True
     thread_hint = "create one Detector per thread (runners of one engine file share the engine)"

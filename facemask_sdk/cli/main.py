@@ -127,13 +127,21 @@ class LazyGroup(click.Group):
             ctx.meta["facemask_command"] = args[0]
         return super().resolve_command(ctx, args)
 
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except NO_ARGS_IS_HELP:  # a bare group: its help, as click shows it
+            raise
+        except click.UsageError as exc:  # the group's own options (facemask-sdk --bogus)
+            _refuse_usage(exc, info_name or "facemask-sdk")
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except click.UsageError as exc:  # a bad option or argument: one line, like every other refusal
-            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
-            sys.exit(2)
+        except NO_ARGS_IS_HELP:
+            raise
+        except click.UsageError as exc:  # a subcommand's bad option or argument
+            _refuse_usage(exc, ctx.command_path)
         except (FacemaskError, FileNotFoundError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -149,6 +157,17 @@ class LazyGroup(click.Group):
             where = f": {exc.filename}" if exc.filename else ""
             click.echo(f"error: {exc.strerror or exc}{where}", err=True)
             sys.exit(2)
+
+
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+"""click >= 8.2 raises this for a bare group: the help it prints is not a refusal."""
+
+
+def _refuse_usage(exc: click.UsageError, command_path: str) -> None:
+    """A bad option or argument: one `error:` line naming where help is, exit 2, like every refusal."""
+    where = exc.ctx.command_path if exc.ctx is not None else command_path
+    click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+    sys.exit(2)
 
 
 def unavailable_command(name: str, message: str) -> click.Command:

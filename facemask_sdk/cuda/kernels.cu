@@ -24,7 +24,7 @@
 // as -D definitions by the kernels' compile (and the CPU emulator's): one source, no drift.
 #if !defined(FM_SELECT_THREADS) || !defined(FM_COARSE_BITS) || !defined(FM_NMS_BLOCK) || !defined(FM_MAX_TOPK) \
     || !defined(FM_RANK_THREADS)
-#error "compile with the -D definitions of facemask_sdk.cuda.kernels.KERNEL_DEFINES"
+#error "compile with the -D definitions of facemask_sdk.cuda.plans.KERNEL_DEFINES"
 #endif
 #define FM_COARSE_BINS (1 << FM_COARSE_BITS)
 #define FM_MAX_WORDS (FM_MAX_TOPK / FM_NMS_BLOCK)

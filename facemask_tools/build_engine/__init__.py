@@ -20,7 +20,7 @@ _LAZY = {
     "build_engine": "facemask_tools.build_engine.tensorrt_build",
     "BuildOptions": "facemask_tools.build_engine.tensorrt_build",
     "BatchProfile": "facemask_tools.build_engine.tensorrt_build",
-    "build": "facemask_tools.build_engine.build",
+    "build": "facemask_tools.build_engine.builder",
 }
 
 __all__ = sorted(_LAZY)

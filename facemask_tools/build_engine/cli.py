@@ -1,7 +1,7 @@
 """Model-building commands of `facemask-sdk` (loaded lazily by `facemask_sdk.cli.main`).
 
 `export`: checkpoint -> ONNX with metadata and a parity check. `build-engine`: ONNX -> FP16/INT8
-ONNX -> TensorRT engine + sidecar (`facemask_tools.build_engine.build.build`). The heavy libraries (torch, onnx)
+ONNX -> TensorRT engine + sidecar (`facemask_tools.build_engine.builder.build`). The heavy libraries (torch, onnx)
 load only when a command runs, so other commands defined here stay cheap to list.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from facemask_sdk.errors import FacemaskError
-from facemask_tools.build_engine.build import DEFAULT_CALIB_IMAGES
+from facemask_tools.build_engine.builder import DEFAULT_CALIB_IMAGES
 from facemask_tools.build_engine.calibration import DEFAULT_METHOD, METHODS
 from facemask_tools.build_engine.int8 import DEFAULT_EXCLUDE, STEM
 
@@ -167,7 +167,7 @@ def build_engine(
     force: bool,
 ) -> None:
     """Write the FP16/INT8 ONNX variant, then build a TensorRT engine and its JSON sidecar."""
-    from facemask_tools.build_engine.build import Int8Options, build
+    from facemask_tools.build_engine.builder import Int8Options, build
     from facemask_tools.build_engine.tensorrt_build import BatchProfile
 
     chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]

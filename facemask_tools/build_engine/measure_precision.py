@@ -54,7 +54,7 @@ from facemask_sdk.image_io import read_image
 from facemask_sdk.metrics import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, evaluate_detections
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.voc import VocDataset
-from facemask_tools.build_engine.build import DEFAULT_CALIB_DATA, calibration_images
+from facemask_tools.build_engine.builder import DEFAULT_CALIB_DATA, calibration_images
 from facemask_tools.build_engine.fp16 import emulate_fp16, to_fp16
 from facemask_tools.build_engine.int8 import METHODS, STEM, to_int8
 from facemask_tools.build_engine.precision import load_model, metadata, model_spec, set_metadata

@@ -19,9 +19,10 @@ RUN="$FOLDER/run"
 mkdir -p "$FOLDER"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
-# the tooling (facemask_tools.*) and its entry points exist only installed: an editable install of this
-# checkout, made here (offline: no dependencies, no build isolation) when another one is in the way
-"$PY" -c "import sys, facemask_tools.training as t; sys.exit(not t.__file__.startswith('$ROOT/'))" 2>/dev/null \
+# the tooling (facemask_tools.*) and its entry points (train, dev, ...) exist only installed: an editable
+# install of this checkout, made here (offline: no dependencies, no build isolation) when another one is in the way
+"$PY" -c "import sys, importlib.metadata as m, facemask_tools.training as t
+sys.exit(not (t.__file__.startswith('$ROOT/') and m.entry_points(group='facemask_sdk.commands', name='dev')))" 2>/dev/null \
     || "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
 "$PY" - <<'PY' | tee "$FOLDER/device.txt"
 import torch

@@ -15,7 +15,7 @@ from facemask_tools.benchmarks.harness import BenchConfig, evaluate_goals, laten
 from facemask_tools.benchmarks.runners import BASELINE
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"  # a small VOC folder: images/ + annotations/
-STAGES = ("preprocess", "inference", "postprocess")
+STAGE_NAMES = ("preprocess", "inference", "postprocess")
 PEER = "peer-yolo11n-ort-fp32"
 SELECTED = (BASELINE, "ort-cpu-fp32", "ort-cpu-fp16", PEER, "trt-int8")
 
@@ -98,9 +98,9 @@ def test_speed_figures_are_consistent(bench_run):
         assert latency["end_to_end"]["p50"] <= latency["end_to_end"]["p90"] <= latency["end_to_end"]["p99"]
         assert row["fps"] == pytest.approx(1000.0 / latency["end_to_end"]["mean"])
         assert row["speedup"] == pytest.approx(base_mean / latency["end_to_end"]["mean"])
-        stage_sum = sum(np.asarray(samples[f"{stage}_ms"]) for stage in STAGES)
+        stage_sum = sum(np.asarray(samples[f"{stage}_ms"]) for stage in STAGE_NAMES)
         assert np.all(stage_sum <= e2e + 1e-3)  # each call's stages fit inside its wall time
-        means = sum(latency[stage]["mean"] for stage in STAGES)
+        means = sum(latency[stage]["mean"] for stage in STAGE_NAMES)
         assert row["overhead_ms"] == pytest.approx(latency["end_to_end"]["mean"] - means)
         assert row["pre_post_share"] == pytest.approx(
             (latency["preprocess"]["mean"] + latency["postprocess"]["mean"]) / latency["end_to_end"]["mean"]

@@ -241,7 +241,7 @@ def test_postprocess_nothing_above_threshold() -> None:
 
 
 @pytest.mark.parametrize(
-    ("logits_shape", "regressions_shape", "anchors_count", "match"),
+    ("logits_shape", "box_codes_shape", "anchors_count", "match"),
     [
         ((10, 3, 1), (10, 4), 10, r"logits must be \[A, C\]"),
         ((10, 3), (9, 4), 10, r"box_codes must have shape \[10, 4\], got \[9, 4\]"),
@@ -249,11 +249,11 @@ def test_postprocess_nothing_above_threshold() -> None:
         ((10, 3), (10, 4), 11, r"anchors_xyxy must have shape \[10, 4\], got \[11, 4\]"),
     ],
 )
-def test_postprocess_shape_errors(logits_shape, regressions_shape, anchors_count, match) -> None:
+def test_postprocess_shape_errors(logits_shape, box_codes_shape, anchors_count, match) -> None:
     with pytest.raises(FacemaskError, match=match):
         postprocess(
             np.zeros(logits_shape),
-            np.zeros(regressions_shape),
+            np.zeros(box_codes_shape),
             np.zeros((anchors_count, 4)),
             Letterbox.fit((10, 10), (128, 128)),
             PostprocessConfig(),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from facemask_sdk.detections import Detections
+from facemask_sdk.errors import FacemaskError
 from facemask_sdk.stream import FrameDetected, FrameFailed, SourceEnded, SourceStarted, StreamTotals
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,3 +114,12 @@ def test_events_tell_each_source_its_frames_and_failures(tmp_path: Path) -> None
     assert events[2].time_s is None and set(events[2].timing) >= {"preprocess_ms", "inference_ms", "total_ms"}
     assert events[-1].warning is None and events[-1].source.frames_read == 2  # no frame past the limit is read
     assert stream.totals.frames == 3 and [f["source"] for f in stream.totals.failures] == [str(folder / "broken.png")]
+
+
+@pytest.mark.parametrize("max_frames", [0, -1, 2.5, True])
+def test_a_bad_max_frames_is_refused_before_any_source_opens(max_frames) -> None:
+    from facemask_sdk import Detector
+
+    with Detector(input_size=256) as detector:
+        with pytest.raises(FacemaskError, match=r"max_frames must be a whole number >= 1"):
+            detector.stream("no-such-camera-or-file.mp4", max_frames=max_frames)

@@ -39,9 +39,10 @@ if ! "$PY" -c "import pycuda.driver" 2>/dev/null; then
     "$PY" -m pip install --no-index --find-links "$WHEELS" --no-build-isolation pycuda || exit 3
 fi
 "$PY" -c "import numpy, cv2, pytest" || { echo "needs numpy, opencv-python-headless and pytest" >&2; exit 3; }
-# the tooling (facemask_tools.*) and its entry points exist only installed: an editable install of this
-# checkout, made here (offline: no dependencies, no build isolation) when another one is in the way
-"$PY" -c "import sys, facemask_tools.training as t; sys.exit(not t.__file__.startswith('$ROOT/'))" 2>/dev/null \
+# the tooling (facemask_tools.*) and its entry points (train, dev, ...) exist only installed: an editable
+# install of this checkout, made here (offline: no dependencies, no build isolation) when another one is in the way
+"$PY" -c "import sys, importlib.metadata as m, facemask_tools.training as t
+sys.exit(not (t.__file__.startswith('$ROOT/') and m.entry_points(group='facemask_sdk.commands', name='dev')))" 2>/dev/null \
     || "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
 
 # TensorRT present: build an engine from the shipped FP16 ONNX, so the stage tests run TensorRT with the

@@ -146,6 +146,7 @@ def test_an_image_bomb_is_skipped_and_named_and_the_rest_is_detected(tmp_path, p
         (["train", "--out", "x", "--epochs", "0"], "(see 'facemask-sdk train --help')"),
         (["dev", "anchor-coverage", "--bogus"], "(see 'facemask-sdk dev anchor-coverage --help')"),
         (["bogus"], "(see 'facemask-sdk --help')"),
+        (["--bogus"], "(see 'facemask-sdk --help')"),  # the top-level group's own options
     ],
 )
 def test_a_refused_option_names_the_help_of_its_own_command(args, hint):
@@ -156,3 +157,13 @@ def test_a_refused_option_names_the_help_of_its_own_command(args, hint):
 
     result = CliRunner().invoke(cli, args, prog_name="facemask-sdk")
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and result.stderr.rstrip().endswith(hint)
+
+
+def test_a_bare_group_shows_its_help_not_an_error():
+    from click.testing import CliRunner
+
+    from facemask_sdk.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["dev"], prog_name="facemask-sdk")
+    assert "Usage: facemask-sdk dev" in result.output and "anchor-coverage" in result.output
+    assert "error:" not in result.output + result.stderr

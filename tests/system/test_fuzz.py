@@ -29,20 +29,20 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 @FAST
 @given(height=st.integers(1, 5000), width=st.integers(1, 5000), size=st.sampled_from([128, 256, 512]))
 def test_letterbox_fits_inside_the_input_and_maps_back(height, width, size):
-    box = Letterbox.fit((height, width), (size, size))
-    resized_h, resized_w = box.resized_hw
-    assert 1 <= resized_h <= size and 1 <= resized_w <= size and np.isfinite(box.scale) and box.scale > 0
+    letterbox = Letterbox.fit((height, width), (size, size))
+    resized_h, resized_w = letterbox.resized_hw
+    assert 1 <= resized_h <= size and 1 <= resized_w <= size and np.isfinite(letterbox.scale) and letterbox.scale > 0
     corners = np.array([[0, 0, width, height]], np.float32)
-    back = box.to_original(box.to_input(corners))
+    back = letterbox.to_original(letterbox.to_input(corners))
     np.testing.assert_allclose(back, corners, rtol=1e-5, atol=1e-3 * max(height, width))
 
 
 @FAST
 @given(values=arrays(np.float32, (3, 4), elements=WILD), height=st.integers(1, 2000), width=st.integers(1, 2000))
 def test_letterbox_clips_wild_boxes_into_the_image(values, height, width):
-    box = Letterbox.fit((height, width), (128, 128))
+    letterbox = Letterbox.fit((height, width), (128, 128))
     with np.errstate(all="ignore"):
-        out = box.to_original(values)
+        out = letterbox.to_original(values)
     finite = np.isfinite(out)
     assert (out[finite][..., None] >= 0).all()
     assert (out[:, 0::2][np.isfinite(out[:, 0::2])] <= width).all()
@@ -79,5 +79,5 @@ def test_postprocess_never_returns_non_finite_empty_or_outside_boxes(data, score
 @FAST
 @given(image=arrays(np.uint8, st.tuples(st.integers(1, 300), st.integers(1, 300), st.just(3))))
 def test_preprocess_output_is_finite_for_any_image(image):
-    tensor, box = preprocess(image, SPEC)
+    tensor, letterbox = preprocess(image, SPEC)
     assert tensor.shape == (3, 128, 128) and tensor.dtype == np.float32 and np.isfinite(tensor).all()

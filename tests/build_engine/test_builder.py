@@ -1,4 +1,4 @@
-"""`facemask-sdk build-engine` as a library call (facemask_tools.build_engine.build): output paths, calibration images from a
+"""`facemask-sdk build-engine` as a library call (facemask_tools.build_engine.builder): output paths, calibration images from a
 folder, and an up-to-date variant that is never converted again (`model_copy`: tests/build_engine/conftest.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxruntime.quantization")
 
 from facemask_sdk.errors import FacemaskError  # noqa: E402
-from facemask_tools.build_engine.build import calibration_images, output_paths  # noqa: E402
+from facemask_tools.build_engine.builder import calibration_images, output_paths  # noqa: E402
 from facemask_tools.build_engine.precision import variant_path  # noqa: E402
 
 
@@ -49,10 +49,10 @@ def test_calibration_images_from_a_folder(sample_images):
 def test_up_to_date_is_read_from_the_recorded_key_not_a_new_conversion(model_copy: Path, monkeypatch):
     """A second `build` with the same model and options converts nothing; a changed source model makes
     the existing variant stale, and it is refused rather than overwritten."""
-    from facemask_tools.build_engine import build, fp16
+    from facemask_tools.build_engine import builder, fp16
     from facemask_tools.build_engine.precision import CONVERSION_KEY, metadata
 
-    first = build.build(onnx=model_copy, precision="fp16", onnx_only=True, echo=lambda line: None)
+    first = builder.build(onnx=model_copy, precision="fp16", onnx_only=True, echo=lambda line: None)
     recorded = metadata(onnx.load(str(first.precision_onnx)))[CONVERSION_KEY]
     assert recorded == fp16.fp16_conversion_key(model_copy)
 
@@ -60,10 +60,10 @@ def test_up_to_date_is_read_from_the_recorded_key_not_a_new_conversion(model_cop
         raise AssertionError("an up-to-date variant must not be converted again")
 
     monkeypatch.setattr(fp16, "to_fp16", no_conversion)
-    again = build.build(onnx=model_copy, precision="fp16", onnx_only=True, echo=lambda line: None)
+    again = builder.build(onnx=model_copy, precision="fp16", onnx_only=True, echo=lambda line: None)
     assert any("is up to date" in line for line in again.lines)
     model = onnx.load(str(model_copy))
     model.producer_version = "re-exported"
     onnx.save(model, str(model_copy))
     with pytest.raises(FacemaskError, match="already exists and differs"):
-        build.build(onnx=model_copy, precision="fp16", onnx_only=True, echo=lambda line: None)
+        builder.build(onnx=model_copy, precision="fp16", onnx_only=True, echo=lambda line: None)
