@@ -428,7 +428,7 @@ def test_sidecar_path_is_beside_the_engine(tmp_path: Path):
 
 
 def test_importing_build_engine_modules_does_not_import_tensorrt(fresh_python):
-    code = "import facemask_tools.build_engine.tensorrt_build, facemask_tools.build_engine.build, sys; print('tensorrt' in sys.modules)"
+    code = "import facemask_tools.build_engine.tensorrt_build, facemask_tools.build_engine.builder, sys; print('tensorrt' in sys.modules)"
     result = fresh_python(code)
     assert result.stdout.strip() == "False", result.stderr
 

@@ -31,7 +31,9 @@ print(cv2.__version__, len(frames), source.fps)
 @pytest.fixture(scope="session")
 def opencv_4(request) -> Path:
     """OpenCV 4.11 installed once into pytest's cache (a folder put first on PYTHONPATH)."""
-    folder = Path(request.config.cache.mkdir("opencv-4.11.0.86"))
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: install per session
+    name = "opencv-4.11.0.86"
+    folder = Path(cache.mkdir(name)) if cache is not None else request.getfixturevalue("tmp_path_factory").mktemp(name)
     if not (folder / "cv2").is_dir():
         done = subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(folder), OPENCV_4],
