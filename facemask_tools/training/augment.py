@@ -2,7 +2,8 @@
 
 Scale jitter around the letterbox scale with a random placement (crop or pad), horizontal flip, and a
 mild HSV jitter; `zoom_on_face` rescales the image around one chosen face so that face sizes from a few
-pixels to nearly the whole crop are all seen, balanced over the evaluation's face-size buckets. The
+pixels to nearly the whole crop are all seen, balanced over the evaluation's face-size buckets; with
+`canvas_scales` (multi-scale training) each sample's faces get the scale of one of several input sizes. The
 output goes through the same `normalize_into` as inference, so train and run time see identical
 normalisation; evaluation uses `facemask_sdk.preprocess.preprocess` unchanged.
 """
@@ -40,6 +41,7 @@ class AugmentConfig:
     random_place: bool = True  # place a smaller image anywhere on the canvas, not only top-left
     photometric: float = 0.0  # chance of one camera degradation per sample: blur, JPEG artefacts or sensor noise
     zoom_class_weights: tuple[float, ...] | None = None  # zoom picks its face weighted by class (None: uniform)
+    canvas_scales: tuple[float, ...] = ()  # multi-scale: each sample's canvas is image_size x one of these, drawn
 
     @classmethod
     def strength(cls, level: str) -> AugmentConfig:
@@ -67,7 +69,7 @@ def augment(
     and export use); `out_hw` smaller than that is a random crop of that canvas (crop training).
     """
     in_h, in_w = out_hw or spec.image_size
-    base = Letterbox.fit(image_bgr.shape[:2], spec.image_size).scale
+    base = Letterbox.fit(image_bgr.shape[:2], spec.image_size).scale * _canvas_scale(config, rng)
     scale = base * float(np.exp(rng.uniform(np.log(config.scale_min), np.log(config.scale_max))))
     new_h = max(1, round(image_bgr.shape[0] * scale))
     new_w = max(1, round(image_bgr.shape[1] * scale))
@@ -115,7 +117,7 @@ def zoom_on_face(
     if not len(boxes):
         return augment(image_bgr, boxes, class_ids, spec, config, rng, out_hw)
     in_h, in_w = out_hw or spec.image_size
-    canvas_side = max(spec.image_size)
+    canvas_side = max(spec.image_size) * _canvas_scale(config, rng)
     low, high = FACE_SIZE_BUCKETS[int(rng.integers(0, len(FACE_SIZE_BUCKETS)))]
     smallest, largest = ZOOM_SMALLEST_FACE, ZOOM_LARGEST_SHARE * min(in_h, in_w)
     low_px = float(np.clip(max(low, 0.01) * canvas_side, smallest, largest))
@@ -155,6 +157,14 @@ def zoom_on_face(
     moved = boxes * np.float32(scale) - np.array([x0, y0, x0, y0], np.float32)
     clipped, kept_classes = clip_boxes(moved, class_ids, in_h, in_w)
     return _maybe_flip(canvas, clipped, kept_classes, config, rng)
+
+
+def _canvas_scale(config: AugmentConfig, rng: np.random.Generator) -> float:
+    """Multi-scale training: the drawn input size over the model's, so faces get the pixel size they have at that
+    input (1 without `canvas_scales`, and then no draw: earlier runs replay exactly)."""
+    if not config.canvas_scales:
+        return 1.0
+    return float(config.canvas_scales[int(rng.integers(0, len(config.canvas_scales)))])
 
 
 def clip_boxes(boxes: np.ndarray, class_ids: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

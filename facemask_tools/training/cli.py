@@ -30,6 +30,17 @@ def choose_allocator(choice: str) -> None:
     click.echo(f"malloc: {allocator}{hint}")
 
 
+def _input_sizes(value: str) -> tuple[int, ...]:
+    """'512,640,768' -> (512, 640, 768); a refusal names the option (click shows it as one error line)."""
+    try:
+        sizes = tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise click.BadParameter(f"expected input sizes like 512,640,768, got {value!r}") from None
+    if any(size < 128 for size in sizes):
+        raise click.BadParameter(f"input sizes are at least 128 px, got {value!r}")
+    return sizes
+
+
 @click.command("train")
 @click.option(
     "--data", default=str(DATASET), show_default=DATASET_HELP, help="VOC folder (images/, annotations/, splits/)."
@@ -94,6 +105,15 @@ def choose_allocator(choice: str) -> None:
     default=TrainConfig.photometric,
     show_default=True,
     help="Chance per sample of one camera degradation: defocus blur, JPEG artefacts or sensor noise.",
+)
+@click.option(
+    "--multi-scale",
+    callback=lambda ctx, param, value: _input_sizes(value),
+    default="",
+    metavar="SIZES",
+    help="Multi-scale training, e.g. 512,640,768: each sample's faces get the scale one of these input sizes "
+    "(drawn evenly) gives them, so one set of weights serves each size; evaluation stays at --image-size. "
+    "Empty: --image-size only.",
 )
 @click.option(
     "--copy-paste",

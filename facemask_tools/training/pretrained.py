@@ -65,6 +65,18 @@ def initialise(network: nn.Module, spec: ModelSpec, pretrained: str = "auto") ->
     return _load_matching(network, state, f"weights file {path}")
 
 
+def checkpoint_spec(pretrained: str) -> ModelSpec | None:
+    """The spec of the facemask-sdk checkpoint `pretrained` names (None for auto, none, imagenet-lite0, a missing
+    file or bare weights): a run that starts from one keeps its input size and anchors unless told otherwise,
+    since its heads were trained for those anchors."""
+    if pretrained in ("auto", "none", "imagenet-lite0") or not Path(pretrained).is_file():
+        return None
+    payload = load_weights_file(pretrained)
+    if not isinstance(payload, dict) or not isinstance(payload.get("spec"), dict):
+        return None
+    return ModelSpec.from_dict(payload["spec"])
+
+
 def _download_coco(spec: ModelSpec) -> dict:
     from effdet import get_efficientdet_config
 

@@ -37,7 +37,7 @@ from facemask_tools.training.evaluate import evaluate_network
 from facemask_tools.training.loss import ClassWeightedDetectionLoss, class_weights_for
 from facemask_tools.training.model import count_parameters, create_network, make_spec, train_bench
 from facemask_tools.training.plots import plot_curves
-from facemask_tools.training.pretrained import InitReport, initialise
+from facemask_tools.training.pretrained import InitReport, checkpoint_spec, initialise
 
 LR_FROM_BACKBONE = 1e-2
 """BiFPN and heads start random (ImageNet backbone, or none): measured best of 1e-3..3e-2 on short runs
@@ -120,6 +120,8 @@ def train(
     this stint cleanly with a checkpoint, to be resumed later.
     """
     config, state = _resume_state(config, resume, epochs, log)
+    if state is None:
+        config = _inherit_geometry(config, log)
     run = _Run(config, state, log)
     stint = _Stint(time.time(), stop_after_minutes, stop_after_steps)
     summary: dict = run.summary() if run.history else {}
@@ -134,6 +136,29 @@ def train(
             log(f"stopped at step {run.step} of {run.total_steps}; continue with --resume {run.out}")
             break
     return summary
+
+
+def _inherit_geometry(config: TrainConfig, log) -> TrainConfig:
+    """A run from a facemask-sdk checkpoint of the same architecture keeps its input size and anchor scale where
+    --image-size / --anchor-scale are not given (effdet's defaults would silently re-assign every anchor)."""
+    if config.image_size is not None and config.anchor_scale is not None:
+        return config
+    spec = checkpoint_spec(config.pretrained)
+    if spec is None or spec.architecture != config.model:
+        return config
+    inherited = {}
+    if config.image_size is None:
+        inherited["image_size"] = int(spec.image_size[0])
+    if config.anchor_scale is None:
+        inherited["anchor_scale"] = float(spec.anchors.anchor_scale)
+    log(
+        "from "
+        + config.pretrained
+        + ": "
+        + ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in inherited.items())
+        + " (inherited; --image-size / --anchor-scale override)"
+    )
+    return replace(config, **inherited)
 
 
 @dataclass
@@ -183,6 +208,7 @@ class _Run:
         log(
             f"model: {spec.architecture} @ {spec.image_size[0]} px (training crops {crop} px), "
             f"{count_parameters(self.network) / 1e6:.2f} M parameters, anchor scale {spec.anchors.anchor_scale:g}"
+            + (f"; faces at the scales of {', '.join(map(str, config.multi_scale))} px" if config.multi_scale else "")
         )
         log(f"init: {self.init}")
         log(
@@ -207,6 +233,7 @@ class _Run:
             replace(
                 AugmentConfig.strength(config.augment),
                 photometric=config.photometric,
+                canvas_scales=tuple(size / spec.image_size[0] for size in config.multi_scale),
                 zoom_class_weights=(
                     inverse_class_frequencies(train_set.records, spec.num_classes, config.zoom_balance_power)
                     if config.zoom_balance

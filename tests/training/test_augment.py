@@ -29,6 +29,27 @@ def test_augmentation_is_seeded_and_keeps_boxes_inside():
     np.testing.assert_allclose(plain[1], boxes * 256 / 400, atol=1e-3)  # no jitter: pure letterbox scale
 
 
+def test_multi_scale_gives_faces_the_scale_of_the_drawn_input_size():
+    from dataclasses import replace
+
+    import numpy as np
+
+    spec = make_spec("tf_efficientdet_lite0", 256)
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 80], [300, 200, 390, 290]], np.float32)
+    none = AugmentConfig.strength("none")
+    halved = replace(none, canvas_scales=(0.5,))  # a 128 px input for the 256 px model
+    _, out_boxes, _ = augment(image, boxes, np.array([0, 2]), spec, halved, np.random.default_rng(1))
+    np.testing.assert_allclose(out_boxes, boxes * 128 / 400, atol=1e-3)
+    # the size is drawn per sample from the list: both scales occur
+    mixed = replace(none, canvas_scales=(0.5, 1.0))
+    widths = {
+        round(float(augment(image, boxes, np.array([0, 2]), spec, mixed, np.random.default_rng(seed))[1][0, 2]), 2)
+        for seed in range(12)
+    }
+    assert widths == {round(60 * 128 / 400, 2), round(60 * 256 / 400, 2)}
+
+
 def test_crop_training_keeps_the_evaluation_face_scale():
     import numpy as np
 

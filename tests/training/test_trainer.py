@@ -95,6 +95,24 @@ def test_eval_reproduces_training_metrics(tiny_run):
     assert refused.returncode != 0 and "--force" in refused.stderr
 
 
+@pytest.mark.slow
+def test_a_run_from_a_checkpoint_keeps_its_input_size_and_anchors_and_records_multi_scale(tiny_run, tmp_path):
+    """--pretrained CHECKPOINT without --image-size / --anchor-scale: the checkpoint's (128 px here), not effdet's
+    512 px default, which would re-assign every anchor the heads were trained for."""
+    out = tmp_path / "child"
+    args = [arg for arg in TINY if arg not in ("--image-size", "128", "--pretrained", "none")]
+    result = run(
+        ["train", "--data", str(SAMPLES), "--out", str(out), "--epochs", "1", *args]
+        + ["--pretrained", str(tiny_run / "best.pt"), "--multi-scale", "128,256"]
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "image size 128, anchor scale 3 (inherited" in result.stdout
+    assert "faces at the scales of 128, 256 px" in result.stdout
+    _, spec, payload = load_network(out / "last.pt")
+    assert spec.image_size == (128, 128) and spec.anchors.anchor_scale == 3.0
+    assert list(payload["train_config"]["multi_scale"]) == [128, 256]
+
+
 def test_default_lr_follows_what_initialised_the_network(tiny_checkpoint):
     """Detector weights (a checkpoint of ours) are fine-tuned at 1e-3; random BiFPN and heads get 1e-2."""
     from facemask_tools.training.model import create_network, make_spec
