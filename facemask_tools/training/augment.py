@@ -18,16 +18,17 @@ import numpy as np
 from facemask_sdk.metrics import FACE_SIZE_BUCKETS
 from facemask_sdk.preprocess import Letterbox, normalize_into
 from facemask_sdk.spec import ModelSpec
+from facemask_tools.training.config import TrainConfig
 
 MIN_KEPT_AREA = 0.4
 """A box cut by the crop is kept only if this share of its area stays inside the image."""
 MIN_KEPT_SIZE = 2.0
 ZOOM_SMALLEST_FACE = 8.0
 """Zoom never shrinks a face below this many canvas pixels (about the smallest face anchors can match)."""
-ZOOM_MAX_UPSCALE = 8.0
-"""Zoom enlarges a face at most this much over its photo's pixels. Kaggle photos are about 400 px wide, so a
-close-up made from them is an enlargement: 4x (stage L) kept the largest training faces sharp but left
-the model unused to the blur of enlarged faces; 8x from stage M on."""
+ZOOM_MAX_UPSCALE = TrainConfig.zoom_max_upscale
+"""Zoom enlarges a face at most this much over its photo's pixels (the default of `--zoom-max-upscale`). Kaggle
+photos are about 400 px wide, so a close-up made from them is an enlargement: 4x (stage L) kept the largest
+training faces sharp but left the model unused to the blur of enlarged faces; 8x from stage M on."""
 ZOOM_LARGEST_SHARE = 0.95
 """Zoom never grows a face beyond this share of the crop's shorter side: the whole face stays visible."""
 
@@ -41,6 +42,7 @@ class AugmentConfig:
     random_place: bool = True  # place a smaller image anywhere on the canvas, not only top-left
     photometric: float = 0.0  # chance of one camera degradation per sample: blur, JPEG artefacts or sensor noise
     zoom_class_weights: tuple[float, ...] | None = None  # zoom picks its face weighted by class (None: uniform)
+    zoom_max_upscale: float = ZOOM_MAX_UPSCALE  # zoom enlarges a face at most this much over its photo's pixels
     canvas_scales: tuple[float, ...] = ()  # multi-scale: each sample's canvas is image_size x one of these, drawn
 
     @classmethod
@@ -123,9 +125,9 @@ def zoom_on_face(
     low_px = float(np.clip(max(low, 0.01) * canvas_side, smallest, largest))
     high_px = float(np.clip(min(high, 1.0) * canvas_side, low_px, largest))
     target = float(np.exp(rng.uniform(np.log(low_px), np.log(high_px))))
-    # a face that reaches the size without more than ZOOM_MAX_UPSCALE, else the largest face, enlarged that much
+    # a face that reaches the size without more than the upscale limit, else the largest face, enlarged that much
     sides = np.sqrt(np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0))
-    reachable = np.flatnonzero(sides * ZOOM_MAX_UPSCALE >= target)
+    reachable = np.flatnonzero(sides * config.zoom_max_upscale >= target)
     if len(reachable) and config.zoom_class_weights is not None:
         weights = np.asarray(config.zoom_class_weights, np.float64)[np.asarray(class_ids)[reachable]]
         chosen = int(rng.choice(reachable, p=weights / weights.sum()))
@@ -133,7 +135,7 @@ def zoom_on_face(
         chosen = int(rng.choice(reachable)) if len(reachable) else int(np.argmax(sides))
     face = boxes[chosen]
     longer = float(max(face[2] - face[0], face[3] - face[1], 1.0))
-    scale = min(target / float(sides[chosen]), ZOOM_MAX_UPSCALE, largest / longer)  # the whole face stays in
+    scale = min(target / float(sides[chosen]), config.zoom_max_upscale, largest / longer)  # the whole face stays in
     # the crop window in output pixels: anywhere that keeps the chosen face inside it
     fx0, fy0, fx1, fy1 = (face * scale).tolist()
     x0 = rng.uniform(min(fx1 - in_w, fx0), max(fx1 - in_w, fx0))

@@ -100,6 +100,14 @@ def _input_sizes(value: str) -> tuple[int, ...]:
     "roots at 0.5).",
 )
 @click.option(
+    "--zoom-max-upscale",
+    type=click.FloatRange(min=1.0),
+    default=TrainConfig.zoom_max_upscale,
+    show_default=True,
+    help="Zoom enlarges a face at most this much over its photo's pixels: the blur of enlarged faces the network "
+    "sees (the close-up view of val enlarges its faces 3-14x, photos of close-ups from cameras about 1-2x).",
+)
+@click.option(
     "--photometric",
     type=click.FloatRange(0.0, 1.0),
     default=TrainConfig.photometric,

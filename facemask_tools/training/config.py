@@ -34,6 +34,7 @@ class TrainConfig:
     photometric: float = 0.0  # chance of blur, JPEG artefacts or sensor noise per sample
     multi_scale: tuple[int, ...] = ()  # input sizes whose face scales samples are drawn from; (): image_size's only
     zoom_balance: bool = False  # zoom picks its face with weights 1 / class frequency (close-ups of every class)
+    zoom_max_upscale: float = 8.0  # zoom enlarges a face at most this much over its photo's pixels (blur it sees)
     zoom_balance_power: float = 1.0  # those weights ** power: 1 every class equally often, 0.5 part of the way
     copy_paste: float = 0.3  # chance of pasting 1-3 mask_weared_incorrect faces into a sample
     rare_class_weight: float = 1.0  # class-loss weight of anchors matched to mask_weared_incorrect faces

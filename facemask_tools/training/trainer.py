@@ -233,6 +233,7 @@ class _Run:
             replace(
                 AugmentConfig.strength(config.augment),
                 photometric=config.photometric,
+                zoom_max_upscale=config.zoom_max_upscale,
                 canvas_scales=tuple(size / spec.image_size[0] for size in config.multi_scale),
                 zoom_class_weights=(
                     inverse_class_frequencies(train_set.records, spec.num_classes, config.zoom_balance_power)

@@ -154,6 +154,15 @@ def test_zoom_never_enlarges_a_face_more_than_its_cap():
         _, out, _ = zoom_on_face(image, boxes, np.array([0]), spec, AugmentConfig(), rng, (384, 384))
         sides = np.sqrt((out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1]))
         assert (sides <= 20 * ZOOM_MAX_UPSCALE + 1e-3).all()
+    # --zoom-max-upscale 16: the same face now reaches sizes beyond 8x (the blur of strongly enlarged faces)
+    wider = AugmentConfig(zoom_max_upscale=16.0)
+    largest = 0.0
+    for _ in range(50):
+        _, out, _ = zoom_on_face(image, boxes, np.array([0]), spec, wider, rng, (384, 384))
+        sides = np.sqrt((out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1]))
+        assert (sides <= 20 * 16.0 + 1e-3).all()
+        largest = max(largest, float(sides.max(initial=0.0)))
+    assert largest > 20 * ZOOM_MAX_UPSCALE + 1.0
 
 
 def test_photometric_degrades_pixels_only_and_draws_nothing_when_off():
