@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine (no network) is for, as one command: the GPU tests, then one training stint
+# of the shipped recipe from the shipped weights; every result under $OUT.
+#
+#   OUT=/results tests/gpu/device_session.sh [MINUTES] [train options...]
+#
+# Prepared here, once, with network (both paths are git-ignored and travel with the working tree, about 27 MB):
+#   python -m pip download -d .whl --no-binary pycuda pycuda       # pycuda's sdist and its dependencies
+#   facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data   # 25 MB JPEG copy
+# (the binary wheels among pycuda's dependencies are for this Python version: download them with the
+# device machine's Python, or add --python-version X.Y --only-binary :all: for the dependencies).
+#
+# 1. tests/gpu/run.sh (pycuda from .whl, the kernel and stage tests, kernel timings) -> $OUT/gpu-tests/
+# 2. facemask_tools/training/gpu_run.sh: MINUTES (default 6) of training on $DATA (default runs/compact-data)
+#    with the options given, or the shipped recipe below                                   -> $OUT/train/
+# A failure of step 1 does not stop step 2 (a missing pycuda must not waste the machine's training time).
+# $OUT/status.txt gives each step's exit status. Exit status: 0 when both steps succeeded, else 1.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT="${OUT:?set OUT to the folder that receives the results}"
+MINUTES="${1:-6}"
+[ $# -ge 1 ] && shift
+# the shipped model's recipe (models/MODEL_CARD.md); its input size and anchor scale come from the checkpoint
+[ $# -eq 0 ] && set -- --crop-size 512 --zoom 0.5 --zoom-balance --photometric 0.5 --lr 1e-4 --warmup-steps 30 \
+    --epochs 10
+DATA="${DATA:-$ROOT/runs/compact-data}"
+mkdir -p "$OUT/gpu-tests" "$OUT/train"
+started=$(date +%s)
+
+echo "== 1/2 GPU tests -> $OUT/gpu-tests"
+OUT="$OUT/gpu-tests" bash "$ROOT/tests/gpu/run.sh" "${WHEELS:-$ROOT/.whl}"
+tests_status=$?
+
+echo "== 2/2 training stint ($MINUTES min) -> $OUT/train"
+if [ -d "$DATA" ]; then
+    OUT="$OUT/train" bash "$ROOT/facemask_tools/training/gpu_run.sh" "$DATA" "$MINUTES" "$@"
+    train_status=$?
+else
+    echo "error: no data at $DATA (make it with: facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data)" >&2
+    train_status=3
+fi
+
+printf 'gpu-tests %s\ntrain %s\nseconds %s\n' "$tests_status" "$train_status" "$(( $(date +%s) - started ))" \
+    | tee "$OUT/status.txt"
+[ "$tests_status" -eq 0 ] && [ "$train_status" -eq 0 ]
