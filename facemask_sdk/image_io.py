@@ -11,6 +11,7 @@ like an unreadable file. A few hundred KB of PNG can declare 30000x30000 pixels,
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -58,14 +59,7 @@ def decode_image(data: bytes | np.ndarray, source: str = "image") -> np.ndarray:
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     buffer = np.ascontiguousarray(buffer, dtype=np.uint8).reshape(-1)
     size = image_header_size(memoryview(buffer)) if buffer.size else None
-    if size is None:
-        raise FacemaskError(f"cannot decode image (corrupt, not an image, or not one of {READABLE_FORMATS}): {source}")
-    budget = max_image_pixels()
-    if size[0] * size[1] > budget:
-        raise FacemaskError(
-            f"image too large: {source} declares {size[0]}x{size[1]} pixels, over the budget of {budget:,} "
-            f"(set {MAX_PIXELS_VARIABLE} to allow more)"
-        )
+    check_declared_size(size, source)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -76,6 +70,31 @@ def decode_image(data: bytes | np.ndarray, source: str = "image") -> np.ndarray:
 
 
 READABLE_FORMATS = "JPEG, PNG, BMP, WebP, TIFF, PNM"
+
+
+def check_declared_size(size: tuple[int, int] | None, source: str) -> None:
+    """`FacemaskError` unless a header declared a size (`image_header_size`) within the pixel budget."""
+    if size is None:
+        raise FacemaskError(f"cannot decode image (corrupt, not an image, or not one of {READABLE_FORMATS}): {source}")
+    budget = max_image_pixels()
+    if size[0] * size[1] > budget:
+        raise FacemaskError(
+            f"image too large: {source} declares {size[0]}x{size[1]} pixels, over the budget of {budget:,} "
+            f"(set {MAX_PIXELS_VARIABLE} to allow more)"
+        )
+
+
+def file_image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the image file at `path`, from its header through a memory map (only the pages the
+    header needs are read), checked like `decode_image` checks it: `FacemaskError` for a file no reader
+    accepts or one over the pixel budget. Lets a dataset drop such files before training ever loads one."""
+    size = None
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                size = image_header_size(mapped)
+    check_declared_size(size, str(path))
+    return size
 
 
 def image_header_size(data: bytes | memoryview) -> tuple[int, int] | None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import DataError
-from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
+from facemask_sdk.image_io import IMAGE_SUFFIXES, file_image_size, read_image
 from facemask_sdk.spec import CLASSES
 
 SPLITS = ("train", "val", "all")
@@ -57,7 +57,16 @@ class DataReport:
     problems: list[str] = field(default_factory=list)
     clipped_boxes: int = 0
     dropped_boxes: int = 0
-    skipped_images: int = 0
+    skipped: list[str] = field(default_factory=list)  # the problems that left an image out, each also in `problems`
+
+    @property
+    def skipped_images(self) -> int:
+        return len(self.skipped)
+
+    def skip(self, problem: str) -> None:
+        """Record a problem that leaves its image out: every reader names these (train, eval, data-info)."""
+        self.problems.append(problem)
+        self.skipped.append(problem)
 
 
 class VocDataset:
@@ -115,8 +124,7 @@ class VocDataset:
             stems = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
             unknown = sorted(set(stems) - set(all_stems))
             for stem in unknown:
-                self.report.problems.append(f"{split_file}: '{stem}' has no annotation file; skipped")
-            self.report.skipped_images += len(unknown)
+                self.report.skip(f"{split_file}: '{stem}' has no annotation file; skipped")
             return [s for s in stems if s not in set(unknown)]
         shuffled = list(all_stems)
         random.Random(seed).shuffle(shuffled)
@@ -140,13 +148,16 @@ class VocDataset:
         try:
             root = ET.parse(xml_path).getroot()
         except (ET.ParseError, OSError) as exc:
-            self.report.problems.append(f"{xml_path}: malformed XML ({exc}); image skipped")
-            self.report.skipped_images += 1
+            self.report.skip(f"{xml_path}: malformed XML ({exc}); image skipped")
             return None
         image_path = self._find_image(stem, root.findtext("filename"))
         if image_path is None:
-            self.report.problems.append(f"{xml_path}: no image file for '{stem}' in {self.images_dir}; skipped")
-            self.report.skipped_images += 1
+            self.report.skip(f"{xml_path}: no image file for '{stem}' in {self.images_dir}; skipped")
+            return None
+        try:  # from the header alone: a file no reader accepts, or one over the pixel budget, never reaches training
+            declared = file_image_size(image_path)
+        except (OSError, ValueError) as exc:
+            self.report.skip(f"{image_path}: unreadable image ({exc}); skipped")
             return None
         try:
             width = int(float(root.findtext("size/width", "0")))
@@ -154,12 +165,7 @@ class VocDataset:
         except ValueError:
             width = height = 0
         if width <= 0 or height <= 0:
-            try:
-                height, width = read_image(image_path).shape[:2]
-            except (FileNotFoundError, ValueError) as exc:
-                self.report.problems.append(f"{image_path}: unreadable image ({exc}); skipped")
-                self.report.skipped_images += 1
-                return None
+            width, height = declared
         boxes, class_ids = [], []
         for obj in root.iter("object"):
             name = (obj.findtext("name") or "").strip()

@@ -11,6 +11,7 @@ import). The CUDA provider is used when this onnxruntime build offers it, else t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,28 @@ class OnnxRuntimeRunner(Runner):
         self.spec = self.spec.read_at(input_size, self.dynamic_size, self.path)
         self.providers: list[str] = list(self._session.get_providers())
         self.input_name, self.input_dtype, self.batch_size = _check_io(self._session, self.spec, self.path)
+        if self.dynamic_size:
+            self._check_heads_by_running()
         self._closed = False
+
+    def _check_heads_by_running(self) -> None:
+        """A dynamic-size graph declares no anchor count: one run at the smallest size (128 px, a few ms) shows
+        whether its heads are the spec's, so a wrong model is refused at load, not answering garbage."""
+        side = 2**self.spec.anchors.max_level
+        small = replace(self.spec, image_size=(side, side))
+        batch = np.zeros((self.batch_size or 1, 3, side, side), self.input_dtype)
+        try:
+            outputs = self._run(batch)
+        except Exception as exc:  # onnxruntime raises its own types for a graph that fails to run
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"{self.path}: fails a {side} px test run: {reason[:200]}") from None
+        anchors = len(generate_anchors(small))
+        for name, width, output in zip(OUTPUT_NAMES, (self.spec.num_classes, 4), outputs):
+            if output.shape != (len(batch), anchors, width):
+                raise ModelFileError(
+                    f"{self.path}: output '{name}' has shape {list(output.shape)} at {side} px; the model spec says "
+                    f"[N, {anchors}, {width}]"
+                )
 
     # -- lifecycle (the rest is `Resource`'s) -----------------------------------------------------
 

@@ -336,6 +336,8 @@ def evaluate(
         )
     train_config = payload.get("train_config") or {}
     dataset = VocDataset(data, split, spec.classes, train_config.get("val_fraction", 0.2), train_config.get("seed", 0))
+    for problem in dataset.report.skipped:
+        click.echo(f"data: {problem}")
     metrics, predictions = evaluate_network(
         network, spec, dataset.records, batch_size, resolve_device(device), iou_threshold=iou_threshold
     )

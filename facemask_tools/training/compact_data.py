@@ -16,6 +16,7 @@ import click
 import cv2
 
 from facemask_sdk.errors import FacemaskError
+from facemask_sdk.image_io import read_image
 
 QUALITY = 92
 
@@ -32,9 +33,10 @@ def compact(source: Path, target: Path) -> int:
     for xml_path in sorted((source / "annotations").glob("*.xml")):
         tree = ET.parse(xml_path)
         name = tree.getroot().findtext("filename") or f"{xml_path.stem}.png"
-        image = cv2.imread(str(source / "images" / name))
-        if image is None:
-            continue
+        try:  # through the SDK's reader: the pixel budget holds here too
+            image = read_image(source / "images" / name)
+        except (OSError, ValueError):
+            continue  # unreadable or over the pixel budget: left out, as training would leave it out
         jpeg = f"{Path(name).stem}.jpg"
         cv2.imwrite(str(target / "images" / jpeg), image, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
         tree.getroot().find("filename").text = jpeg

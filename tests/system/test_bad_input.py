@@ -3,6 +3,7 @@ of its one `error:` line, and the files that must survive it untouched (issue 12
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,48 @@ def _earlier_run(tmp: Path) -> dict[str, bytes]:
 def _config_less_checkpoint(tmp: Path) -> dict[str, bytes]:
     torch = pytest.importorskip("torch")
     torch.save({"state_dict": {}, "spec": {}, "optimizer": {}, "step": 1, "total_steps": 2}, tmp / "noconfig.pt")
+    return {}
+
+
+def _predictions_png_of_the_user(tmp: Path) -> dict[str, bytes]:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "predictions.png").write_bytes(b"a picture the user made")
+    return {"out/predictions.png": b"a picture the user made"}
+
+
+def _pickle_running_a_command(tmp: Path) -> dict[str, bytes]:
+    """A bare pickle whose loading would overwrite the user's file with os.system: refused before it runs."""
+    import pickle
+
+    (tmp / "victim.txt").write_bytes(b"the user's file")
+
+    class OverwritesAFile:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"echo owned > {tmp / 'victim.txt'}",))
+
+    (tmp / "evil.pt").write_bytes(pickle.dumps(OverwritesAFile(), protocol=2))
+    return {"victim.txt": b"the user's file"}
+
+
+def _zip_bomb_checkpoint(tmp: Path) -> dict[str, bytes]:
+    """100 MiB of zeros as a checkpoint's pickle, deflated to about 100 KB: refused from the zip directory."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp / "bomb.pt", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("bomb/data.pkl", "w", force_zip64=True) as member:
+            for _ in range(100):
+                member.write(bytes(1 << 20))
+    return {}
+
+
+def _onnx_with_other_heads(tmp: Path) -> dict[str, bytes]:
+    """The shipped model's input and metadata, dynamic size, heads with as many rows as the input is high."""
+    pytest.importorskip("onnx")
+    from onnx_graphs import constant_heads_model
+
+    constant_heads_model(ROOT / "models" / "facemask.onnx", tmp / "wrong.onnx", dynamic=True)
     return {}
 
 
@@ -97,6 +140,39 @@ CASES = [
         [],
     ),
     ("unknown-command", ["bogus"], None, 2, "No such command 'bogus'. (see '", []),
+    # issue 33's smaller cases
+    (
+        "eval-over-the-users-predictions-png",
+        ["eval", "--checkpoint", str(ROOT / "models" / "facemask.pt"), "--data", str(SAMPLES), "--out", "TMP/out"],
+        _predictions_png_of_the_user,
+        2,
+        "already holds predictions.png; pass --force",
+        ["torch", "effdet"],
+    ),
+    (
+        "checkpoint-that-would-run-a-command",
+        ["eval", "--checkpoint", "TMP/evil.pt", "--data", str(SAMPLES)],
+        _pickle_running_a_command,
+        2,
+        "could run code",
+        ["torch", "effdet"],
+    ),
+    (
+        "checkpoint-zip-bomb",
+        ["eval", "--checkpoint", "TMP/bomb.pt", "--data", str(SAMPLES)],
+        _zip_bomb_checkpoint,
+        2,
+        "would unpack to 100 MiB",
+        ["torch", "effdet"],
+    ),
+    (
+        "onnx-with-the-right-input-and-other-heads",
+        ["detect", str(SAMPLES / "images"), "--model", "TMP/wrong.onnx", "--out", "TMP/out"],
+        _onnx_with_other_heads,
+        2,
+        "output 'logits' has shape [1, 128, 3] at 128 px",
+        ["onnxruntime"],
+    ),
 ]
 
 
@@ -167,3 +243,43 @@ def test_a_bare_group_shows_its_help_not_an_error():
     result = CliRunner().invoke(cli, ["dev"], prog_name="facemask-sdk")
     assert "Usage: facemask-sdk dev" in result.output and "anchor-coverage" in result.output
     assert "error:" not in result.output + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "needs"),
+    [
+        (["data-info", "TMP/data"], []),
+        (
+            ["eval", "--checkpoint", str(ROOT / "models" / "facemask.pt"), "--data", "TMP/data", "--out", "TMP/e"],
+            ["torch", "effdet"],
+        ),
+        (
+            ["train", "--data", "TMP/data", "--out", "TMP/run", "--image-size", "128", "--batch-size", "2"]
+            + ["--max-steps", "1", "--epochs", "1", "--pretrained", "none", "--threads", "1"],
+            ["torch", "effdet"],
+        ),
+    ],
+    ids=["data-info", "eval", "train"],
+)
+def test_an_image_bomb_in_a_dataset_is_skipped_and_named_and_the_rest_is_used(tmp_path, png_declaring, command, needs):
+    """A 60000x60000 PNG (with its annotation) among the samples: every dataset reader names it once and goes on with
+    the others, from the header alone (never decoded: the run's memory stays that of the good images)."""
+    import shutil
+
+    for module in needs:
+        pytest.importorskip(module)
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLES, data, ignore=shutil.ignore_patterns("clip-faces"))
+    (data / "images" / "bomb.png").write_bytes(png_declaring(60000, 60000))
+    xml = next((data / "annotations").glob("*.xml")).read_text()
+    (data / "annotations" / "bomb.xml").write_text(
+        re.sub("<filename>.*?</filename>", "<filename>bomb.png</filename>", xml)
+    )
+    result = subprocess.run(
+        CLI + [a.replace("TMP", str(tmp_path)) for a in command], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-2000:]
+    named = [line for line in output.splitlines() if "bomb.png" in line]
+    assert len(named) == 1 and "image too large" in named[0] and "skipped" in named[0], output[-2000:]
+    assert "Traceback" not in output

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx_graphs import constant_heads_model
 
 from facemask_sdk import Detector
 from facemask_sdk.errors import FacemaskError
-from facemask_sdk.spec import METADATA_KEY
 
 pytest.importorskip("onnxruntime")
 
@@ -31,48 +31,11 @@ def test_runner_checks_batches(tiny_onnx) -> None:
         runner.run(np.zeros((1, 3, 256, 256), np.float32))
 
 
-def _constant_heads_model(tiny_onnx, path, dtype: str = "float", sizes: tuple[int, int] | None = None):
-    """An ONNX with the tiny model's input and metadata whose heads are the input's mean, expanded to
-    [1, anchors, 3] and [1, anchors, 4] (or to `sizes` = (anchors, box width) for a wrong graph)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    from facemask_sdk.anchors import generate_anchors
-    from facemask_sdk.spec import ModelSpec
-
-    INT64 = TensorProto.INT64
-    element = {"float": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}[dtype]
-    source = onnx.load(str(tiny_onnx))
-    spec_json = {p.key: p.value for p in source.metadata_props}[METADATA_KEY]
-    anchors = len(generate_anchors(ModelSpec.from_json(spec_json)))
-    rows, width = sizes or (anchors, 4)
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),  # mean over everything -> scalar
-        helper.make_node("Constant", [], ["logits_shape"], value=helper.make_tensor("s1", INT64, [3], [1, rows, 3])),
-        helper.make_node("Constant", [], ["boxes_shape"], value=helper.make_tensor("s2", INT64, [3], [1, rows, width])),
-        helper.make_node("Expand", ["mean", "logits_shape"], ["logits"]),
-        helper.make_node("Expand", ["mean", "boxes_shape"], ["boxes"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "constant-heads",
-        [helper.make_tensor_value_info("images", element, [1, 3, 256, 256])],
-        [
-            helper.make_tensor_value_info("logits", element, [1, rows, 3]),
-            helper.make_tensor_value_info("boxes", element, [1, rows, width]),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.metadata_props.add(key=METADATA_KEY, value=spec_json)
-    onnx.save(model, str(path))
-    return path, anchors
-
-
 def test_fp16_model_input_is_cast(tiny_onnx, tmp_path) -> None:
     """A model whose input is float16 (an FP16 variant) gets float16 in and gives float32 out."""
     from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
 
-    path, anchors = _constant_heads_model(tiny_onnx, tmp_path / "fp16.onnx", "float16")
+    path, anchors = constant_heads_model(tiny_onnx, tmp_path / "fp16.onnx", "float16")
 
     with OnnxRuntimeRunner(path) as runner:
         assert runner.input_dtype == np.float16
@@ -91,10 +54,20 @@ def test_heads_of_the_wrong_shape_are_refused_at_load(tiny_onnx, tmp_path, sizes
     from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
     from facemask_sdk.errors import ModelFileError
 
-    _, anchors = _constant_heads_model(tiny_onnx, tmp_path / "probe.onnx")
+    _, anchors = constant_heads_model(tiny_onnx, tmp_path / "probe.onnx")
     rows, width = sizes
-    path, _ = _constant_heads_model(tiny_onnx, tmp_path / "wrong.onnx", sizes=(rows or anchors, width))
+    path, _ = constant_heads_model(tiny_onnx, tmp_path / "wrong.onnx", sizes=(rows or anchors, width))
     with pytest.raises(
         ModelFileError, match=rf"output '(logits|boxes)' has shape .*the model spec says \[N, {anchors}, [34]\]"
     ):
+        OnnxRuntimeRunner(path)
+
+
+def test_a_dynamic_size_graph_with_other_heads_is_refused_by_its_test_run(tiny_onnx, tmp_path) -> None:
+    """A dynamic-size graph declares no anchor count; the one 128 px run at load shows the heads are not the spec's."""
+    from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
+    from facemask_sdk.errors import ModelFileError
+
+    path, anchors = constant_heads_model(tiny_onnx, tmp_path / "wrong.onnx", dynamic=True)  # 128 rows at 128 px
+    with pytest.raises(ModelFileError, match=r"output 'logits' has shape \[1, 128, 3\] at 128 px; the model spec says"):
         OnnxRuntimeRunner(path)
