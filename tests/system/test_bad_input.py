@@ -283,3 +283,26 @@ def test_an_image_bomb_in_a_dataset_is_skipped_and_named_and_the_rest_is_used(tm
     named = [line for line in output.splitlines() if "bomb.png" in line]
     assert len(named) == 1 and "image too large" in named[0] and "skipped" in named[0], output[-2000:]
     assert "Traceback" not in output
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "symlink"), reason="needs symbolic links")
+def test_detect_through_a_symlink_loop_reads_each_image_once(tmp_path):
+    """`detect 'a/**/*.png'` over folders that link back to their parents: each image once, and it ends."""
+    import json
+    import os
+
+    pytest.importorskip("onnxruntime")
+    image = sorted((SAMPLES / "images").glob("*.png"))[0]
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / image.name).write_bytes(image.read_bytes())
+    for name in ("up", "up2"):
+        os.symlink("..", tmp_path / "a" / "b" / name)
+    result = subprocess.run(
+        CLI + ["detect", str(tmp_path / "a" / "**" / "*.png"), "--out", str(tmp_path / "out"), "--no-media"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["frames"] == 1
