@@ -42,20 +42,20 @@ D0 = ModelSpec("tf_efficientdet_d0", (512, 512))
 FRAME_HW = (1080, 1920)
 
 
-def time_enqueues(gpu: CudaKernels, steps: list, iterations: int) -> list[list[float]]:
+def time_enqueues(kernels: CudaKernels, steps: list, iterations: int) -> list[list[float]]:
     """Run `steps` (callables that enqueue on gpu.stream) repeatedly; per step, the times in ms."""
     import pycuda.driver as cuda
 
     warmup = min(20, iterations)
 
-    with gpu.active():
+    with kernels.active():
         events = [cuda.Event() for _ in range(len(steps) + 1)]
         times: list[list[float]] = [[] for _ in steps]
         for i in range(warmup + iterations):
-            events[0].record(gpu.stream)
+            events[0].record(kernels.stream)
             for step, event in zip(steps, events[1:]):
                 step()
-                event.record(gpu.stream)
+                event.record(kernels.stream)
             events[-1].synchronize()
             if i >= warmup:
                 for k in range(len(steps)):
@@ -102,8 +102,8 @@ def bench_letterbox(iterations: int) -> list[dict]:
                 (t,) = time_enqueues(
                     copied,
                     [
-                        lambda frame=int(device_frame), src=pinned, gpu=copied: cuda.memcpy_htod_async(
-                            frame, src, gpu.stream
+                        lambda frame=int(device_frame), src=pinned, kernels=copied: cuda.memcpy_htod_async(
+                            frame, src, kernels.stream
                         )
                     ],
                     iterations,
@@ -130,47 +130,54 @@ def head_outputs(kind: str) -> tuple[np.ndarray, np.ndarray]:
 
 def bench_decode(iterations: int) -> list[dict]:
     rows = []
-    gpu = CudaKernels(D0, PostprocessConfig())
+    kernels = CudaKernels(D0, PostprocessConfig())
     try:
         letterbox = Letterbox.fit(FRAME_HW, D0.image_size)
         for kind in ("realistic", "random"):
             logits, box_codes = head_outputs(kind)
-            gpu.upload_head(logits, box_codes)
+            kernels.upload_head(logits, box_codes)
             launches = plan_decode(
-                gpu.pointers, gpu.num_anchors, gpu.num_classes, letterbox, gpu.settings, gpu.head_dtype
+                kernels.pointers,
+                kernels.num_anchors,
+                kernels.num_classes,
+                letterbox,
+                kernels.settings,
+                kernels.head_dtype,
             )
-            times = time_enqueues(gpu, [lambda launch=launch: gpu.launch(launch) for launch in launches], iterations)
-            gpu.synchronize()
-            state = probe.candidates(gpu)
-            label = f"{kind}: {state['num_candidates']} candidates, {len(gpu.results()[0])} kept"
+            times = time_enqueues(
+                kernels, [lambda launch=launch: kernels.launch(launch) for launch in launches], iterations
+            )
+            kernels.synchronize()
+            state = probe.candidates(kernels)
+            label = f"{kind}: {state['num_candidates']} candidates, {len(kernels.results()[0])} kept"
             for launch, t in zip(launches, times):
                 rows.append(row(f"  {launch.kernel} ({label})", t, None))
             total = [sum(parts) for parts in zip(*times)]
             rows.append(row(f"decode + top-K + NMS, D0 49104x3 ({label})", total, 0.2 if kind == "realistic" else None))
     finally:
-        gpu.close()
+        kernels.close()
     return rows
 
 
 def bench_python_path(iterations: int) -> list[dict]:
-    gpu = CudaKernels(D0, PostprocessConfig())
+    kernels = CudaKernels(D0, PostprocessConfig())
     try:
         rng = np.random.default_rng(2)
-        frame = gpu.frame_buffer(*FRAME_HW)
+        frame = kernels.frame_buffer(*FRAME_HW)
         frame[:] = rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8)
-        gpu.upload_head(*head_outputs("realistic"))
+        kernels.upload_head(*head_outputs("realistic"))
         samples = []
         warmup = min(20, iterations)
         for i in range(warmup + iterations):
             start = time.perf_counter()
-            letterbox = gpu.preprocess(frame)
-            gpu.decode_nms(letterbox)
-            gpu.synchronize()
-            gpu.results()
+            letterbox = kernels.preprocess(frame)
+            kernels.decode_nms(letterbox)
+            kernels.synchronize()
+            kernels.results()
             if i >= warmup:
                 samples.append((time.perf_counter() - start) * 1e3)
     finally:
-        gpu.close()
+        kernels.close()
     return [row("preprocess() + decode_nms() + synchronize() + results(), wall clock from Python", samples, None)]
 
 

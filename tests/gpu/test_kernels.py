@@ -37,7 +37,7 @@ D0 = ModelSpec("tf_efficientdet_d0", (512, 512))
 _KERNELS: dict[tuple, CudaKernels] = {}
 
 
-def kernels(
+def shared_kernels(
     config: PostprocessConfig | None = None,
     *,
     mapped: bool = True,
@@ -56,8 +56,8 @@ def kernels(
 @pytest.fixture(scope="module", autouse=True)
 def _close_kernels():
     yield
-    for gpu in _KERNELS.values():
-        gpu.close()
+    for kernels in _KERNELS.values():
+        kernels.close()
     _KERNELS.clear()
 
 
@@ -76,10 +76,10 @@ def letterbox_gap(out: np.ndarray, reference: np.ndarray, spec: ModelSpec) -> np
 def test_letterbox_matches_opencv(frame_hw, dtype, mapped: bool) -> None:
     rng = np.random.default_rng(frame_hw[0] * 7 + frame_hw[1])
     frame = rng.integers(0, 256, (*frame_hw, 3), dtype=np.uint8)
-    gpu = kernels(mapped=mapped, input_dtype=dtype)
-    letterbox = gpu.preprocess(frame)
-    gpu.synchronize()
-    out = gpu.download_input()
+    kernels = shared_kernels(mapped=mapped, input_dtype=dtype)
+    letterbox = kernels.preprocess(frame)
+    kernels.synchronize()
+    out = kernels.download_input()
     reference, ref_letterbox = preprocess(frame, D0)
     assert letterbox == ref_letterbox and out.dtype == dtype
     gap = letterbox_gap(out, reference, D0)
@@ -90,16 +90,16 @@ def test_letterbox_matches_opencv(frame_hw, dtype, mapped: bool) -> None:
 
 
 def test_letterbox_real_images_zero_copy_and_crops() -> None:
-    gpu = kernels()
+    kernels = shared_kernels()
     for path in SAMPLE_IMAGES:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        frame = gpu.frame_buffer(*image.shape[:2])
+        frame = kernels.frame_buffer(*image.shape[:2])
         frame[:] = image
         for source in (frame, frame[3:-9, 5:-2]):
-            gpu.preprocess(source)
-            gpu.synchronize()
+            kernels.preprocess(source)
+            kernels.synchronize()
             reference, _ = preprocess(np.ascontiguousarray(source), D0)
-            assert letterbox_gap(gpu.download_input(), reference, D0).max() <= 1.0 + 1e-3
+            assert letterbox_gap(kernels.download_input(), reference, D0).max() <= 1.0 + 1e-3
 
 
 # --- decoding, top-K, NMS --------------------------------------------------------------------------------
@@ -121,11 +121,11 @@ def assert_same_detections(got, expected) -> None:
     np.testing.assert_allclose(boxes, ref_boxes, rtol=0, atol=1e-3)
 
 
-def run(gpu: CudaKernels, logits, box_codes, letterbox: Letterbox):
-    gpu.upload_head(logits, box_codes)
-    gpu.decode_nms(letterbox)
-    gpu.synchronize()
-    return gpu.results()
+def run(kernels: CudaKernels, logits, box_codes, letterbox: Letterbox):
+    kernels.upload_head(logits, box_codes)
+    kernels.decode_nms(letterbox)
+    kernels.synchronize()
+    return kernels.results()
 
 
 CASES = {
@@ -147,16 +147,16 @@ def test_decode_nms_matches_numpy(case: str, mapped: bool) -> None:
         box_codes = rng.normal(0.0, 0.3, (49104, 4)).astype(np.float32)
     else:
         logits, box_codes = head_outputs(rng, positives)
-    gpu = kernels(config, mapped=mapped)
+    kernels = shared_kernels(config, mapped=mapped)
     letterbox = Letterbox.fit(frame_hw, D0.image_size)
     anchors = generate_anchors(D0)
-    got = run(gpu, logits, box_codes, letterbox)
+    got = run(kernels, logits, box_codes, letterbox)
     assert_same_detections(got, postprocess(logits, box_codes, anchors, letterbox, config))
 
     flat = logits.reshape(-1)
     passing = np.flatnonzero(flat > config.logit_threshold)
     chosen = passing[top_k_indices(flat[passing], config.top_k)]
-    state = probe.candidates(gpu)
+    state = probe.candidates(kernels)
     assert state["num_candidates"] == len(passing)
     np.testing.assert_array_equal(state["flat_index"], chosen)
     ids = chosen // 3
@@ -164,7 +164,7 @@ def test_decode_nms_matches_numpy(case: str, mapped: bool) -> None:
         state["boxes"], letterbox.to_original(decode_boxes(box_codes[ids], anchors[ids])), atol=1e-3
     )
 
-    again = run(gpu, logits, box_codes, letterbox)  # deterministic despite atomics
+    again = run(kernels, logits, box_codes, letterbox)  # deterministic despite atomics
     for a, b in zip(got, again):
         np.testing.assert_array_equal(a, b)
 
@@ -175,7 +175,7 @@ def test_half_head_outputs() -> None:
     logits, box_codes = head_outputs(rng, 500)
     logits, box_codes = logits.astype(np.float16), box_codes.astype(np.float16)
     letterbox = Letterbox.fit((1080, 1920), D0.image_size)
-    got = run(kernels(config, head_dtype=np.float16), logits, box_codes, letterbox)
+    got = run(shared_kernels(config, head_dtype=np.float16), logits, box_codes, letterbox)
     expected = postprocess(
         logits.astype(np.float32), box_codes.astype(np.float32), generate_anchors(D0), letterbox, config
     )
@@ -183,10 +183,10 @@ def test_half_head_outputs() -> None:
 
 
 def test_no_candidates_gives_no_detections() -> None:
-    gpu = kernels()
+    kernels = shared_kernels()
     logits = np.full((49104, 3), -20.0, np.float32)
     letterbox = Letterbox.fit((100, 100), D0.image_size)
-    boxes, scores, classes = run(gpu, logits, np.zeros((49104, 4), np.float32), letterbox)
+    boxes, scores, classes = run(kernels, logits, np.zeros((49104, 4), np.float32), letterbox)
     assert boxes.shape == (0, 4) and scores.shape == (0,) and classes.shape == (0,)
 
 
@@ -194,15 +194,15 @@ def test_no_candidates_gives_no_detections() -> None:
 
 
 def test_misuse_fails_loudly() -> None:
-    gpu = CudaKernels(D0)
+    kernels = CudaKernels(D0)
     for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 4), np.uint8)):
         with pytest.raises(FacemaskError, match="BGR uint8"):
-            gpu.preprocess(bad)
+            kernels.preprocess(bad)
     errors = []
 
     def other_thread() -> None:
         try:
-            gpu.preprocess(np.zeros((10, 10, 3), np.uint8))
+            kernels.preprocess(np.zeros((10, 10, 3), np.uint8))
         except FacemaskError as exc:
             errors.append(str(exc))
 
@@ -210,6 +210,6 @@ def test_misuse_fails_loudly() -> None:
     thread.start()
     thread.join()
     assert errors and "thread" in errors[0]
-    gpu.close()
+    kernels.close()
     with pytest.raises(FacemaskError, match="closed"):
-        gpu.preprocess(np.zeros((10, 10, 3), np.uint8))
+        kernels.preprocess(np.zeros((10, 10, 3), np.uint8))
