@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def file_image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of the image file at `path`, from its header through a memory map (only the pages the
     header needs are read), checked like `decode_image` checks it: `FacemaskError` for a file no reader
     accepts or one over the pixel budget. Lets a dataset drop such files before training ever loads one."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block open(), a folder has no header
+        raise FacemaskError(f"not an image file: {path}")
     size = None
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from facemask_sdk.detections import Detections
-from facemask_sdk.errors import DataError
-from facemask_sdk.image_io import IMAGE_SUFFIXES, file_image_size, read_image
+from facemask_sdk.errors import DataError, FacemaskError
+from facemask_sdk.image_io import IMAGE_SUFFIXES, file_image_size, max_image_pixels, read_image
 from facemask_sdk.spec import CLASSES
 
 SPLITS = ("train", "val", "all")
@@ -100,6 +100,7 @@ class VocDataset:
                     f"{folder} is not a folder; expected a VOC dataset with images/ and annotations/ "
                     f"(as in the Kaggle face-mask download)"
                 )
+        max_image_pixels()  # a malformed FACEMASK_MAX_IMAGE_PIXELS is named here, not taken for unreadable images
         stems = self._split_stems(split, val_fraction, seed)
         self.records: list[ImageRecord] = []
         for stem in stems:
@@ -156,8 +157,11 @@ class VocDataset:
             return None
         try:  # from the header alone: a file no reader accepts, or one over the pixel budget, never reaches training
             declared = file_image_size(image_path)
-        except (OSError, ValueError) as exc:
-            self.report.skip(f"{image_path}: unreadable image ({exc}); skipped")
+        except OSError as exc:
+            self.report.skip(f"{image_path}: unreadable image ({exc.strerror or exc}); skipped")
+            return None
+        except FacemaskError as exc:  # its message names the file
+            self.report.skip(f"unreadable image: {exc}; skipped")
             return None
         try:
             width = int(float(root.findtext("size/width", "0")))

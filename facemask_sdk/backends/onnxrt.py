@@ -11,7 +11,6 @@ import). The CUDA provider is used when this onnxruntime build offers it, else t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,22 +70,12 @@ class OnnxRuntimeRunner(Runner):
         if threads is not None:
             options.intra_op_num_threads = whole_number("threads", threads)
         chosen = _choose_providers(ort.get_available_providers(), providers)
-        state = ort.capi.onnxruntime_pybind11_state
-        load_errors = (
-            state.InvalidProtobuf,
-            state.InvalidGraph,
-            state.InvalidArgument,
-            state.NoSuchFile,
-            state.NotImplemented,
-            state.Fail,
-        )
         try:
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=chosen, disabled_optimizers=DISABLED_OPTIMIZERS
             )
-        except load_errors as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"{self.path} is not a loadable ONNX model: {reason}") from None
+        except _model_errors(ort) as exc:
+            raise ModelFileError(f"{self.path} is not a loadable ONNX model: {_first_line(exc)}") from None
 
         self.spec = _read_spec(self._session, self.path)
         self.dynamic_size = _has_dynamic_size(self._session)
@@ -94,22 +83,22 @@ class OnnxRuntimeRunner(Runner):
         self.spec = self.spec.read_at(input_size, self.dynamic_size, self.path)
         self.providers: list[str] = list(self._session.get_providers())
         self.input_name, self.input_dtype, self.batch_size = _check_io(self._session, self.spec, self.path)
-        if self.dynamic_size:
-            self._check_heads_by_running()
+        if not _heads_declare_anchor_count(self._session):
+            self._check_heads_by_running(ort)
         self._closed = False
 
-    def _check_heads_by_running(self) -> None:
-        """A dynamic-size graph declares no anchor count: one run at the smallest size (128 px, a few ms) shows
-        whether its heads are the spec's, so a wrong model is refused at load, not answering garbage."""
-        side = 2**self.spec.anchors.max_level
-        small = replace(self.spec, image_size=(side, side))
-        batch = np.zeros((self.batch_size or 1, 3, side, side), self.input_dtype)
+    def _check_heads_by_running(self, ort) -> None:
+        """A graph whose heads declare no anchor count (every dynamic-size export) is run once, at the smallest
+        size it takes (128 px for a dynamic size: a few ms), to see whether its heads are the spec's: a wrong
+        model is refused at load rather than answering with garbage."""
+        spec = self.spec.at_input_size(2**self.spec.anchors.max_level) if self.dynamic_size else self.spec
+        side = spec.image_size[0]
+        batch = np.zeros((self.batch_size or 1, 3, *spec.image_size), self.input_dtype)
         try:
             outputs = self._run(batch)
-        except Exception as exc:  # onnxruntime raises its own types for a graph that fails to run
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"{self.path}: fails a {side} px test run: {reason[:200]}") from None
-        anchors = len(generate_anchors(small))
+        except _model_errors(ort) as exc:
+            raise ModelFileError(f"{self.path}: fails a {side} px test run: {_first_line(exc)}") from None
+        anchors = len(generate_anchors(spec))
         for name, width, output in zip(OUTPUT_NAMES, (self.spec.num_classes, 4), outputs):
             if output.shape != (len(batch), anchors, width):
                 raise ModelFileError(
@@ -189,6 +178,31 @@ def _choose_providers(available: Sequence[str], requested: Sequence[str] | None)
 
 def _read_spec(session, path: Path) -> ModelSpec:
     return spec_from_metadata(session.get_modelmeta().custom_metadata_map, path)
+
+
+def _model_errors(ort) -> tuple[type[Exception], ...]:
+    """What onnxruntime raises for a model file that cannot be loaded or run (its own exception types)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    return (
+        state.InvalidProtobuf,
+        state.InvalidGraph,
+        state.InvalidArgument,
+        state.NoSuchFile,
+        state.NotImplemented,
+        state.Fail,
+        state.RuntimeException,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _heads_declare_anchor_count(session) -> bool:
+    """Whether both heads' shapes give the anchor count (dimension 1) as a number, so `_check_io` can check it."""
+    heads = [o for o in session.get_outputs() if o.name in OUTPUT_NAMES]
+    return all(len(o.shape) == 3 and isinstance(o.shape[1], int) for o in heads)
 
 
 def _has_dynamic_size(session) -> bool:

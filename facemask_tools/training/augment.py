@@ -3,7 +3,8 @@
 Scale jitter around the letterbox scale with a random placement (crop or pad), horizontal flip, and a
 mild HSV jitter; `zoom_on_face` rescales the image around one chosen face so that face sizes from a few
 pixels to nearly the whole crop are all seen, balanced over the evaluation's face-size buckets; with
-`canvas_scales` (multi-scale training) each sample's faces get the scale of one of several input sizes. The
+`canvas_scales` (multi-scale training) each sample (each mosaic quadrant) gets the face scale of one of several
+input sizes. The
 output goes through the same `normalize_into` as inference, so train and run time see identical
 normalisation; evaluation uses `facemask_sdk.preprocess.preprocess` unchanged.
 """
@@ -225,8 +226,9 @@ def mosaic(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Four (image, boxes, classes) samples in the four quadrants around a random centre.
 
-    Each quadrant is an `augment` crop of its own image at the model's face scale, so a mosaic shows
-    more faces and more context per step without changing the size faces have at evaluation.
+    Each quadrant is an `augment` crop of its own image at the model's face scale (with `canvas_scales`, each
+    at its own drawn input size), so a mosaic shows more faces and more context per step without changing
+    the size faces have at evaluation.
     """
     if len(samples) != 4:
         raise ValueError(f"mosaic takes 4 samples, got {len(samples)}")

@@ -30,14 +30,18 @@ def choose_allocator(choice: str) -> None:
     click.echo(f"malloc: {allocator}{hint}")
 
 
+INPUT_SIZE_STRIDE = 128
+"""Input sizes are multiples of this (2 ** the P7 level): what a dynamic-size export accepts."""
+
+
 def _input_sizes(value: str) -> tuple[int, ...]:
     """'512,640,768' -> (512, 640, 768); a refusal names the option (click shows it as one error line)."""
     try:
         sizes = tuple(int(part) for part in value.replace(" ", "").split(",") if part)
     except ValueError:
         raise click.BadParameter(f"expected input sizes like 512,640,768, got {value!r}") from None
-    if any(size < 128 for size in sizes):
-        raise click.BadParameter(f"input sizes are at least 128 px, got {value!r}")
+    if any(size <= 0 or size % INPUT_SIZE_STRIDE for size in sizes):
+        raise click.BadParameter(f"input sizes are positive multiples of {INPUT_SIZE_STRIDE}, got {value!r}")
     return sizes
 
 
@@ -57,9 +61,10 @@ def _input_sizes(value: str) -> tuple[int, ...]:
 )
 @click.option(
     "--image-size",
-    type=click.IntRange(min=128),
+    type=click.IntRange(min=INPUT_SIZE_STRIDE),
     default=None,
-    help="Input size for evaluation and export (multiple of 128); default: the model's own (512).",
+    help="Input size for evaluation and export (multiple of 128); default: the model's own (512), or that of the "
+    "--pretrained checkpoint.",
 )
 @click.option(
     "--crop-size",
@@ -117,7 +122,7 @@ def _input_sizes(value: str) -> tuple[int, ...]:
 @click.option(
     "--multi-scale",
     callback=lambda ctx, param, value: _input_sizes(value),
-    default="",
+    default=",".join(map(str, TrainConfig.multi_scale)),
     metavar="SIZES",
     help="Multi-scale training, e.g. 512,640,768: each sample's faces get the scale one of these input sizes "
     "(drawn evenly) gives them, so one set of weights serves each size; evaluation stays at --image-size. "

@@ -42,6 +42,10 @@ class InitReport:
         )
 
 
+PRETRAINED_KEYWORDS = ("auto", "none", "imagenet-lite0")
+"""What `--pretrained` takes besides a path to a weights file."""
+
+
 def initialise(network: nn.Module, spec: ModelSpec, pretrained: str = "auto") -> InitReport:
     """Load the weights `pretrained` asks for into `network` and report what was loaded."""
     if pretrained == "none":
@@ -69,7 +73,7 @@ def checkpoint_spec(pretrained: str) -> ModelSpec | None:
     """The spec of the facemask-sdk checkpoint `pretrained` names (None for auto, none, imagenet-lite0, a missing
     file or bare weights): a run that starts from one keeps its input size and anchors unless told otherwise,
     since its heads were trained for those anchors."""
-    if pretrained in ("auto", "none", "imagenet-lite0") or not Path(pretrained).is_file():
+    if pretrained in PRETRAINED_KEYWORDS or not Path(pretrained).is_file():
         return None
     payload = load_weights_file(pretrained)
     if not isinstance(payload, dict) or not isinstance(payload.get("spec"), dict):

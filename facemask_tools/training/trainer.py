@@ -144,7 +144,10 @@ def _inherit_geometry(config: TrainConfig, log) -> TrainConfig:
     if config.image_size is not None and config.anchor_scale is not None:
         return config
     spec = checkpoint_spec(config.pretrained)
-    if spec is None or spec.architecture != config.model:
+    if spec is None:
+        return config
+    if spec.architecture != config.model:
+        log(f"from {config.pretrained}: nothing inherited (a {spec.architecture} checkpoint, training {config.model})")
         return config
     inherited = {}
     if config.image_size is None:

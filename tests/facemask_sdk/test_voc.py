@@ -76,11 +76,16 @@ def test_malformed_xml_and_missing_image_are_skipped_with_a_message(tmp_path, ma
     assert "img0.xml: malformed XML" in text and "no image file for 'img1'" in text
 
 
-def test_unreadable_image_reported_by_summary(tmp_path, make_dataset):
+def test_an_unreadable_image_is_left_out_and_named(tmp_path, make_dataset):
     root = make_dataset(tmp_path / "d", 2)
     (root / "images" / "img1.png").write_bytes(b"not a png")
-    info = VocDataset(root).summary()
-    assert any("img1.png" in p and "unreadable" in p for p in info["problems"])
+    data = VocDataset(root)
+    assert [r.stem for r in data.records] == ["img0"]  # left out from its header, before anything decodes it
+    info = data.summary()
+    assert [p for p in info["problems"] if p.startswith("unreadable image: cannot decode image")] == [
+        f"unreadable image: cannot decode image (corrupt, not an image, or not one of JPEG, PNG, BMP, WebP, TIFF, "
+        f"PNM): {root / 'images' / 'img1.png'}; skipped"
+    ]
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
@@ -116,3 +121,14 @@ def test_shared_dataset_counts_match_its_readme():
         "without_mask": 223,
         "mask_weared_incorrect": 27,
     }
+
+
+def test_a_malformed_pixel_budget_is_named_not_taken_for_unreadable_images(tmp_path, make_dataset, monkeypatch):
+    """Every image's header is checked against the budget while reading: a bad FACEMASK_MAX_IMAGE_PIXELS must
+    surface as itself, not as 'no usable annotated images'."""
+    from facemask_sdk.errors import FacemaskError
+
+    root = make_dataset(tmp_path / "d", 2)
+    monkeypatch.setenv("FACEMASK_MAX_IMAGE_PIXELS", "abc")
+    with pytest.raises(FacemaskError, match="FACEMASK_MAX_IMAGE_PIXELS must be a positive whole number"):
+        VocDataset(root)

@@ -43,7 +43,7 @@ FRAME_HW = (1080, 1920)
 
 
 def time_enqueues(kernels: CudaKernels, steps: list, iterations: int) -> list[list[float]]:
-    """Run `steps` (callables that enqueue on gpu.stream) repeatedly; per step, the times in ms."""
+    """Run `steps` (callables that enqueue on kernels.stream) repeatedly; per step, the times in ms."""
     import pycuda.driver as cuda
 
     warmup = min(20, iterations)

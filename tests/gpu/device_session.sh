@@ -10,7 +10,8 @@
 # (the binary wheels among pycuda's dependencies are for this Python version: download them with the
 # device machine's Python, or add --python-version X.Y --only-binary :all: for the dependencies).
 #
-# 1. tests/gpu/run.sh (pycuda from .whl, the kernel and stage tests, kernel timings) -> $OUT/gpu-tests/
+# 1. tests/gpu/run.sh (pycuda from .whl, the kernel and stage tests, kernel timings; at most $GPU_TESTS_TIMEOUT
+#    seconds, default 420)                                                                 -> $OUT/gpu-tests/
 # 2. facemask_tools/training/gpu_run.sh: MINUTES (default 6) of training on $DATA (default runs/compact-data)
 #    with the options given, or the shipped recipe below                                   -> $OUT/train/
 # A failure of step 1 does not stop step 2 (a missing pycuda must not waste the machine's training time).
@@ -18,8 +19,13 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${OUT:?set OUT to the folder that receives the results}"
+mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"  # absolute: tests/gpu/run.sh works from the repo root
 MINUTES="${1:-6}"
 [ $# -ge 1 ] && shift
+if ! [[ $MINUTES =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+    echo "error: MINUTES must be a number, got '$MINUTES' (usage: OUT=DIR $0 [MINUTES] [train options...])" >&2
+    exit 2
+fi
 # the shipped model's recipe (models/MODEL_CARD.md); its input size and anchor scale come from the checkpoint
 [ $# -eq 0 ] && set -- --crop-size 512 --zoom 0.5 --zoom-balance --photometric 0.5 --lr 1e-4 --warmup-steps 30 \
     --epochs 10
@@ -28,7 +34,8 @@ mkdir -p "$OUT/gpu-tests" "$OUT/train"
 started=$(date +%s)
 
 echo "== 1/2 GPU tests -> $OUT/gpu-tests"
-OUT="$OUT/gpu-tests" bash "$ROOT/tests/gpu/run.sh" "${WHEELS:-$ROOT/.whl}"
+# bounded, so that a hung kernel cannot spend the training's device time (GPU_TESTS_TIMEOUT seconds, default 420)
+OUT="$OUT/gpu-tests" timeout "${GPU_TESTS_TIMEOUT:-420}" bash "$ROOT/tests/gpu/run.sh" "${WHEELS:-$ROOT/.whl}"
 tests_status=$?
 
 echo "== 2/2 training stint ($MINUTES min) -> $OUT/train"
