@@ -198,6 +198,14 @@ def _input_sizes(value: str) -> tuple[int, ...]:
     help="auto | none | imagenet-lite0 | PATH to weights.",
 )
 @click.option(
+    "--recipe-from",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Take every option not given here from the training options recorded in this checkpoint (e.g. the "
+    "shipped model's: --recipe-from models/facemask.pt); data, weights, seed and how this machine runs stay "
+    "this command's.",
+)
+@click.option(
     "--augment",
     type=click.Choice(["none", "light", "medium", "strong"]),
     default=TrainConfig.augment,
@@ -257,6 +265,9 @@ def train(
     choose_allocator(malloc)
     from facemask_tools.training.trainer import train as run_training
 
+    recipe_from = options.pop("recipe_from")
+    if recipe_from:
+        _take_recipe(ctx, options, recipe_from)
     options["crop_size"] = options["crop_size"] or None
     config = TrainConfig(**options)
     explicit_epochs = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
@@ -275,6 +286,28 @@ def train(
         f"best epoch {summary['best_epoch']}: mAP {best['map']:.4f}  mAP@.5 {best['map50']:.4f}  "
         f"-> {Path(config.out) / 'best.pt'}"
     )
+
+
+def _take_recipe(ctx: click.Context, options: dict, checkpoint: str) -> None:
+    """Fill `options` not given on the command line from the recipe recorded in `checkpoint`."""
+    from facemask_tools.training.checkpoint import load_weights_file
+    from facemask_tools.training.config import recipe_of
+
+    if not Path(checkpoint).is_file():
+        raise FacemaskError(f"--recipe-from: {checkpoint} does not exist")
+    payload = load_weights_file(checkpoint)
+    recorded = payload.get("train_config") if isinstance(payload, dict) else None
+    if not isinstance(recorded, dict):
+        raise FacemaskError(
+            f"--recipe-from: {checkpoint} records no training options (a checkpoint from train has them)"
+        )
+    taken = {
+        name: value
+        for name, value in recipe_of(recorded).items()
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE
+    }
+    options.update(taken)
+    click.echo(f"recipe from {checkpoint}: " + ", ".join(f"{name}={value}" for name, value in sorted(taken.items())))
 
 
 @click.command("eval")

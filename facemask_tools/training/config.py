@@ -57,3 +57,25 @@ class TrainConfig:
 
 RUNTIME_FIELDS = ("out", "device", "workers", "threads")
 """Fields a resumed run may change: where and how it runs, never what it computes."""
+
+NOT_RECIPE_FIELDS = (
+    *RUNTIME_FIELDS,
+    "data",
+    "pretrained",
+    "seed",
+    "amp",
+    "max_steps",
+    "max_val_images",
+    "checkpoint_every",
+    "eval_batch_size",
+    "extra",
+)
+"""What `train --recipe-from` does not take from a checkpoint: where the data and weights are, the seed, and how
+this machine runs it (a CPU recipe's `--amp off` must not stop a GPU from using AMP)."""
+
+
+def recipe_of(train_config: dict) -> dict:
+    """The recipe part of a recorded `train_config`: every option that shapes what the run computes."""
+    return {
+        k: v for k, v in train_config.items() if k in TrainConfig.__dataclass_fields__ and k not in NOT_RECIPE_FIELDS
+    }

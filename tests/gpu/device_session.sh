@@ -13,7 +13,8 @@
 # 1. tests/gpu/run.sh (pycuda from .whl, the kernel and stage tests, kernel timings; at most $GPU_TESTS_TIMEOUT
 #    seconds, default 420)                                                                 -> $OUT/gpu-tests/
 # 2. facemask_tools/training/gpu_run.sh: MINUTES (default 6) of training on $DATA (default runs/compact-data)
-#    with the options given, or the shipped recipe below                                   -> $OUT/train/
+#    from the shipped weights with their recorded recipe (train --recipe-from), options given here on top
+#                                                                                          -> $OUT/train/
 # A failure of step 1 does not stop step 2 (a missing pycuda must not waste the machine's training time).
 # $OUT/status.txt gives each step's exit status. Exit status: 0 when both steps succeeded, else 1.
 set -uo pipefail
@@ -26,9 +27,8 @@ if ! [[ $MINUTES =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     echo "error: MINUTES must be a number, got '$MINUTES' (usage: OUT=DIR $0 [MINUTES] [train options...])" >&2
     exit 2
 fi
-# the shipped model's recipe (models/MODEL_CARD.md); its input size and anchor scale come from the checkpoint
-[ $# -eq 0 ] && set -- --crop-size 512 --zoom 0.5 --zoom-balance --photometric 0.5 --lr 1e-4 --warmup-steps 30 \
-    --epochs 10
+# the shipped model's recipe, as its checkpoint records it (RECIPE names another); options given here override it
+set -- --recipe-from "${RECIPE:-$ROOT/models/facemask.pt}" "$@"
 DATA="${DATA:-$ROOT/runs/compact-data}"
 mkdir -p "$OUT/gpu-tests" "$OUT/train"
 started=$(date +%s)

@@ -113,6 +113,22 @@ def test_a_run_from_a_checkpoint_keeps_its_input_size_and_anchors_and_records_mu
     assert list(payload["train_config"]["multi_scale"]) == [128, 256]
 
 
+@pytest.mark.slow
+def test_recipe_from_a_checkpoint_fills_the_options_not_given(tiny_run, tmp_path):
+    """--recipe-from: the recorded recipe (input size, batch size, ...) where the command line is silent, the
+    command line where it speaks, and never the recorded data, weights or seed."""
+    out = tmp_path / "again"
+    result = run(
+        ["train", "--data", str(SAMPLES), "--out", str(out), "--recipe-from", str(tiny_run / "best.pt")]
+        + ["--pretrained", "none", "--max-steps", "1", "--threads", "1", "--mosaic", "0.1"]
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "recipe from" in result.stdout and "image_size=128" in result.stdout and "mosaic=" not in result.stdout
+    config = torch.load(out / "last.pt", weights_only=True)["train_config"]
+    assert config["image_size"] == 128 and config["batch_size"] == 2 and config["val_fraction"] == 0.25
+    assert config["mosaic"] == 0.1 and config["epochs"] == 1 and config["out"] == str(out)
+
+
 def test_default_lr_follows_what_initialised_the_network(tiny_checkpoint):
     """Detector weights (a checkpoint of ours) are fine-tuned at 1e-3; random BiFPN and heads get 1e-2."""
     from facemask_tools.training.model import create_network, make_spec
