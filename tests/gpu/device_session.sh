@@ -4,11 +4,9 @@
 #
 #   OUT=/results tests/gpu/device_session.sh [MINUTES] [train options...]
 #
-# Prepared here, once, with network (both paths are git-ignored and travel with the working tree, about 27 MB):
-#   python -m pip download -d .whl --no-binary pycuda pycuda       # pycuda's sdist and its dependencies
+# Prepared here, once, with network (both paths are git-ignored and travel with the working tree, about 28 MB):
+#   tests/gpu/prepare_wheels.sh     # .whl/: pycuda's sdist, effdet and their dependencies, for Python 3.12
 #   facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data   # 25 MB JPEG copy
-# (the binary wheels among pycuda's dependencies are for this Python version: download them with the
-# device machine's Python, or add --python-version X.Y --only-binary :all: for the dependencies).
 #
 # 1. tests/gpu/run.sh (pycuda from .whl, the kernel and stage tests, kernel timings; at most $GPU_TESTS_TIMEOUT
 #    seconds, default 420)                                                                 -> $OUT/gpu-tests/
@@ -39,6 +37,11 @@ OUT="$OUT/gpu-tests" timeout "${GPU_TESTS_TIMEOUT:-420}" bash "$ROOT/tests/gpu/r
 tests_status=$?
 
 echo "== 2/2 training stint ($MINUTES min) -> $OUT/train"
+PY="${PYTHON:-python3}"
+if ! "$PY" -c "import effdet" 2>/dev/null; then  # the GPU machines lack effdet: from the wheel folder, offline
+    "$PY" -m pip install -q --no-index --find-links "${WHEELS:-$ROOT/.whl}" --no-build-isolation effdet \
+        || echo "error: effdet is missing and could not be installed from ${WHEELS:-$ROOT/.whl} (tests/gpu/prepare_wheels.sh)" >&2
+fi
 if [ -d "$DATA" ]; then
     OUT="$OUT/train" bash "$ROOT/facemask_tools/training/gpu_run.sh" "$DATA" "$MINUTES" "$@"
     train_status=$?

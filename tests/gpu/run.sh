@@ -4,7 +4,7 @@
 #   tests/gpu/run.sh [WHEEL_DIR]        (from anywhere; WHEEL_DIR defaults to .whl in the repo root)
 #
 # 1. If pycuda is not importable, installs it from WHEEL_DIR without an index
-#    (pip install --no-index --find-links WHEEL_DIR pycuda): put pycuda's wheel or sdist there, with
+#    (pip install --no-index --find-links WHEEL_DIR pycuda; tests/gpu/prepare_wheels.sh fills it): pycuda's wheel or sdist, with
 #    its dependencies (pytools, platformdirs, mako, markupsafe, typing-extensions, siphash24). An sdist
 #    builds against the CUDA toolkit (nvcc on PATH or in /usr/local/cuda/bin) with this environment's
 #    setuptools and numpy (--no-build-isolation).
