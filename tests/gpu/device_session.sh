@@ -4,9 +4,9 @@
 #
 #   OUT=/results tests/gpu/device_session.sh [MINUTES] [train options...]
 #
-# Prepared here, once, with network (both paths are git-ignored and travel with the working tree, about 28 MB):
+# Prepared here, once, with network (both paths are git-ignored and travel with the working tree; 30 MiB and 3 MiB):
 #   tests/gpu/prepare_wheels.sh     # .whl/: pycuda's sdist, effdet and their dependencies, for Python 3.12
-#   facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data   # 25 MB JPEG copy
+#   facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data   # 30 MiB JPEG copy
 #
 # 1. tests/gpu/run.sh (pycuda from .whl, the kernel and stage tests, kernel timings; at most $GPU_TESTS_TIMEOUT
 #    seconds, default 420)                                                                 -> $OUT/gpu-tests/
