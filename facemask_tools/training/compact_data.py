@@ -1,9 +1,9 @@
 """A compact copy of a VOC face-mask dataset: JPEG images (quality 92), the same annotations and splits.
 
-The 146 MB PNG dataset becomes about 25 MB, small enough to travel to a GPU machine with the working
-tree (facemask_tools/training/gpu_run.sh). Figures are always quoted on the original PNG val split, not on this copy.
+The 146 MB PNG dataset becomes about 30 MiB (measured), to travel to a GPU machine with the working tree
+(tests/gpu/device_session.sh). Figures are always quoted on the original PNG val split, not on this copy.
 
-    facemask-sdk dev compact-data ../shared/datasets/face-mask-detection .data/face-mask-compact
+    facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data
 """
 
 from __future__ import annotations
