@@ -4,9 +4,9 @@
 #
 #   OUT=/results tests/gpu/device_session.sh [MINUTES] [train options...]
 #
-# Prepared here, once, with network (both paths are git-ignored and travel with the working tree; 30 MiB and 3 MiB):
+# Prepared here, once, with network (both paths are git-ignored and travel with the working tree: 16 + 3 MiB, with the tracked 40 MiB under 64):
 #   tests/gpu/prepare_wheels.sh     # .whl/: pycuda's sdist, effdet and their dependencies, for Python 3.12
-#   facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data   # 30 MiB JPEG copy
+#   facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data --quality 70   # 16 MiB JPEG copy
 #
 # 1. tests/gpu/run.sh (pycuda from .whl, the kernel and stage tests, kernel timings; at most $GPU_TESTS_TIMEOUT
 #    seconds, default 420)                                                                 -> $OUT/gpu-tests/
@@ -46,7 +46,7 @@ if [ -d "$DATA" ]; then
     OUT="$OUT/train" bash "$ROOT/facemask_tools/training/gpu_run.sh" "$DATA" "$MINUTES" "$@"
     train_status=$?
 else
-    echo "error: no data at $DATA (make it with: facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data)" >&2
+    echo "error: no data at $DATA (make it with: facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data --quality 70)" >&2
     train_status=3
 fi
 

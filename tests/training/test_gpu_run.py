@@ -89,3 +89,10 @@ def test_device_session_runs_the_stint_even_when_the_gpu_tests_cannot_start(tmp_
         ["bash", str(script), "--epochs", "3"], capture_output=True, text=True, env=env, timeout=60
     )
     assert refused.returncode == 2 and refused.stderr.startswith("error: MINUTES must be a number, got '--epochs'")
+
+
+def test_compact_data_quality_trades_bytes_for_fidelity(tmp_path):
+    """--quality: a lower JPEG quality writes fewer bytes (what lets the data travel within a device call's 64 MiB)."""
+    from facemask_tools.training.compact_data import compact
+
+    assert compact(SAMPLES, tmp_path / "q50", quality=50) < compact(SAMPLES, tmp_path / "q92", quality=92)
