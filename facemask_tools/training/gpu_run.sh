@@ -7,7 +7,8 @@
 # DATA: a VOC folder (the full dataset, or a compact copy from `facemask-sdk dev compact-data`,
 # which fits the 64 MiB a device call carries). MINUTES (default 8) bounds the training loop; the stint
 # ends with a checkpoint, so a later stint continues it with RESUME=1. Without OUT the folder is
-# runs/gpu. Starts from models/facemask.pt unless PRETRAINED says otherwise (auto, none, a file).
+# runs/gpu. Starts from models/facemask.pt unless PRETRAINED says otherwise (auto, none, a file). The run folder
+# is OUT/run unless RUN_DIR names another; OUT gets the log, metrics and the weights-only best-weights.pt either way.
 # Exit status: train's (0 when the stint ran).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -15,7 +16,7 @@ DATA="${1:?usage: facemask_tools/training/gpu_run.sh DATA [MINUTES] [train optio
 MINUTES="${2:-8}"
 shift $(( $# >= 2 ? 2 : 1 ))
 FOLDER="${OUT:-$ROOT/runs/gpu}"
-RUN="$FOLDER/run"
+RUN="${RUN_DIR:-$FOLDER/run}"  # the full run (checkpoints of about 40 MB); RUN_DIR keeps it out of OUT
 mkdir -p "$FOLDER"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1

@@ -84,6 +84,9 @@ def test_device_session_runs_the_stint_even_when_the_gpu_tests_cannot_start(tmp_
     assert (out / "status.txt").read_text().splitlines()[:2] == ["gpu-tests 3", "train 0"]
     assert json.loads((out / "train" / "metrics.json").read_text())["step"] == 1
     assert (out / "train" / "best-weights.pt").is_file()
+    # what a device call brings back: at most 8 files, none of the run's 40 MB checkpoints
+    returned = [path for path in out.rglob("*") if path.is_file()]
+    assert len(returned) <= 8 and not (out / "train" / "run").exists(), returned
     # options where MINUTES belongs: refused at once, before the GPU tests spend the machine's time
     refused = subprocess.run(
         ["bash", str(script), "--epochs", "3"], capture_output=True, text=True, env=env, timeout=60
