@@ -154,13 +154,8 @@ def _inherit_geometry(config: TrainConfig, log) -> TrainConfig:
         inherited["image_size"] = int(spec.image_size[0])
     if config.anchor_scale is None:
         inherited["anchor_scale"] = float(spec.anchors.anchor_scale)
-    log(
-        "from "
-        + config.pretrained
-        + ": "
-        + ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in inherited.items())
-        + " (inherited; --image-size / --anchor-scale override)"
-    )
+    said = ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in inherited.items())
+    log(f"from {config.pretrained}: {said} (inherited; --image-size / --anchor-scale override)")
     return replace(config, **inherited)
 
 

@@ -38,28 +38,18 @@ def _predictions_png_of_the_user(tmp: Path) -> dict[str, bytes]:
 
 def _pickle_running_a_command(tmp: Path) -> dict[str, bytes]:
     """A bare pickle whose loading would overwrite the user's file with os.system: refused before it runs."""
-    import pickle
+    from bad_checkpoints import pickle_running
 
     (tmp / "victim.txt").write_bytes(b"the user's file")
-
-    class OverwritesAFile:
-        def __reduce__(self):
-            import os
-
-            return (os.system, (f"echo owned > {tmp / 'victim.txt'}",))
-
-    (tmp / "evil.pt").write_bytes(pickle.dumps(OverwritesAFile(), protocol=2))
+    pickle_running(tmp / "evil.pt", f"echo owned > {tmp / 'victim.txt'}")
     return {"victim.txt": b"the user's file"}
 
 
 def _zip_bomb_checkpoint(tmp: Path) -> dict[str, bytes]:
-    """100 MiB of zeros as a checkpoint's pickle, deflated to about 100 KB: refused from the zip directory."""
-    import zipfile
+    """100 MiB of zeros as a checkpoint's pickle: refused from the zip directory."""
+    from bad_checkpoints import zip_bomb
 
-    with zipfile.ZipFile(tmp / "bomb.pt", "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("bomb/data.pkl", "w", force_zip64=True) as member:
-            for _ in range(100):
-                member.write(bytes(1 << 20))
+    zip_bomb(tmp / "bomb.pt", 100)
     return {}
 
 

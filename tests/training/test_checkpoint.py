@@ -63,21 +63,13 @@ def test_own_checkpoints_load_with_weights_only(tiny_checkpoint):
 
 def test_a_raw_pickle_calling_os_system_is_named_as_code_not_as_a_bad_file(tmp_path):
     """A bare pickle (no torch.save zip) that calls os.system: refused before anything runs, and said so."""
-    import pickle
+    from bad_checkpoints import pickle_running
 
     from facemask_sdk.errors import ModelFileError
     from facemask_tools.training.checkpoint import load_weights_file
 
     marker = tmp_path / "ran"
-
-    class CallsSystem:
-        def __reduce__(self):
-            import os
-
-            return (os.system, (f"touch {marker}",))
-
-    path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps(CallsSystem(), protocol=2))
+    path = pickle_running(tmp_path / "evil.pt", f"touch {marker}")
     with pytest.raises(ModelFileError, match="could run code") as refused:
         load_weights_file(path)
     assert "system" in str(refused.value) and not marker.exists()
@@ -86,17 +78,13 @@ def test_a_raw_pickle_calling_os_system_is_named_as_code_not_as_a_bad_file(tmp_p
 def test_a_zip_bomb_checkpoint_is_refused_from_its_directory(tmp_path):
     """300 MiB of zeros as the pickle, deflated to a few hundred KB: refused without unpacking."""
     import tracemalloc
-    import zipfile
+
+    from bad_checkpoints import zip_bomb
 
     from facemask_sdk.errors import ModelFileError
     from facemask_tools.training.checkpoint import load_weights_file
 
-    path = tmp_path / "bomb.pt"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("bomb/data.pkl", "w", force_zip64=True) as member:
-            block = bytes(1 << 20)
-            for _ in range(300):
-                member.write(block)
+    path = zip_bomb(tmp_path / "bomb.pt", 300)
     assert path.stat().st_size < 2 << 20
     tracemalloc.start()
     with pytest.raises(ModelFileError, match="would unpack to 300 MiB"):
