@@ -33,6 +33,12 @@ TOOLS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
         ("train",),
         "The uniform average of weights-only checkpoints of one model (a model soup).",
     ),
+    "class-offset": (
+        "facemask_tools.training.class_offset",
+        "main",
+        ("train",),
+        "Measure logit offsets for one class (the rare one) and fold the best into a checkpoint's class head.",
+    ),
     "ship": (
         "facemask_tools.training.ship",
         "main",

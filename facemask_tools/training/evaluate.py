@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,30 @@ from facemask_sdk.voc import ImageRecord
 from facemask_tools.training.model import FlatHeads
 
 
-@torch.no_grad()
+def head_outputs(
+    network: torch.nn.Module,
+    spec: ModelSpec,
+    records: list[ImageRecord],
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Iterator[tuple[np.ndarray, np.ndarray, Letterbox]]:
+    """The bare network's `[A, C]` logits and `[A, 4]` box codes (float32 NumPy) and the letterbox of each
+    record, in order: what the runtime's post-processing takes."""
+    heads = FlatHeads(network).to(device).eval()
+    starts = range(0, len(records), batch_size)
+    for start in tqdm(starts, desc="eval", unit="batch", disable=not progress, leave=False):
+        chunk = records[start : start + batch_size]
+        tensors, letterboxes = [], []
+        for record in chunk:
+            tensor, letterbox = preprocess(record.load(), spec)
+            tensors.append(torch.from_numpy(tensor))
+            letterboxes.append(letterbox)
+        with torch.no_grad():
+            logits, box_codes = (t.float().cpu().numpy() for t in heads(torch.stack(tensors).to(device)))
+        yield from zip(logits, box_codes, letterboxes)
+
+
 def predict_records(
     network: torch.nn.Module,
     spec: ModelSpec,
@@ -30,23 +54,32 @@ def predict_records(
     """Predictions in original-image pixels for every record: the bare network, then the runtime's
     own NumPy post-processing (`facemask_sdk.postprocess`, one box per face), so a checkpoint's
     figures are those of what the product returns."""
-    heads = FlatHeads(network).to(device).eval()
     anchors = generate_anchors(spec)
     config = evaluation_config()
-    out: list[Detections] = []
-    starts = range(0, len(records), batch_size)
-    for start in tqdm(starts, desc="eval", unit="batch", disable=not progress, leave=False):
-        chunk = records[start : start + batch_size]
-        tensors, letterboxes = [], []
-        for record in chunk:
-            tensor, letterbox = preprocess(record.load(), spec)
-            tensors.append(torch.from_numpy(tensor))
-            letterboxes.append(letterbox)
-        logits, box_codes = (t.float().cpu().numpy() for t in heads(torch.stack(tensors).to(device)))
-        for image_logits, image_box_codes, letterbox in zip(logits, box_codes, letterboxes):
-            xyxy, scores, class_ids = postprocess(image_logits, image_box_codes, anchors, letterbox, config)
-            out.append(Detections(xyxy, scores, class_ids, spec.classes))
-    return out
+    return [
+        Detections(*postprocess(logits, box_codes, anchors, letterbox, config), spec.classes)
+        for logits, box_codes, letterbox in head_outputs(network, spec, records, batch_size, device, progress)
+    ]
+
+
+def score_predictions(
+    records: list[ImageRecord],
+    predictions: list[Detections],
+    classes: tuple[str, ...],
+    iou_threshold: float | None = None,
+) -> dict:
+    """COCO metrics (plus AP at `iou_threshold` when given) and, under `by_size`, the face-size breakdown
+    at `iou_threshold` (COCO's 0.5 when not given)."""
+    ground_truth = [r.ground_truth(classes) for r in records]
+    metrics = evaluate_detections(ground_truth, predictions, classes, iou_threshold=iou_threshold)
+    metrics["by_size"] = size_breakdown(
+        ground_truth,
+        predictions,
+        [(r.height, r.width) for r in records],
+        classes,
+        iou_threshold=EVAL_IOU_THRESHOLD if iou_threshold is None else iou_threshold,
+    )
+    return metrics
 
 
 def evaluate_network(
@@ -58,19 +91,9 @@ def evaluate_network(
     progress: bool = True,
     iou_threshold: float | None = None,
 ) -> tuple[dict, list[Detections]]:
-    """COCO metrics (plus AP at `iou_threshold` when given) and, under `by_size`, the face-size breakdown
-    at `iou_threshold` (COCO's 0.5 when not given)."""
+    """`score_predictions` of the network's predictions, and the predictions."""
     predictions = predict_records(network, spec, records, batch_size, device, progress)
-    ground_truth = [r.ground_truth(spec.classes) for r in records]
-    metrics = evaluate_detections(ground_truth, predictions, spec.classes, iou_threshold=iou_threshold)
-    metrics["by_size"] = size_breakdown(
-        ground_truth,
-        predictions,
-        [(r.height, r.width) for r in records],
-        spec.classes,
-        iou_threshold=EVAL_IOU_THRESHOLD if iou_threshold is None else iou_threshold,
-    )
-    return metrics, predictions
+    return score_predictions(records, predictions, spec.classes, iou_threshold), predictions
 
 
 def breakdown_lines(by_size: dict) -> list[str]:
