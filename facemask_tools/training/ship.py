@@ -33,6 +33,7 @@ KEPT = (
     "best_map",
     "code_version",
     "evaluation",
+    "class_logit_offsets",
 )
 
 

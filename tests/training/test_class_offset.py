@@ -21,6 +21,7 @@ from facemask_tools.training.class_offset import (  # noqa: E402
 )
 from facemask_tools.training.evaluate import head_outputs, predict_records  # noqa: E402
 from facemask_tools.training.model import FlatHeads  # noqa: E402
+from facemask_tools.training.ship import ship  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -51,6 +52,8 @@ def test_the_written_weights_shift_one_class_logit_and_nothing_else(tiny_checkpo
 
     again = write_offset_checkpoint(out, tmp_path / "twice.pt", RARE, -0.5, chosen_on="test")
     assert read_checkpoint(again)["class_logit_offsets"] == {RARE: -2.0}  # offsets add up
+    shipped = ship(again, tmp_path / "shipped.pt")  # what package_model.sh does: the record travels
+    assert read_checkpoint(shipped)["class_logit_offsets"] == {RARE: -2.0}
 
 
 def test_stored_outputs_with_an_offset_predict_what_the_offset_checkpoint_predicts(tiny_checkpoint, tmp_path):
