@@ -19,9 +19,12 @@ import click
 import torch
 
 from facemask_sdk.errors import FacemaskError, ModelFileError
-from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
-
-KEPT = ("spec", "train_config", "code_version")
+from facemask_tools.training.checkpoint import (
+    derived_checkpoint,
+    read_checkpoint,
+    refuse_resume_checkpoint,
+    save_checkpoint,
+)
 
 
 def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -52,19 +55,17 @@ def average_checkpoints(sources: Sequence[Path], target: Path, overwrite: bool =
         raise FacemaskError(f"the output {target} is one of the checkpoints to average; choose another path")
     payloads = [read_checkpoint(path) for path in sources]
     for path, payload in zip(sources, payloads):
-        if payload.get("ema"):
-            raise FacemaskError(f"{path} is a resume checkpoint: ship its EMA first (facemask-sdk dev ship)")
+        refuse_resume_checkpoint(path, payload)
         if payload["spec"] != payloads[0]["spec"]:
             raise FacemaskError(
                 f"{path} has another model spec than {sources[0]}: {payload['spec']} vs {payloads[0]['spec']}"
             )
-    merged = {key: payloads[0][key] for key in KEPT if key in payloads[0]}
-    merged["state_dict"] = average_state_dicts([payload["state_dict"] for payload in payloads])
-    merged["init"] = {
+    init = {
         "kind": "average",
         "sources": [str(path) for path in sources],
         "sources_init": [payload.get("init") for payload in payloads],
     }
+    merged = derived_checkpoint(payloads[0], average_state_dicts([payload["state_dict"] for payload in payloads]), init)
     return save_checkpoint(target, merged, overwrite=overwrite)
 
 

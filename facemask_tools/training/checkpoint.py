@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from facemask_sdk.errors import ModelFileError
+from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.files import write_atomically
 from facemask_sdk.spec import ModelSpec
 from facemask_tools.training.model import create_network
@@ -26,6 +26,22 @@ MAX_UNPACKED_BYTES = 2 << 30
 """A checkpoint's archive may unpack to at most 2 GiB (ours: 13-40 MB): a zip bomb is refused unopened."""
 MAX_PICKLE_BYTES = 64 << 20
 """Its pickle (the structure; tensors are separate members) at most 64 MiB (ours: under 1 MB)."""
+
+
+DERIVED_KEPT = ("spec", "train_config", "code_version", "weights_dtype")
+"""What a checkpoint made from another without training (a mean, a logit offset) keeps of its source; val
+metrics are not kept: they describe the source's weights."""
+
+
+def derived_checkpoint(source: dict, state_dict: dict[str, torch.Tensor], init: dict) -> dict:
+    """A checkpoint of `state_dict`, made from the checkpoint `source` without training; `init` records how."""
+    return {**{key: source[key] for key in DERIVED_KEPT if key in source}, "state_dict": state_dict, "init": init}
+
+
+def refuse_resume_checkpoint(path: str | Path, payload: dict) -> None:
+    """A resume checkpoint's `state_dict` is the raw network, not the EMA that is evaluated and shipped."""
+    if payload.get("ema"):
+        raise FacemaskError(f"{path} is a resume checkpoint: ship its EMA first (facemask-sdk dev ship)")
 
 
 def save_checkpoint(path: str | Path, payload: dict, overwrite: bool = True) -> Path:

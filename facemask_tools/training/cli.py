@@ -30,6 +30,35 @@ def choose_allocator(choice: str) -> None:
     click.echo(f"malloc: {allocator}{hint}")
 
 
+def check_iou(iou_threshold: float | None) -> None:
+    """`--iou`: None (COCO's thresholds) or a value strictly between 0 and 1."""
+    if iou_threshold is not None and not 0.0 < iou_threshold < 1.0:
+        raise FacemaskError(f"--iou must lie between 0 and 1, not {iou_threshold}")
+
+
+def default_split(data: str, preferred: str) -> str:
+    """`preferred` where the folder has that split's file, else all of it."""
+    return preferred if (Path(data) / "splits" / f"{preferred}.txt").is_file() else "all"
+
+
+def open_dataset(data: str, split: str, classes: tuple[str, ...], payload: dict):
+    """The VOC data a checkpoint is measured on (a folder without split files is split as the checkpoint's run
+    split it); images left out are named, one `data:` line each."""
+    from facemask_sdk.voc import VocDataset
+
+    train_config = payload.get("train_config") or {}
+    dataset = VocDataset(
+        data,
+        split,
+        classes,
+        train_config.get("val_fraction", TrainConfig.val_fraction),
+        train_config.get("seed", TrainConfig.seed),
+    )
+    for problem in dataset.report.skipped:
+        click.echo(f"data: {problem}")
+    return dataset
+
+
 INPUT_SIZE_STRIDE = 128
 """Input sizes are multiples of this (2 ** the P7 level): what a dynamic-size export accepts."""
 
@@ -354,17 +383,15 @@ def evaluate(
 ) -> None:
     """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a checkpoint, found / right-class shares and the class
     confusion by face size, plus a PNG of predictions."""
-    if iou_threshold is not None and not 0.0 < iou_threshold < 1.0:
-        raise FacemaskError(f"--iou must lie between 0 and 1, not {iou_threshold}")
+    check_iou(iou_threshold)
     choose_allocator(malloc)
-    from facemask_sdk.voc import VocDataset
     from facemask_tools.training.checkpoint import load_network
     from facemask_tools.training.device import resolve_device
     from facemask_tools.training.evaluate import breakdown_lines, evaluate_network, save_prediction_grid
     from facemask_tools.training.plots import plot_by_size
 
     network, spec, payload = load_network(checkpoint)
-    split = split or ("val" if (Path(data) / "splits" / "val.txt").is_file() else "all")
+    split = split or default_split(data, "val")
     out_dir = Path(out) if out else Path("runs") / "eval" / f"{Path(checkpoint).stem}-{Path(data).name}-{split}"
     report_path, grid_path, size_plot = out_dir / "eval.json", out_dir / "predictions.png", out_dir / "by-size.png"
     earlier = [path.name for path in (report_path, grid_path, size_plot) if path.exists()]
@@ -372,10 +399,7 @@ def evaluate(
         raise FacemaskError(
             f"{out_dir} already holds {', '.join(earlier)}; pass --force to overwrite or choose another --out"
         )
-    train_config = payload.get("train_config") or {}
-    dataset = VocDataset(data, split, spec.classes, train_config.get("val_fraction", 0.2), train_config.get("seed", 0))
-    for problem in dataset.report.skipped:
-        click.echo(f"data: {problem}")
+    dataset = open_dataset(data, split, spec.classes, payload)
     metrics, predictions = evaluate_network(
         network, spec, dataset.records, batch_size, resolve_device(device), iou_threshold=iou_threshold
     )

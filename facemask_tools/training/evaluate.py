@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ from tqdm import tqdm
 from facemask_sdk.anchors import generate_anchors
 from facemask_sdk.detections import Detections
 from facemask_sdk.metrics import EVAL_IOU_THRESHOLD, evaluate_detections, evaluation_config, size_breakdown
-from facemask_sdk.postprocess import postprocess
+from facemask_sdk.postprocess import postprocess_detections
 from facemask_sdk.preprocess import Letterbox, preprocess
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.voc import ImageRecord
@@ -55,10 +55,22 @@ def predict_records(
     own NumPy post-processing (`facemask_sdk.postprocess`, one box per face), so a checkpoint's
     figures are those of what the product returns."""
     anchors = generate_anchors(spec)
+    outputs = head_outputs(network, spec, records, batch_size, device, progress)
+    return detections_from_outputs(((*output, anchors) for output in outputs), spec.classes)
+
+
+def detections_from_outputs(
+    outputs: Iterable[tuple[np.ndarray, np.ndarray, Letterbox, np.ndarray]],
+    classes: tuple[str, ...],
+    logit_shift: np.ndarray | None = None,
+) -> list[Detections]:
+    """The evaluation's post-processing of `(logits, box_codes, letterbox, anchors_xyxy)` per image (all
+    anchors, or a subset that holds every candidate), `logit_shift` `[C]` added to the logits first."""
     config = evaluation_config()
+    shift = np.zeros(len(classes), np.float32) if logit_shift is None else np.asarray(logit_shift, np.float32)
     return [
-        Detections(*postprocess(logits, box_codes, anchors, letterbox, config), spec.classes)
-        for logits, box_codes, letterbox in head_outputs(network, spec, records, batch_size, device, progress)
+        postprocess_detections(logits + shift, box_codes, anchors, letterbox, config, classes)
+        for logits, box_codes, letterbox, anchors in outputs
     ]
 
 

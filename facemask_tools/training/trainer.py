@@ -22,7 +22,7 @@ from facemask_sdk.files import write_atomically
 from facemask_sdk.voc import VocDataset
 from facemask_tools.training.augment import AugmentConfig
 from facemask_tools.training.checkpoint import read_checkpoint, save_checkpoint
-from facemask_tools.training.config import RUNTIME_FIELDS, TrainConfig
+from facemask_tools.training.config import RARE_CLASS, RUNTIME_FIELDS, TrainConfig
 from facemask_tools.training.data import (
     DetectionDataset,
     collate,
@@ -419,10 +419,6 @@ def evaluation_description() -> str:
     config = evaluation_config()
     nms = "one box per face (class-agnostic NMS)" if config.class_agnostic else "class-aware NMS"
     return f"{nms}, score > {config.score_threshold:g}, IoU {config.iou_threshold:g}, max {config.max_detections}"
-
-
-RARE_CLASS = "mask_weared_incorrect"
-"""The class copy-paste adds faces of (11% of train images hold it, 27 val boxes)."""
 
 
 def _train_step(bench, optimizer, images, target, device: str, amp_dtype, config: TrainConfig) -> dict[str, float]:

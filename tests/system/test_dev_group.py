@@ -17,6 +17,7 @@ TOOL_NAMES = [
     "compact-data",
     "plots",
     "average",
+    "class-offset",
     "ship",
     "measure-precision",
     "train-speed",

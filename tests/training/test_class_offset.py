@@ -16,10 +16,11 @@ from facemask_sdk.voc import VocDataset  # noqa: E402
 from facemask_tools.training.checkpoint import load_network, read_checkpoint, save_checkpoint  # noqa: E402
 from facemask_tools.training.class_offset import (  # noqa: E402
     best_offset,
-    predictions_with_offsets,
+    candidate_outputs,
+    logit_shift,
     write_offset_checkpoint,
 )
-from facemask_tools.training.evaluate import head_outputs, predict_records  # noqa: E402
+from facemask_tools.training.evaluate import detections_from_outputs, head_outputs, predict_records  # noqa: E402
 from facemask_tools.training.model import FlatHeads  # noqa: E402
 from facemask_tools.training.ship import ship  # noqa: E402
 
@@ -56,15 +57,20 @@ def test_the_written_weights_shift_one_class_logit_and_nothing_else(tiny_checkpo
     assert read_checkpoint(shipped)["class_logit_offsets"] == {RARE: -2.0}
 
 
+def _stored(network, spec, largest: float) -> list:
+    outputs = head_outputs(network, spec, _records(spec.classes), progress=False)
+    return list(candidate_outputs(outputs, spec, logit_shift(spec.classes, {RARE: largest})))
+
+
 def test_stored_outputs_with_an_offset_predict_what_the_offset_checkpoint_predicts(tiny_checkpoint, tmp_path):
     network, spec, _ = load_network(tiny_checkpoint)
-    records = _records(spec.classes)
-    outputs = list(head_outputs(network, spec, records, progress=False))
-    from_outputs = predictions_with_offsets(outputs, spec, {RARE: 2.0})
+    stored = _stored(network, spec, largest=2.0)
+    assert 0 < sum(len(logits) for logits, *_ in stored) < 4 * 110_484  # a subset of the anchors is kept
+    from_outputs = detections_from_outputs(stored, spec.classes, logit_shift(spec.classes, {RARE: 2.0}))
     out = write_offset_checkpoint(tiny_checkpoint, tmp_path / "offset.pt", RARE, 2.0, chosen_on="test")
     shifted, _, _ = load_network(out)
-    from_weights = predict_records(shifted, spec, records, progress=False)
-    assert len(from_outputs) == len(records) == 4
+    from_weights = predict_records(shifted, spec, _records(spec.classes), progress=False)  # every anchor
+    assert len(from_outputs) == 4
     for a, b in zip(from_outputs, from_weights):
         assert len(a) == len(b) > 0
         np.testing.assert_array_equal(a.class_ids, b.class_ids)
@@ -75,11 +81,11 @@ def test_stored_outputs_with_an_offset_predict_what_the_offset_checkpoint_predic
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model models/facemask.pt is missing")
 def test_a_negative_offset_takes_faces_from_the_rare_class_on_the_shipped_model():
     network, spec, _ = load_network(SHIPPED)
-    outputs = list(head_outputs(network, spec, _records(spec.classes), progress=False))
+    stored = _stored(network, spec, largest=3.0)
     rare = spec.classes.index(RARE)
 
     def confident_rare(offset: float) -> int:
-        found = predictions_with_offsets(outputs, spec, {RARE: offset})
+        found = detections_from_outputs(stored, spec.classes, logit_shift(spec.classes, {RARE: offset}))
         return sum(int(np.sum((d.class_ids == rare) & (d.scores >= 0.4))) for d in found)
 
     assert confident_rare(0.0) >= 1  # the samples hold a mask worn incorrectly, and the model says so
@@ -108,22 +114,31 @@ def test_the_command_measures_writes_and_refuses(run_dev, tiny_checkpoint, tmp_p
     args = ["class-offset", tiny_checkpoint, "--data", SAMPLES, "--offsets", "-1,0", "--malloc", "libc"]
     done = run_dev([*args, "--out", out])
     assert done.returncode == 0, done.stderr
-    table = [line for line in done.stdout.splitlines() if line.startswith("| -1 |") or line.startswith("| 0 |")]
-    assert len(table) == 2
-    chosen = float(done.stdout.split("best offset: ")[1].split()[0])
-    assert chosen in (-1.0, 0.0)
-    assert read_checkpoint(out)["class_logit_offsets"] == {RARE: chosen}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in done.stdout.splitlines()
+        if line.startswith("| -1 |") or line.startswith("| 0 |")
+    }
+    assert set(rows) == {"-1", "0"}
+    chosen = done.stdout.split("best offset: ")[1].split()[0]
+    assert chosen in rows
+    assert read_checkpoint(out)["class_logit_offsets"] == {RARE: float(chosen)}
 
     kept = out.read_bytes()
-    again = run_dev([*args, "--out", out])  # an existing output is never overwritten without --force
-    assert again.returncode == 2 and again.stderr.strip().startswith("error:") and "--force" in again.stderr
-    assert out.read_bytes() == kept
+    payload = read_checkpoint(tiny_checkpoint)
+    resume = save_checkpoint(tmp_path / "last.pt", {**payload, "ema": {"weights": payload["state_dict"]}})
     for bad, reason in (
+        (["--out", out], "--force"),  # an existing output is never overwritten without --force
         (["--offsets", "-1,x"], "offsets"),
         (["--offsets", "nan"], "offsets"),
+        (["--iou", "1.5"], "--iou must lie between 0 and 1"),
         (["--class", "hat"], "not one of this model's classes"),
         (["--out", tiny_checkpoint], "checkpoint itself"),
     ):
         refused = run_dev(["class-offset", tiny_checkpoint, "--data", SAMPLES, "--malloc", "libc", *bad])
+        lines = refused.stderr.strip().splitlines()
         assert refused.returncode == 2, (bad, refused.stderr)
-        assert reason in refused.stderr and "Traceback" not in refused.stderr, (bad, refused.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error:") and reason in lines[0], (bad, refused.stderr)
+    refused = run_dev(["class-offset", resume, "--data", SAMPLES, "--malloc", "libc"])
+    assert refused.returncode == 2 and "resume checkpoint" in refused.stderr and "best offset" not in refused.stdout
+    assert out.read_bytes() == kept
