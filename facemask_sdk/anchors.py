@@ -44,6 +44,16 @@ def generate_anchors(spec: ModelSpec) -> np.ndarray:
     return _anchors(tuple(int(v) for v in spec.image_size), spec.anchors)
 
 
+def anchor_levels(spec: ModelSpec) -> np.ndarray:
+    """The pyramid level (3 for P3, ...) of every anchor of `generate_anchors(spec)`, int64 `[A]`."""
+    sizes = feature_sizes(tuple(int(v) for v in spec.image_size), spec.anchors.max_level)
+    levels = range(spec.anchors.min_level, spec.anchors.max_level + 1)
+    per_location = spec.anchors.anchors_per_location
+    return np.repeat(
+        np.arange(levels.start, levels.stop), [sizes[lv][0] * sizes[lv][1] * per_location for lv in levels]
+    )
+
+
 @lru_cache(maxsize=16)
 def _anchors(image_hw: tuple[int, int], anchors: AnchorSpec) -> np.ndarray:
     sizes = feature_sizes(image_hw, anchors.max_level)

@@ -37,8 +37,8 @@ from facemask_sdk.image_io import IMAGE_SUFFIXES, read_image
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.spec import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, ModelSpec
 from facemask_tools.paths import SAMPLES
-from facemask_tools.training.checkpoint import load_network
-from facemask_tools.training.model import FlatHeads, create_network, make_size_agnostic
+from facemask_tools.training.checkpoint import load_network, network_of
+from facemask_tools.training.model import FlatHeads, make_size_agnostic
 
 DEFAULT_OPSET = 17
 DYNAMIC_SIZE_CHECKS = (512, 640, 768)
@@ -135,7 +135,6 @@ def export_onnx(
     images = _parity_inputs(parity_images)
 
     network, spec, payload = load_network(checkpoint)
-    state = {name: tensor.clone() for name, tensor in network.state_dict().items()} if dynamic_size else None
     if dynamic_size:
         make_size_agnostic(network)
     heads = FlatHeads(network).eval()  # eval() on the wrapper: export restores its mode afterwards
@@ -162,7 +161,9 @@ def export_onnx(
             f"more than the tolerance {tolerance:g}; nothing was written"
         )
     other_sizes = (
-        _parity_at_other_sizes(data, spec, state, images, dynamic_batch, tolerance, size_checks) if dynamic_size else {}
+        _parity_at_other_sizes(data, spec, payload, images, dynamic_batch, tolerance, size_checks)
+        if dynamic_size
+        else {}
     )
     write_atomically(out, data, overwrite)
     return ExportReport(
@@ -187,7 +188,7 @@ def export_onnx(
 def _parity_at_other_sizes(
     data: bytes,
     spec: ModelSpec,
-    state: dict,
+    payload: dict,
     images: list,
     dynamic_batch: bool,
     tolerance: float,
@@ -200,8 +201,7 @@ def _parity_at_other_sizes(
         if (size, size) == tuple(spec.image_size):
             continue
         sized = dataclasses.replace(spec, image_size=(size, size))
-        reference = create_network(sized).eval()
-        reference.load_state_dict(state)
+        reference = network_of(payload, sized)
         inputs = np.stack([preprocess(image, sized)[0] for _, image in images])
         expected = _torch_outputs(FlatHeads(reference).eval(), inputs)
         actual = _onnxruntime_outputs(data, inputs, dynamic_batch)

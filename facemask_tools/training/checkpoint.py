@@ -19,7 +19,7 @@ import torch
 from facemask_sdk.errors import FacemaskError, ModelFileError
 from facemask_sdk.files import write_atomically
 from facemask_sdk.spec import ModelSpec
-from facemask_tools.training.model import create_network
+from facemask_tools.training.model import add_level_offsets, create_network, level_offsets_tensor
 
 CHECKPOINT_KEYS = ("state_dict", "spec")
 MAX_UNPACKED_BYTES = 2 << 30
@@ -28,7 +28,7 @@ MAX_PICKLE_BYTES = 64 << 20
 """Its pickle (the structure; tensors are separate members) at most 64 MiB (ours: under 1 MB)."""
 
 
-DERIVED_KEPT = ("spec", "train_config", "code_version", "weights_dtype")
+DERIVED_KEPT = ("spec", "train_config", "code_version", "weights_dtype", "class_logit_offsets", "level_logit_offsets")
 """What a checkpoint made from another without training (a mean, a logit offset) keeps of its source; val
 metrics are not kept: they describe the source's weights."""
 
@@ -104,10 +104,17 @@ def load_network(path: str | Path):
     """(network in eval mode, spec, payload) from a checkpoint file."""
     payload = read_checkpoint(path)
     spec = ModelSpec.from_dict(payload["spec"])
+    return network_of(payload, spec, path), spec, payload
+
+
+def network_of(payload: dict, spec: ModelSpec, path: str | Path = "checkpoint"):
+    """The checkpoint's network built for `spec` (its own, or another input size), in eval mode, with its
+    per-level class-logit offsets (`level_logit_offsets`) where it has them."""
     network = create_network(spec)
     try:
         network.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not match {spec.architecture}: {exc}") from None
-    network.eval()
-    return network, spec, payload
+    if payload.get("level_logit_offsets"):
+        add_level_offsets(network, level_offsets_tensor(spec, payload["level_logit_offsets"]))
+    return network.eval()

@@ -1,18 +1,23 @@
-"""A class-logit offset folded into the class head's bias: a prior correction that needs no training.
+"""A class-logit offset, for all anchors or for those of the top pyramid levels: a prior correction that
+needs no training.
 
     facemask-sdk dev class-offset runs/stageV-last.pt --data runs/closeups-train --out runs/stageW.pt
+    facemask-sdk dev class-offset CKPT --data runs/closeups-train --from-levels 3,6,7 --out runs/stageW2.pt
 
 The recipe oversamples `mask_weared_incorrect` three ways (repeat factor, copy-paste, zoom-balance), so the
 network's logit for it carries a prior above the class's share of real faces, and a face it cannot resolve
 (a blurred close-up) goes to that class. Subtracting a constant from one class's logits is the standard
-post-hoc correction (logit adjustment). A constant added to one class's logit at every anchor is the same
-constant added to the bias of that class's channels in the head's last convolution, so every backend
-(PyTorch, ONNX, TensorRT) gets it from the weights, with no code of its own.
+post-hoc correction (logit adjustment). For every level it is the same constant added to the bias of that
+class's channels in the head's last convolution (`class_logit_offsets`); for the top levels only (large
+faces: P6-P7 anchors are 160 px and more at 768 px) it is a constant added to those levels' class maps in the
+network's forward (`level_logit_offsets`, `model.add_level_offsets`), because that convolution is shared by
+every level. Either way every backend gets it from the checkpoint or the exported graph, with no code of its own.
 
-The command runs the network once over the data, keeps the head outputs, redoes the runtime's
-post-processing and the metrics for each offset, prints one row per offset, and with `--out` writes the
-checkpoint with the offset whose right-class share over all faces is highest (ties: the smallest change).
-Choose it on training data (the close-up view of the train split), never on the set whose figures you quote.
+The command runs the network once over the data, keeps the head outputs of the anchors that can yield a
+detection, redoes the runtime's post-processing and the metrics for each (lowest level, offset) pair,
+prints one row per pair, and with `--out` writes the checkpoint with the pair whose right-class share over
+all faces is highest (ties: the smallest change, then the fewest levels). Choose it on training data (the
+close-up view of the train split), never on the set whose figures you quote.
 """
 
 from __future__ import annotations
@@ -43,9 +48,6 @@ if TYPE_CHECKING:  # torch is imported after the allocator is chosen
 
 DEFAULT_OFFSETS = (-3.0, -2.0, -1.5, -1.0, -0.5, 0.0)
 
-StoredOutputs = tuple[np.ndarray, np.ndarray, "Letterbox", np.ndarray]
-"""One image's head outputs on the anchors that can yield a detection: logits, box codes, letterbox, anchors."""
-
 
 def class_bias_key(state_dict: dict[str, torch.Tensor], num_anchors: int, num_classes: int) -> str:
     """The bias of the class head's last convolution: `num_anchors * num_classes` channels, class fastest
@@ -75,28 +77,42 @@ def offset_class_bias(
     return {**state_dict, key: bias.to(state_dict[key].dtype)}
 
 
-def logit_shift(classes: tuple[str, ...], offsets: dict[str, float]) -> np.ndarray:
-    """`offsets` (class name -> logit offset) as a float32 `[C]` vector to add to `[A, C]` logits."""
-    shift = np.zeros(len(classes), np.float32)
-    for name, offset in offsets.items():
-        shift[classes.index(name)] = offset
-    return shift
+StoredOutputs = tuple[np.ndarray, np.ndarray, "Letterbox", np.ndarray, np.ndarray]
+"""One image's head outputs on the anchors that can yield a detection: logits, box codes, letterbox, anchors
+and their pyramid levels."""
 
 
 def candidate_outputs(
-    outputs: Iterable[tuple[np.ndarray, np.ndarray, Letterbox]], spec: ModelSpec, largest_shift: np.ndarray
+    outputs: Iterable[tuple[np.ndarray, np.ndarray, Letterbox]], spec: ModelSpec, class_index: int
 ) -> Iterator[StoredOutputs]:
-    """Each image's outputs on the anchors where some class could pass the evaluation's score threshold with
-    at most `largest_shift` `[C]` added: the same detections as all anchors give, for a few percent of the
-    memory (a 768 px image has 110,484 anchors)."""
-    from facemask_sdk.anchors import generate_anchors
+    """Each image's outputs on the anchors that can hold one of the post-processing's top-k candidates under
+    any offset of class `class_index` per level: every other class's top k, and that class's top k of each
+    level (an offset per level keeps the order within a level). The same detections as all anchors give, for a
+    fraction of the memory (a 768 px image has 110,484 anchors)."""
+    from facemask_sdk.anchors import anchor_levels, generate_anchors
     from facemask_sdk.metrics import evaluation_config
+    from facemask_sdk.postprocess import top_k_indices
 
-    anchors = generate_anchors(spec)
-    threshold = evaluation_config().logit_threshold
+    anchors, levels = generate_anchors(spec), anchor_levels(spec)
+    top_k = evaluation_config().top_k
+    groups = [(np.arange(len(levels)), c) for c in range(len(spec.classes)) if c != class_index]
+    groups += [(np.flatnonzero(levels == level), class_index) for level in np.unique(levels)]
     for logits, box_codes, letterbox in outputs:
-        kept = np.flatnonzero(((logits + largest_shift) > threshold).any(axis=1))
-        yield logits[kept], box_codes[kept], letterbox, anchors[kept]
+        kept = np.zeros(len(logits), bool)
+        for at, c in groups:
+            ranked = np.nan_to_num(logits[at, c], nan=-np.inf)  # NaN is never a candidate
+            kept[at[top_k_indices(ranked, top_k)]] = True
+        yield logits[kept], box_codes[kept], letterbox, anchors[kept], levels[kept]
+
+
+def shifted_outputs(
+    stored: Iterable[StoredOutputs], class_index: int, from_level: int, offset: float
+) -> Iterator[tuple[np.ndarray, np.ndarray, Letterbox, np.ndarray]]:
+    """`stored` with `offset` added to class `class_index`'s logits at the anchors of `from_level` and up."""
+    for logits, box_codes, letterbox, anchors, levels in stored:
+        shifted = logits.copy()
+        shifted[levels >= from_level, class_index] += np.float32(offset)
+        yield shifted, box_codes, letterbox, anchors
 
 
 def right_class_share(by_size: dict) -> float:
@@ -105,16 +121,24 @@ def right_class_share(by_size: dict) -> float:
     return sum(row["right_class"] for row in by_size["buckets"].values()) / max(faces, 1)
 
 
-def best_offset(rows: dict[float, dict]) -> float:
-    """The offset of the highest right-class share over all faces; ties go to the smallest change."""
-    return max(rows, key=lambda offset: (round(right_class_share(rows[offset]["by_size"]), 6), -abs(offset)))
+def best_choice(rows: dict[tuple[int, float], dict]) -> tuple[int, float]:
+    """The (lowest level, offset) of the highest right-class share over all faces; ties go to the smallest
+    change, then to the fewest levels."""
+    return max(rows, key=lambda key: (round(right_class_share(rows[key]["by_size"]), 6), -abs(key[1]), key[0]))
 
 
 def write_offset_checkpoint(
-    source: Path, target: Path, class_name: str, offset: float, chosen_on: str, overwrite: bool = False
+    source: Path,
+    target: Path,
+    class_name: str,
+    offset: float,
+    chosen_on: str,
+    from_level: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """`source`'s weights with `offset` added to `class_name`'s logits; the offsets so far are recorded
-    under `class_logit_offsets` (they add up over repeated use)."""
+    """`source`'s weights with `offset` added to `class_name`'s logits at the anchors of `from_level` and up
+    (None: every level, folded into the class head's bias, recorded under `class_logit_offsets`; else
+    recorded per level under `level_logit_offsets`); offsets add up over repeated use."""
     from facemask_sdk.spec import ModelSpec
     from facemask_tools.training.checkpoint import (
         derived_checkpoint,
@@ -126,19 +150,37 @@ def write_offset_checkpoint(
     payload = read_checkpoint(source)
     refuse_resume_checkpoint(source, payload)
     spec = ModelSpec.from_dict(payload["spec"])
-    offsets = dict(payload.get("class_logit_offsets") or {})
-    offsets[class_name] = offsets.get(class_name, 0.0) + offset
     init = {
         "kind": "class_offset",
         "source": str(source),
         "source_init": payload.get("init"),
         "class": class_name,
         "offset": offset,
+        "from_level": from_level,
         "chosen_on": chosen_on,
     }
-    result = derived_checkpoint(payload, offset_class_bias(payload["state_dict"], spec, {class_name: offset}), init)
-    result["class_logit_offsets"] = offsets
+    if from_level is None or from_level <= spec.anchors.min_level:
+        result = derived_checkpoint(payload, offset_class_bias(payload["state_dict"], spec, {class_name: offset}), init)
+        offsets = dict(payload.get("class_logit_offsets") or {})
+        offsets[class_name] = offsets.get(class_name, 0.0) + offset
+        result["class_logit_offsets"] = offsets
+    else:
+        if from_level > spec.anchors.max_level:
+            raise FacemaskError(f"level {from_level} is above the model's top level P{spec.anchors.max_level}")
+        result = derived_checkpoint(payload, payload["state_dict"], init)
+        offsets = {name: dict(by_level) for name, by_level in (payload.get("level_logit_offsets") or {}).items()}
+        by_level = offsets.setdefault(class_name, {})
+        for level in range(from_level, spec.anchors.max_level + 1):
+            by_level[str(level)] = by_level.get(str(level), 0.0) + offset
+        result["level_logit_offsets"] = offsets
     return save_checkpoint(target, result, overwrite=overwrite)
+
+
+def _levels(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise click.BadParameter(f"expected pyramid levels like 3,6,7, got {value!r}") from None
 
 
 def _offsets(value: str) -> tuple[float, ...]:
@@ -168,6 +210,13 @@ def _offsets(value: str) -> tuple[float, ...]:
     show_default=True,
     help="Logit offsets to measure (comma-separated).",
 )
+@click.option(
+    "--from-levels",
+    type=_levels,
+    default="",
+    help="Lowest pyramid levels to measure, e.g. 3,6,7: the offset goes to the anchors of that level and up "
+    "(default: the model's lowest, every anchor).",
+)
 @click.option("--iou", "iou_threshold", type=float, default=None, help="Match faces at this IoU (default 0.5).")
 @click.option(
     "--out",
@@ -185,6 +234,7 @@ def main(
     split: str | None,
     class_name: str,
     offsets: tuple[float, ...],
+    from_levels: tuple[int, ...],
     iou_threshold: float | None,
     out: Path | None,
     force: bool,
@@ -192,8 +242,8 @@ def main(
     device: str,
     malloc: str,
 ) -> None:
-    """Measure logit offsets for one class on a dataset (mAP, right-class share by face size) and, with
-    --out, write CHECKPOINT with the best of them folded into the class head's bias."""
+    """Measure logit offsets for one class on a dataset (mAP, right-class share by face size), for every
+    anchor or those of the top levels, and with --out write CHECKPOINT with the best of them."""
     check_iou(iou_threshold)
     if out is not None and out.resolve() == checkpoint.resolve():
         raise FacemaskError(f"the output {out} is the checkpoint itself; choose another path")
@@ -208,30 +258,35 @@ def main(
     refuse_resume_checkpoint(checkpoint, payload)
     if class_name not in spec.classes:
         raise FacemaskError(f"--class {class_name!r} is not one of this model's classes {list(spec.classes)}")
+    low, high = spec.anchors.min_level, spec.anchors.max_level
+    levels = from_levels or (low,)
+    if any(not low <= level <= high for level in levels):
+        raise FacemaskError(f"--from-levels must lie in the model's levels {low}-{high}, got {list(levels)}")
     split = split or default_split(data, "train")
     dataset = open_dataset(data, split, spec.classes, payload)
+    index = spec.classes.index(class_name)
     outputs = head_outputs(network, spec, dataset.records, batch_size, resolve_device(device))
-    stored = list(candidate_outputs(outputs, spec, logit_shift(spec.classes, {class_name: max(max(offsets), 0.0)})))
+    stored = list(candidate_outputs(outputs, spec, index))
     rows = {}
-    for offset in offsets:
-        shift = logit_shift(spec.classes, {class_name: offset})
-        predictions = detections_from_outputs(stored, spec.classes, shift)
-        rows[offset] = score_predictions(dataset.records, predictions, spec.classes, iou_threshold)
+    for level in levels:
+        for offset in offsets:
+            predictions = detections_from_outputs(shifted_outputs(stored, index, level, offset), spec.classes)
+            rows[level, offset] = score_predictions(dataset.records, predictions, spec.classes, iou_threshold)
     buckets = list(next(iter(rows.values()))["by_size"]["buckets"])
     click.echo(f"{data} ({split}): {len(dataset.records)} images; offset added to the logits of {class_name}")
-    click.echo("| offset | mAP | mAP@.5 | right class, all faces | " + " | ".join(buckets) + " |")
-    click.echo("|---:" * (4 + len(buckets)) + "|")
-    for offset, metrics in rows.items():
+    click.echo("| levels | offset | mAP | mAP@.5 | right class, all faces | " + " | ".join(buckets) + " |")
+    click.echo("|---" + "|---:" * (4 + len(buckets)) + "|")
+    for (level, offset), metrics in rows.items():
         shares = [metrics["by_size"]["buckets"][name]["right_class_share"] for name in buckets]
         cells = " | ".join("" if share is None else f"{share:.2f}" for share in shares)
         click.echo(
-            f"| {offset:g} | {metrics['map']:.4f} | {metrics['map50']:.4f} | "
+            f"| P{level}-P{high} | {offset:g} | {metrics['map']:.4f} | {metrics['map50']:.4f} | "
             f"{right_class_share(metrics['by_size']):.3f} | {cells} |"
         )
-    chosen = best_offset(rows)
-    click.echo(f"best offset: {chosen:g}")
+    level, offset = best_choice(rows)
+    click.echo(f"best: offset {offset:g} on P{level}-P{high}")
     if out is not None:
         written = write_offset_checkpoint(
-            checkpoint, out, class_name, chosen, chosen_on=f"{data} ({split})", overwrite=force
+            checkpoint, out, class_name, offset, f"{data} ({split})", from_level=level, overwrite=force
         )
-        click.echo(f"wrote {written}: {class_name} logits {chosen:+g}")
+        click.echo(f"wrote {written}: {class_name} logits {offset:+g} on P{level}-P{high}")

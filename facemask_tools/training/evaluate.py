@@ -60,16 +60,13 @@ def predict_records(
 
 
 def detections_from_outputs(
-    outputs: Iterable[tuple[np.ndarray, np.ndarray, Letterbox, np.ndarray]],
-    classes: tuple[str, ...],
-    logit_shift: np.ndarray | None = None,
+    outputs: Iterable[tuple[np.ndarray, np.ndarray, Letterbox, np.ndarray]], classes: tuple[str, ...]
 ) -> list[Detections]:
     """The evaluation's post-processing of `(logits, box_codes, letterbox, anchors_xyxy)` per image (all
-    anchors, or a subset that holds every candidate), `logit_shift` `[C]` added to the logits first."""
+    anchors, or a subset that holds every candidate)."""
     config = evaluation_config()
-    shift = np.zeros(len(classes), np.float32) if logit_shift is None else np.asarray(logit_shift, np.float32)
     return [
-        postprocess_detections(logits + shift, box_codes, anchors, letterbox, config, classes)
+        postprocess_detections(logits, box_codes, anchors, letterbox, config, classes)
         for logits, box_codes, letterbox, anchors in outputs
     ]
 

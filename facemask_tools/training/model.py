@@ -91,6 +91,40 @@ def create_network(spec: ModelSpec) -> EfficientDet:
     return EfficientDet(effdet_config(spec), pretrained_backbone=False)
 
 
+def level_offsets_tensor(spec: ModelSpec, offsets: dict[str, dict[str, float]]) -> torch.Tensor:
+    """`{class name: {pyramid level: logit offset}}` as float32 `[levels, anchors per location * C]` channel
+    offsets of the class head's maps (channel = anchor * C + class, effdet's layout)."""
+    levels = spec.anchors.max_level - spec.anchors.min_level + 1
+    num_classes = len(spec.classes)
+    table = torch.zeros(levels, spec.anchors.anchors_per_location * num_classes)
+    for name, by_level in offsets.items():
+        if name not in spec.classes:
+            raise FacemaskError(f"level offsets name a class the model lacks: {name!r} (classes {list(spec.classes)})")
+        for level, offset in by_level.items():
+            index = int(level) - spec.anchors.min_level
+            if not 0 <= index < levels:
+                raise FacemaskError(
+                    f"level offsets name pyramid level {level}; the model has P{spec.anchors.min_level}-P{spec.anchors.max_level}"
+                )
+            table[index, spec.classes.index(name) :: num_classes] += float(offset)
+    return table
+
+
+def add_level_offsets(network: EfficientDet, offsets: torch.Tensor) -> EfficientDet:
+    """Add `offsets[level]` (`level_offsets_tensor`) to the class head's map of each level in every forward, in
+    place: a forward hook on the class head, so the weights and their state dict stay effdet's, and the
+    exported graph carries the offsets as constants. Needed where an offset differs between levels: the
+    head's last convolution is shared by every level, so only an offset for all levels fits into its bias."""
+    head = network.class_net
+    head.register_buffer("level_offsets", offsets.clone(), persistent=False)
+
+    def shifted(module: nn.Module, inputs: tuple, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [m + module.level_offsets[i].to(m.dtype).view(1, -1, 1, 1) for i, m in enumerate(maps)]
+
+    head.register_forward_hook(shifted)
+    return network
+
+
 def train_bench(network: EfficientDet) -> DetBenchTrain:
     """effdet's training wrapper: anchor labelling and focal + box loss (targets are yxyx)."""
     return DetBenchTrain(network, create_labeler=True)

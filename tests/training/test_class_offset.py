@@ -11,13 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("effdet")
 
+from facemask_sdk.anchors import anchor_levels  # noqa: E402
 from facemask_sdk.errors import FacemaskError  # noqa: E402
 from facemask_sdk.voc import VocDataset  # noqa: E402
 from facemask_tools.training.checkpoint import load_network, read_checkpoint, save_checkpoint  # noqa: E402
 from facemask_tools.training.class_offset import (  # noqa: E402
-    best_offset,
+    best_choice,
     candidate_outputs,
-    logit_shift,
+    shifted_outputs,
     write_offset_checkpoint,
 )
 from facemask_tools.training.evaluate import detections_from_outputs, head_outputs, predict_records  # noqa: E402
@@ -35,7 +36,7 @@ def _records(classes: tuple[str, ...]):
 
 
 def test_the_written_weights_shift_one_class_logit_and_nothing_else(tiny_checkpoint, tmp_path):
-    out = write_offset_checkpoint(tiny_checkpoint, tmp_path / "offset.pt", RARE, -1.5, chosen_on="test")
+    out = write_offset_checkpoint(tiny_checkpoint, tmp_path / "offset.pt", RARE, -1.5, "test")
     source, spec, _ = load_network(tiny_checkpoint)
     shifted, _, payload = load_network(out)
     images = torch.rand(2, 3, *spec.image_size)
@@ -51,41 +52,75 @@ def test_the_written_weights_shift_one_class_logit_and_nothing_else(tiny_checkpo
     assert payload["init"]["kind"] == "class_offset" and payload["init"]["source"] == str(tiny_checkpoint)
     assert "metrics" not in payload  # the source's val figures describe other weights
 
-    again = write_offset_checkpoint(out, tmp_path / "twice.pt", RARE, -0.5, chosen_on="test")
+    again = write_offset_checkpoint(out, tmp_path / "twice.pt", RARE, -0.5, "test")
     assert read_checkpoint(again)["class_logit_offsets"] == {RARE: -2.0}  # offsets add up
     shipped = ship(again, tmp_path / "shipped.pt")  # what package_model.sh does: the record travels
     assert read_checkpoint(shipped)["class_logit_offsets"] == {RARE: -2.0}
 
 
-def _stored(network, spec, largest: float) -> list:
+def _stored(network, spec) -> list:
     outputs = head_outputs(network, spec, _records(spec.classes), progress=False)
-    return list(candidate_outputs(outputs, spec, logit_shift(spec.classes, {RARE: largest})))
+    return list(candidate_outputs(outputs, spec, spec.classes.index(RARE)))
 
 
-def test_stored_outputs_with_an_offset_predict_what_the_offset_checkpoint_predicts(tiny_checkpoint, tmp_path):
-    network, spec, _ = load_network(tiny_checkpoint)
-    stored = _stored(network, spec, largest=2.0)
-    assert 0 < sum(len(logits) for logits, *_ in stored) < 4 * 110_484  # a subset of the anchors is kept
-    from_outputs = detections_from_outputs(stored, spec.classes, logit_shift(spec.classes, {RARE: 2.0}))
-    out = write_offset_checkpoint(tiny_checkpoint, tmp_path / "offset.pt", RARE, 2.0, chosen_on="test")
-    shifted, _, _ = load_network(out)
-    from_weights = predict_records(shifted, spec, _records(spec.classes), progress=False)  # every anchor
-    assert len(from_outputs) == 4
-    for a, b in zip(from_outputs, from_weights):
+def _same_detections(found, expected) -> None:
+    assert len(found) == len(expected) == 4
+    for a, b in zip(found, expected):
         assert len(a) == len(b) > 0
         np.testing.assert_array_equal(a.class_ids, b.class_ids)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
 
 
+@pytest.mark.parametrize("from_level", [3, 6])
+def test_stored_outputs_with_an_offset_predict_what_the_offset_checkpoint_predicts(
+    tiny_checkpoint, tmp_path, from_level
+):
+    network, spec, _ = load_network(tiny_checkpoint)
+    stored = _stored(network, spec)
+    rare = spec.classes.index(RARE)
+    from_outputs = detections_from_outputs(shifted_outputs(stored, rare, from_level, 2.0), spec.classes)
+    out = write_offset_checkpoint(tiny_checkpoint, tmp_path / "offset.pt", RARE, 2.0, "test", from_level=from_level)
+    shifted, _, _ = load_network(out)
+    _same_detections(from_outputs, predict_records(shifted, spec, _records(spec.classes), progress=False))
+
+
+def test_top_level_offsets_move_those_levels_only_and_travel_into_the_onnx_graph(tiny_checkpoint, tmp_path):
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from facemask_tools.build_engine.export import export_onnx
+
+    out = write_offset_checkpoint(tiny_checkpoint, tmp_path / "top.pt", RARE, -2.5, "test", from_level=6)
+    payload = read_checkpoint(out)
+    assert payload["level_logit_offsets"] == {RARE: {"6": -2.5, "7": -2.5}}
+    assert "class_logit_offsets" not in payload
+    source, spec, _ = load_network(tiny_checkpoint)
+    shifted, _, _ = load_network(out)
+    images = torch.rand(2, 3, *spec.image_size)
+    with torch.no_grad():
+        logits, boxes = FlatHeads(source)(images)
+        new_logits, new_boxes = FlatHeads(shifted)(images)
+    expected = logits.clone()
+    top = torch.from_numpy(anchor_levels(spec) >= 6)
+    expected[:, top, spec.classes.index(RARE)] -= 2.5
+    torch.testing.assert_close(new_logits, expected)
+    torch.testing.assert_close(new_boxes, boxes)
+
+    onnx_path = export_onnx(out, tmp_path / "top.onnx", dynamic_size=True, size_checks=(128,)).path
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {session.get_inputs()[0].name: images[:1].numpy()})[0]
+    np.testing.assert_allclose(onnx_logits, expected[:1].numpy(), atol=1e-4)
+
+
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model models/facemask.pt is missing")
 def test_a_negative_offset_takes_faces_from_the_rare_class_on_the_shipped_model():
     network, spec, _ = load_network(SHIPPED)
-    stored = _stored(network, spec, largest=3.0)
+    stored = _stored(network, spec)
+    assert 0 < sum(len(logits) for logits, *_ in stored) < 4 * len(anchor_levels(spec)) / 3  # a fraction kept
     rare = spec.classes.index(RARE)
 
     def confident_rare(offset: float) -> int:
-        found = detections_from_outputs(stored, spec.classes, logit_shift(spec.classes, {RARE: offset}))
+        found = detections_from_outputs(shifted_outputs(stored, rare, 3, offset), spec.classes)
         return sum(int(np.sum((d.class_ids == rare) & (d.scores >= 0.4))) for d in found)
 
     assert confident_rare(0.0) >= 1  # the samples hold a mask worn incorrectly, and the model says so
@@ -93,20 +128,21 @@ def test_a_negative_offset_takes_faces_from_the_rare_class_on_the_shipped_model(
     assert confident_rare(3.0) > confident_rare(0.0)
 
 
-def test_best_offset_takes_the_highest_right_class_share_and_the_smallest_change_on_ties():
+def test_best_choice_takes_the_highest_right_class_share_then_the_smallest_change_then_fewest_levels():
     def row(right: int) -> dict:
         return {"by_size": {"buckets": {"a": {"faces": 10, "right_class": right}, "b": {"faces": 0, "right_class": 0}}}}
 
-    assert best_offset({-2.0: row(7), -1.0: row(8), 0.0: row(6)}) == -1.0
-    assert best_offset({-2.0: row(8), -1.0: row(8), 0.0: row(7)}) == -1.0
-    assert best_offset({-1.0: row(5), 0.0: row(5)}) == 0.0
+    assert best_choice({(3, -2.0): row(7), (3, -1.0): row(8), (3, 0.0): row(6)}) == (3, -1.0)
+    assert best_choice({(3, -2.0): row(8), (3, -1.0): row(8), (3, 0.0): row(7)}) == (3, -1.0)
+    assert best_choice({(3, -1.0): row(5), (3, 0.0): row(5)}) == (3, 0.0)
+    assert best_choice({(3, -1.0): row(8), (6, -1.0): row(8), (7, -2.0): row(8)}) == (6, -1.0)
 
 
 def test_resume_checkpoints_are_refused(tiny_checkpoint, tmp_path):
     payload = read_checkpoint(tiny_checkpoint)
     resume = save_checkpoint(tmp_path / "last.pt", {**payload, "ema": {"weights": payload["state_dict"]}})
     with pytest.raises(FacemaskError, match="resume checkpoint"):
-        write_offset_checkpoint(resume, tmp_path / "out.pt", RARE, -1.0, chosen_on="test")
+        write_offset_checkpoint(resume, tmp_path / "out.pt", RARE, -1.0, "test")
 
 
 def test_the_command_measures_writes_and_refuses(run_dev, tiny_checkpoint, tmp_path):
@@ -114,14 +150,10 @@ def test_the_command_measures_writes_and_refuses(run_dev, tiny_checkpoint, tmp_p
     args = ["class-offset", tiny_checkpoint, "--data", SAMPLES, "--offsets", "-1,0", "--malloc", "libc"]
     done = run_dev([*args, "--out", out])
     assert done.returncode == 0, done.stderr
-    rows = {
-        line.split("|")[1].strip(): line
-        for line in done.stdout.splitlines()
-        if line.startswith("| -1 |") or line.startswith("| 0 |")
-    }
-    assert set(rows) == {"-1", "0"}
-    chosen = done.stdout.split("best offset: ")[1].split()[0]
-    assert chosen in rows
+    offsets = [line.split("|")[2].strip() for line in done.stdout.splitlines() if line.startswith("| P3-P7 |")]
+    assert sorted(offsets) == ["-1", "0"]
+    chosen = done.stdout.split("best: offset ")[1].split()[0]
+    assert chosen in offsets
     assert read_checkpoint(out)["class_logit_offsets"] == {RARE: float(chosen)}
 
     kept = out.read_bytes()
@@ -133,6 +165,8 @@ def test_the_command_measures_writes_and_refuses(run_dev, tiny_checkpoint, tmp_p
         (["--offsets", "nan"], "offsets"),
         (["--iou", "1.5"], "--iou must lie between 0 and 1"),
         (["--class", "hat"], "not one of this model's classes"),
+        (["--from-levels", "9"], "--from-levels must lie in the model's levels 3-7"),
+        (["--from-levels", "six"], "levels"),
         (["--out", tiny_checkpoint], "checkpoint itself"),
     ):
         refused = run_dev(["class-offset", tiny_checkpoint, "--data", SAMPLES, "--malloc", "libc", *bad])
@@ -140,5 +174,5 @@ def test_the_command_measures_writes_and_refuses(run_dev, tiny_checkpoint, tmp_p
         assert refused.returncode == 2, (bad, refused.stderr)
         assert len(lines) == 1 and lines[0].startswith("error:") and reason in lines[0], (bad, refused.stderr)
     refused = run_dev(["class-offset", resume, "--data", SAMPLES, "--malloc", "libc"])
-    assert refused.returncode == 2 and "resume checkpoint" in refused.stderr and "best offset" not in refused.stdout
+    assert refused.returncode == 2 and "resume checkpoint" in refused.stderr and "best:" not in refused.stdout
     assert out.read_bytes() == kept
