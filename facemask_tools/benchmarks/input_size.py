@@ -25,18 +25,17 @@ DEFAULT_DATA = DATASET
 def evaluate_sizes(checkpoint: Path, sizes: list[int], data: Path, split: str = "val") -> list[dict]:
     import torch
 
-    from facemask_tools.training.checkpoint import read_checkpoint
+    from facemask_tools.training.checkpoint import network_of, read_checkpoint
     from facemask_tools.training.evaluate import evaluate_network
-    from facemask_tools.training.model import create_network
 
-    state = read_checkpoint(checkpoint)
-    weights = state["ema"]["weights"] if state.get("ema") else state["state_dict"]
-    trained = ModelSpec.from_dict(state["spec"])
+    payload = read_checkpoint(checkpoint)
+    if payload.get("ema"):  # a resume checkpoint: its EMA weights are what is evaluated and shipped
+        payload = {**payload, "state_dict": payload["ema"]["weights"]}
+    trained = ModelSpec.from_dict(payload["spec"])
     rows = []
     for size in sizes:
         spec = replace(trained, image_size=(size, size))
-        network = create_network(spec)
-        network.load_state_dict(weights)
+        network = network_of(payload, spec, checkpoint)
         records = VocDataset(data, split, spec.classes).records
         with torch.no_grad():
             metrics, _ = evaluate_network(network.eval(), spec, records, 8, "cpu", progress=False)
