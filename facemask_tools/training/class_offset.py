@@ -176,6 +176,10 @@ def write_offset_checkpoint(
     return save_checkpoint(target, result, overwrite=overwrite)
 
 
+def _level_range(low: int, high: int) -> str:
+    return f"P{low}" if low == high else f"P{low}-P{high}"
+
+
 def _levels(value: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
@@ -280,13 +284,13 @@ def main(
         shares = [metrics["by_size"]["buckets"][name]["right_class_share"] for name in buckets]
         cells = " | ".join("" if share is None else f"{share:.2f}" for share in shares)
         click.echo(
-            f"| P{level}-P{high} | {offset:g} | {metrics['map']:.4f} | {metrics['map50']:.4f} | "
+            f"| {_level_range(level, high)} | {offset:g} | {metrics['map']:.4f} | {metrics['map50']:.4f} | "
             f"{right_class_share(metrics['by_size']):.3f} | {cells} |"
         )
     level, offset = best_choice(rows)
-    click.echo(f"best: offset {offset:g} on P{level}-P{high}")
+    click.echo(f"best: offset {offset:g} on {_level_range(level, high)}")
     if out is not None:
         written = write_offset_checkpoint(
             checkpoint, out, class_name, offset, f"{data} ({split})", from_level=level, overwrite=force
         )
-        click.echo(f"wrote {written}: {class_name} logits {offset:+g} on P{level}-P{high}")
+        click.echo(f"wrote {written}: {class_name} logits {offset:+g} on {_level_range(level, high)}")
