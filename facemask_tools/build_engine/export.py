@@ -313,6 +313,13 @@ def _metadata(spec: ModelSpec, payload: dict, checkpoint: Path) -> dict[str, str
         "checkpoint": checkpoint.name,
         "epoch": str(payload.get("epoch", "")),
         "metrics": json.dumps(payload.get("metrics", {}), default=str),
+        # logit offsets already in the graph (class head bias / per-level constants): a record, not to apply again
+        "logit_offsets": json.dumps(
+            {
+                "all_levels": payload.get("class_logit_offsets") or {},
+                "by_level": payload.get("level_logit_offsets") or {},
+            }
+        ),
     }
 
 

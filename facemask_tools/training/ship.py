@@ -34,6 +34,7 @@ KEPT = (
     "code_version",
     "evaluation",
     "class_logit_offsets",
+    "level_logit_offsets",
 )
 
 

@@ -36,6 +36,7 @@ def test_metadata_carries_the_spec(tiny_onnx: Path, tiny_checkpoint: Path) -> No
     assert json.loads(metadata["mean"]) == list(spec.mean) and json.loads(metadata["std"]) == list(spec.std)
     assert json.loads(metadata["anchors"])["anchor_scale"] == spec.anchors.anchor_scale
     assert metadata["architecture"] == "tf_efficientdet_lite0"
+    assert json.loads(metadata["logit_offsets"]) == {"all_levels": {}, "by_level": {}}
     for key in ("code_version", "exporter_version"):
         assert key in metadata
 

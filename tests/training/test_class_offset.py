@@ -3,6 +3,7 @@ sweep's stored-output predictions are those of the written checkpoint, and the c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,8 @@ def test_top_level_offsets_move_those_levels_only_and_travel_into_the_onnx_graph
     payload = read_checkpoint(out)
     assert payload["level_logit_offsets"] == {RARE: {"6": -2.5, "7": -2.5}}
     assert "class_logit_offsets" not in payload
+    shipped = read_checkpoint(ship(out, tmp_path / "shipped.pt"))  # what package_model.sh does
+    assert shipped["level_logit_offsets"] == payload["level_logit_offsets"]
     source, spec, _ = load_network(tiny_checkpoint)
     shifted, _, _ = load_network(out)
     images = torch.rand(2, 3, *spec.image_size)
@@ -106,7 +109,9 @@ def test_top_level_offsets_move_those_levels_only_and_travel_into_the_onnx_graph
     torch.testing.assert_close(new_logits, expected)
     torch.testing.assert_close(new_boxes, boxes)
 
-    onnx_path = export_onnx(out, tmp_path / "top.onnx", dynamic_size=True, size_checks=(128,)).path
+    report = export_onnx(out, tmp_path / "top.onnx", dynamic_size=True, size_checks=(128,))
+    assert json.loads(report.metadata["logit_offsets"])["by_level"] == {RARE: {"6": -2.5, "7": -2.5}}
+    onnx_path = report.path
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_logits = session.run(None, {session.get_inputs()[0].name: images[:1].numpy()})[0]
     np.testing.assert_allclose(onnx_logits, expected[:1].numpy(), atol=1e-4)
