@@ -201,7 +201,7 @@ def _parity_at_other_sizes(
         if (size, size) == tuple(spec.image_size):
             continue
         sized = dataclasses.replace(spec, image_size=(size, size))
-        reference = network_of(payload, sized)
+        reference = network_of(payload, sized, "the exported checkpoint")
         inputs = np.stack([preprocess(image, sized)[0] for _, image in images])
         expected = _torch_outputs(FlatHeads(reference).eval(), inputs)
         actual = _onnxruntime_outputs(data, inputs, dynamic_batch)

@@ -56,6 +56,12 @@ def average_checkpoints(sources: Sequence[Path], target: Path, overwrite: bool =
     payloads = [read_checkpoint(path) for path in sources]
     for path, payload in zip(sources, payloads):
         refuse_resume_checkpoint(path, payload)
+        for key in ("class_logit_offsets", "level_logit_offsets"):  # a mean of other offsets is none of them
+            if (payload.get(key) or {}) != (payloads[0].get(key) or {}):
+                raise FacemaskError(
+                    f"{path} has other logit offsets than {sources[0]} ({key}: {payload.get(key)} vs "
+                    f"{payloads[0].get(key)}); average checkpoints with the same offsets"
+                )
         if payload["spec"] != payloads[0]["spec"]:
             raise FacemaskError(
                 f"{path} has another model spec than {sources[0]}: {payload['spec']} vs {payloads[0]['spec']}"

@@ -88,7 +88,7 @@ def candidate_outputs(
     """Each image's outputs on the anchors that can hold one of the post-processing's top-k candidates under
     any offset of class `class_index` per level: every other class's top k, and that class's top k of each
     level (an offset per level keeps the order within a level). The same detections as all anchors give, for a
-    fraction of the memory (a 768 px image has 110,484 anchors)."""
+    fraction of the memory (a 768 px image has 110,484 anchors), up to float32 rounding at the top-k boundary."""
     from facemask_sdk.anchors import anchor_levels, generate_anchors
     from facemask_sdk.metrics import evaluation_config
     from facemask_sdk.postprocess import top_k_indices
@@ -150,6 +150,9 @@ def write_offset_checkpoint(
     payload = read_checkpoint(source)
     refuse_resume_checkpoint(source, payload)
     spec = ModelSpec.from_dict(payload["spec"])
+    if offset == 0:  # the best is no change: the weights and their records as they were
+        init = {"kind": "class_offset", "source": str(source), "source_init": payload.get("init"), "offset": 0.0}
+        return save_checkpoint(target, derived_checkpoint(payload, payload["state_dict"], init), overwrite=overwrite)
     init = {
         "kind": "class_offset",
         "source": str(source),
@@ -226,7 +229,7 @@ def _offsets(value: str) -> tuple[float, ...]:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the checkpoint with the best offset here (default: measure only).",
+    help="Write the checkpoint with the best (levels, offset) pair here (default: measure only).",
 )
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.eval_batch_size, show_default=True)
@@ -277,7 +280,9 @@ def main(
             predictions = detections_from_outputs(shifted_outputs(stored, index, level, offset), spec.classes)
             rows[level, offset] = score_predictions(dataset.records, predictions, spec.classes, iou_threshold)
     buckets = list(next(iter(rows.values()))["by_size"]["buckets"])
-    click.echo(f"{data} ({split}): {len(dataset.records)} images; offset added to the logits of {class_name}")
+    earlier = {key: payload[key] for key in ("class_logit_offsets", "level_logit_offsets") if payload.get(key)}
+    on_top = f", on top of the checkpoint's own {earlier}" if earlier else ""
+    click.echo(f"{data} ({split}): {len(dataset.records)} images; offset added to the logits of {class_name}{on_top}")
     click.echo("| levels | offset | mAP | mAP@.5 | right class, all faces | " + " | ".join(buckets) + " |")
     click.echo("|---" + "|---:" * (4 + len(buckets)) + "|")
     for (level, offset), metrics in rows.items():

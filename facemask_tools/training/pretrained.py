@@ -66,7 +66,10 @@ def initialise(network: nn.Module, spec: ModelSpec, pretrained: str = "auto") ->
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise FacemaskError(f"{path} holds no state dict")
-    return _load_matching(network, state, f"weights file {path}")
+    source = f"weights file {path}"
+    if isinstance(payload, dict) and payload.get("level_logit_offsets"):  # they live in a forward hook, not in weights
+        source += f" (its per-level logit offsets {payload['level_logit_offsets']} are not carried into this run)"
+    return _load_matching(network, state, source)
 
 
 def checkpoint_spec(pretrained: str) -> ModelSpec | None:

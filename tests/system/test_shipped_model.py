@@ -86,3 +86,34 @@ def test_every_shipped_variant_runs_at_the_sizes_it_declares(variant):
     if variant == "facemask.int8.onnx":
         with pytest.raises(FacemaskError, match="768x768 images only"):
             Detector(MODELS / variant, backend="onnxruntime", input_size=640)
+
+
+def test_the_shipped_onnx_holds_the_checkpoints_logit_offsets():
+    """The offsets live in the weights (class head bias) or the graph (per-level constants), never in code:
+    the ONNX records the same ones as the checkpoint, and its logits are the checkpoint's network's."""
+    pytest.importorskip("torch")
+    pytest.importorskip("effdet")
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import torch
+
+    from facemask_sdk.preprocess import preprocess
+    from facemask_sdk.voc import VocDataset
+    from facemask_tools.training.checkpoint import load_network
+    from facemask_tools.training.model import FlatHeads
+
+    network, spec, payload = load_network(MODELS / "facemask.pt")
+    metadata = {entry.key: entry.value for entry in onnx.load(str(MODELS / "facemask.onnx")).metadata_props}
+    recorded = {
+        "all_levels": payload.get("class_logit_offsets") or {},
+        "by_level": payload.get("level_logit_offsets") or {},
+    }
+    assert json.loads(metadata["logit_offsets"]) == recorded
+    image = VocDataset(ROOT / "samples", "all", spec.classes).records[0].load()
+    tensor = preprocess(image, spec)[0][None]
+    session = onnxruntime.InferenceSession(str(MODELS / "facemask.onnx"), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {session.get_inputs()[0].name: tensor})[0]
+    with torch.no_grad():
+        torch_logits = FlatHeads(network)(torch.from_numpy(tensor))[0].numpy()
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-3)

@@ -79,3 +79,13 @@ def test_cli_keeps_an_existing_output(two_checkpoints, tmp_path, run_dev):
     assert result.returncode == 0, result.stderr
     assert "mean of 2 checkpoints" in result.stdout
     load_network(existing)
+
+
+def test_average_refuses_checkpoints_with_other_logit_offsets(two_checkpoints, tmp_path):
+    from facemask_tools.training.class_offset import write_offset_checkpoint
+
+    first, second = two_checkpoints
+    for level in (None, 6):  # in the class head's bias, or in a per-level forward hook
+        shifted = write_offset_checkpoint(first, tmp_path / f"shifted-{level}.pt", "without_mask", -1.0, "test", level)
+        with pytest.raises(FacemaskError, match="other logit offsets"):
+            average_checkpoints([second, shifted], tmp_path / "soup.pt")
