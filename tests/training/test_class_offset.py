@@ -38,14 +38,19 @@ def _records(classes: tuple[str, ...]):
     return VocDataset(SAMPLES, "all", classes).records
 
 
-def test_the_written_weights_shift_one_class_logit_and_nothing_else(tiny_checkpoint, tmp_path):
-    out = write_offset_checkpoint(tiny_checkpoint, tmp_path / "offset.pt", RARE, -1.5, "test")
-    source, spec, _ = load_network(tiny_checkpoint)
-    shifted, _, payload = load_network(out)
+def _heads_before_and_after(source: Path, shifted: Path):
+    """spec, (logits, boxes) of `source`'s network, the same of `shifted`'s, on the same two random images."""
+    before, spec, _ = load_network(source)
+    after, _, _ = load_network(shifted)
     images = torch.rand(2, 3, *spec.image_size)
     with torch.no_grad():
-        logits, boxes = FlatHeads(source)(images)
-        new_logits, new_boxes = FlatHeads(shifted)(images)
+        return spec, FlatHeads(before)(images), FlatHeads(after)(images), images
+
+
+def test_the_written_weights_shift_one_class_logit_and_nothing_else(tiny_checkpoint, tmp_path):
+    out = write_offset_checkpoint(tiny_checkpoint, tmp_path / "offset.pt", RARE, -1.5, "test")
+    spec, (logits, boxes), (new_logits, new_boxes), _ = _heads_before_and_after(tiny_checkpoint, out)
+    payload = read_checkpoint(out)
     rare = spec.classes.index(RARE)
     others = [index for index in range(len(spec.classes)) if index != rare]
     torch.testing.assert_close(new_logits[..., rare], logits[..., rare] - 1.5)
@@ -99,12 +104,7 @@ def test_top_level_offsets_move_those_levels_only_and_travel_into_the_onnx_graph
     assert "class_logit_offsets" not in payload
     shipped = read_checkpoint(ship(out, tmp_path / "shipped.pt"))  # what package_model.sh does
     assert shipped["level_logit_offsets"] == payload["level_logit_offsets"]
-    source, spec, _ = load_network(tiny_checkpoint)
-    shifted, _, _ = load_network(out)
-    images = torch.rand(2, 3, *spec.image_size)
-    with torch.no_grad():
-        logits, boxes = FlatHeads(source)(images)
-        new_logits, new_boxes = FlatHeads(shifted)(images)
+    spec, (logits, boxes), (new_logits, new_boxes), images = _heads_before_and_after(tiny_checkpoint, out)
     expected = logits.clone()
     top = torch.from_numpy(anchor_levels(spec) >= 6)
     expected[:, top, spec.classes.index(RARE)] -= 2.5
