@@ -69,11 +69,12 @@ def offset_class_bias(
 ) -> dict[str, torch.Tensor]:
     """A copy of `state_dict` whose class logits are shifted by `offsets` (class name -> logit offset); the
     sum is taken in float32 and stored in the bias's own dtype."""
-    num_classes = len(spec.classes)
-    key = class_bias_key(state_dict, spec.anchors.anchors_per_location, num_classes)
+    from facemask_tools.training.model import class_channels
+
+    key = class_bias_key(state_dict, spec.anchors.anchors_per_location, len(spec.classes))
     bias = state_dict[key].float().clone()
     for name, offset in offsets.items():
-        bias[spec.classes.index(name) :: num_classes] += offset
+        bias[class_channels(spec, name)] += offset
     return {**state_dict, key: bias.to(state_dict[key].dtype)}
 
 
@@ -146,6 +147,7 @@ def write_offset_checkpoint(
         refuse_resume_checkpoint,
         save_checkpoint,
     )
+    from facemask_tools.training.model import level_offsets_tensor
 
     payload = read_checkpoint(source)
     refuse_resume_checkpoint(source, payload)
@@ -168,13 +170,12 @@ def write_offset_checkpoint(
         offsets[class_name] = offsets.get(class_name, 0.0) + offset
         result["class_logit_offsets"] = offsets
     else:
-        if from_level > spec.anchors.max_level:
-            raise FacemaskError(f"level {from_level} is above the model's top level P{spec.anchors.max_level}")
         result = derived_checkpoint(payload, payload["state_dict"], init)
         offsets = {name: dict(by_level) for name, by_level in (payload.get("level_logit_offsets") or {}).items()}
         by_level = offsets.setdefault(class_name, {})
-        for level in range(from_level, spec.anchors.max_level + 1):
+        for level in range(from_level, max(from_level, spec.anchors.max_level) + 1):  # a level above the top stays
             by_level[str(level)] = by_level.get(str(level), 0.0) + offset
+        level_offsets_tensor(spec, offsets)  # refuses a level or class the model lacks, as loading would
         result["level_logit_offsets"] = offsets
     return save_checkpoint(target, result, overwrite=overwrite)
 

@@ -91,22 +91,28 @@ def create_network(spec: ModelSpec) -> EfficientDet:
     return EfficientDet(effdet_config(spec), pretrained_backbone=False)
 
 
+def class_channels(spec: ModelSpec, class_name: str) -> slice:
+    """The channels of `class_name` in the class head's output: channel = anchor * C + class (effdet's layout,
+    the one `FlatHeads` flattens)."""
+    if class_name not in spec.classes:
+        raise FacemaskError(f"{class_name!r} is not one of the model's classes {list(spec.classes)}")
+    return slice(spec.classes.index(class_name), None, len(spec.classes))
+
+
 def level_offsets_tensor(spec: ModelSpec, offsets: dict[str, dict[str, float]]) -> torch.Tensor:
     """`{class name: {pyramid level: logit offset}}` as float32 `[levels, anchors per location * C]` channel
-    offsets of the class head's maps (channel = anchor * C + class, effdet's layout)."""
+    offsets of the class head's maps (`class_channels`)."""
     levels = spec.anchors.max_level - spec.anchors.min_level + 1
-    num_classes = len(spec.classes)
-    table = torch.zeros(levels, spec.anchors.anchors_per_location * num_classes)
+    table = torch.zeros(levels, spec.anchors.anchors_per_location * len(spec.classes))
     for name, by_level in offsets.items():
-        if name not in spec.classes:
-            raise FacemaskError(f"level offsets name a class the model lacks: {name!r} (classes {list(spec.classes)})")
+        channels = class_channels(spec, name)
         for level, offset in by_level.items():
             index = int(level) - spec.anchors.min_level
             if not 0 <= index < levels:
                 raise FacemaskError(
                     f"level offsets name pyramid level {level}; the model has P{spec.anchors.min_level}-P{spec.anchors.max_level}"
                 )
-            table[index, spec.classes.index(name) :: num_classes] += float(offset)
+            table[index, channels] += float(offset)
     return table
 
 

@@ -187,3 +187,9 @@ def test_the_command_measures_writes_and_refuses(run_dev, tiny_checkpoint, tmp_p
     refused = CliRunner().invoke(dev, ["class-offset", str(resume), "--data", str(SAMPLES), "--malloc", "libc"])
     assert refused.exit_code == 2 and "resume checkpoint" in refused.stderr and "best:" not in refused.stdout
     assert out.read_bytes() == kept
+
+
+def test_an_offset_on_a_level_the_model_lacks_is_refused(tiny_checkpoint, tmp_path):
+    with pytest.raises(FacemaskError, match="pyramid level 8"):
+        write_offset_checkpoint(tiny_checkpoint, tmp_path / "out.pt", RARE, -1.0, "test", from_level=8)
+    assert not (tmp_path / "out.pt").exists()
