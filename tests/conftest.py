@@ -125,6 +125,28 @@ def run_dev():
     return run
 
 
+@pytest.fixture(scope="session")
+def refusal():
+    """`refusal(args, group=cli)`: a command line that must be refused, run in-process through the group's own
+    error handling (the line a subprocess would print, without its seconds of imports). Asserts exit status 2 and
+    one `error:` line on stderr; returns that line."""
+    from click.testing import CliRunner
+
+    def refuse(args: list, group=None) -> str:
+        if group is None:
+            from facemask_sdk.cli.main import cli as group
+        result = CliRunner().invoke(group, [str(arg) for arg in args])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), (
+            args,
+            result.output,
+            result.exception,
+        )
+        return lines[0]
+
+    return refuse
+
+
 @pytest.fixture
 def error_of():
     """`error_of(call)`: the message of the `FacemaskError` that `call()` raises, or "" (for calls made on

@@ -64,16 +64,15 @@ def test_average_refuses_other_spec_and_resume_checkpoints(two_checkpoints, tmp_
     assert not (tmp_path / "soup.pt").exists()
 
 
-def test_cli_keeps_an_existing_output(two_checkpoints, tmp_path, run_dev):
+def test_cli_keeps_an_existing_output(two_checkpoints, tmp_path, run_dev, refusal):
     """`facemask-sdk dev average`: an existing --out is one error line (exit code 2) and stays as it was."""
+    from facemask_tools.dev import dev
+
     first, second = two_checkpoints
     existing = tmp_path / "keep.pt"
     existing.write_bytes(b"the user's file")
-    result = run_dev(["average", first, second, "--out", existing], timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: {existing} already exists; pass --force (overwrite=True) to replace it"
-    ]
+    line = refusal(["average", first, second, "--out", existing], group=dev)
+    assert line == f"error: {existing} already exists; pass --force (overwrite=True) to replace it"
     assert existing.read_bytes() == b"the user's file"
     result = run_dev(["average", first, second, "--out", existing, "--force"], timeout=120)
     assert result.returncode == 0, result.stderr

@@ -152,7 +152,7 @@ def test_resume_checkpoints_are_refused(tiny_checkpoint, tmp_path):
         write_offset_checkpoint(resume, tmp_path / "out.pt", RARE, -1.0, "test")
 
 
-def test_the_command_measures_writes_and_refuses(run_dev, tiny_checkpoint, tmp_path):
+def test_the_command_measures_writes_and_refuses(run_dev, tiny_checkpoint, tmp_path, refusal):
     out = tmp_path / "offset.pt"
     args = ["class-offset", tiny_checkpoint, "--data", SAMPLES, "--offsets", "-1,0", "--malloc", "libc"]
     done = run_dev([*args, "--out", out])
@@ -177,13 +177,8 @@ def test_the_command_measures_writes_and_refuses(run_dev, tiny_checkpoint, tmp_p
         (["--from-levels", "six"], "levels"),
         (["--out", tiny_checkpoint], "checkpoint itself"),
     ):
-        # in-process (the group's own error handling; a subprocess each would cost seconds of imports)
-        refused = CliRunner().invoke(
-            dev, ["class-offset", str(tiny_checkpoint), "--data", str(SAMPLES), "--malloc", "libc", *map(str, bad)]
-        )
-        lines = refused.stderr.strip().splitlines()
-        assert refused.exit_code == 2, (bad, refused.output)
-        assert len(lines) == 1 and lines[0].startswith("error:") and reason in lines[0], (bad, refused.output)
+        line = refusal(["class-offset", tiny_checkpoint, "--data", SAMPLES, "--malloc", "libc", *bad], group=dev)
+        assert reason in line, (bad, line)
     refused = CliRunner().invoke(dev, ["class-offset", str(resume), "--data", str(SAMPLES), "--malloc", "libc"])
     assert refused.exit_code == 2 and "resume checkpoint" in refused.stderr and "best:" not in refused.stdout
     assert out.read_bytes() == kept

@@ -4,6 +4,7 @@ time-boxed stint, weights and metrics in one folder, then a resume."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,75 +19,57 @@ SAMPLES = ROOT / "samples"
 
 
 @pytest.mark.slow
-def test_gpu_script_runs_a_tiny_stint_on_cpu(tmp_path):
-    """facemask_tools/training/gpu_run.sh, the one script for a GPU machine, end to end on CPU with a tiny configuration:
-    a compact JPEG copy of the data, a time-boxed stint, weights and metrics in one folder, then a resume."""
-    from facemask_tools.training.compact_data import compact
-
-    data = tmp_path / "compact"
-    assert compact(SAMPLES, data) > 0 and len(list((data / "images").glob("*.jpg"))) == 4
-    env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "PRETRAINED": "none", "PYTHON": sys.executable}
-    args = [
-        "bash",
-        str(ROOT / "facemask_tools" / "training" / "gpu_run.sh"),
-        str(data),
-        "5",
-        "--image-size",
-        "128",
-        "--batch-size",
-        "2",
-        "--max-steps",
-        "1",
-        "--epochs",
-        "2",
-        "--val-fraction",
-        "0.25",
-        "--threads",
-        "1",
-    ]
-    first = subprocess.run(args + ["--stop-after-steps", "1"], capture_output=True, text=True, env=env, timeout=600)
-    assert first.returncode == 0, first.stderr[-2000:] + first.stdout[-2000:]
-    out = tmp_path / "out"
-    assert "available False" in (out / "device.txt").read_text()
-    assert (out / "best-weights.pt").is_file() and json.loads((out / "metrics.json").read_text())["step"] == 1
-    resumed = subprocess.run(args, capture_output=True, text=True, env={**env, "RESUME": "1"}, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads((out / "metrics.json").read_text())["step"] == 2
-    weights = torch.load(out / "best-weights.pt", weights_only=True)
-    assert "optimizer" not in weights and tuple(weights["spec"]["image_size"]) == (128, 128)
-
-
-@pytest.mark.slow
-def test_device_session_runs_the_stint_even_when_the_gpu_tests_cannot_start(tmp_path):
-    """tests/gpu/device_session.sh, the one command for a lent GPU machine, on CPU: the GPU tests stop at their first
-    need (pycuda, absent here and not in the wheel folder), the training stint still runs, and status.txt says
-    which step gave what."""
+def test_device_session_runs_a_stint_that_gpu_run_resumes_even_when_the_gpu_tests_cannot_start(tmp_path):
+    """tests/gpu/device_session.sh, the one command for a lent GPU machine, on CPU with a tiny configuration: the
+    GPU tests stop at their first need (pycuda, absent here and not in the wheel folder), the time-boxed stint of
+    facemask_tools/training/gpu_run.sh still runs on a compact JPEG copy of the data, status.txt says which step
+    gave what, and a later gpu_run.sh stint with RESUME=1 continues the same run. One stint serves both scripts:
+    each start of the trainer costs seconds of the suite."""
     from facemask_tools.training.compact_data import compact
 
     if subprocess.run([sys.executable, "-c", "import pycuda.driver"], capture_output=True).returncode == 0:
         pytest.skip("pycuda is installed here: the GPU tests would run rather than stop at their first need")
     data = tmp_path / "compact"
-    compact(SAMPLES, data)
-    out = tmp_path / "out"
+    assert compact(SAMPLES, data) > 0 and len(list((data / "images").glob("*.jpg"))) == 4
+    out, run_dir = tmp_path / "out", tmp_path / "run"
     env = {
-        **__import__("os").environ,
+        **os.environ,
         "OUT": str(out),
         "DATA": str(data),
         "WHEELS": str(tmp_path / "no-wheels"),
         "PRETRAINED": "none",
         "PYTHON": sys.executable,
+        "RUN_DIR": str(run_dir),
     }
-    tiny = ["--image-size", "128", "--batch-size", "2", "--max-steps", "1", "--epochs", "1", "--val-fraction", "0.25"]
+    tiny = ["--image-size", "128", "--batch-size", "2", "--max-steps", "1", "--epochs", "2", "--val-fraction", "0.25"]
     script = ROOT / "tests" / "gpu" / "device_session.sh"
-    result = subprocess.run(["bash", str(script), "1", *tiny], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        ["bash", str(script), "1", *tiny, "--stop-after-steps", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "does not exist" in result.stderr
     assert (out / "status.txt").read_text().splitlines()[:2] == ["gpu-tests 3", "train 0"]
-    assert json.loads((out / "train" / "metrics.json").read_text())["step"] == 1
-    assert (out / "train" / "best-weights.pt").is_file()
+    train = out / "train"
+    assert "available False" in (train / "device.txt").read_text()
+    assert json.loads((train / "metrics.json").read_text())["step"] == 1 and (train / "best-weights.pt").is_file()
     # what a device call brings back: at most 8 files, none of the run's 40 MB checkpoints
     returned = [path for path in out.rglob("*") if path.is_file()]
-    assert len(returned) <= 8 and not (out / "train" / "run").exists(), returned
+    assert len(returned) <= 8 and (run_dir / "last.pt").is_file(), returned
+    resumed = subprocess.run(
+        ["bash", str(ROOT / "facemask_tools" / "training" / "gpu_run.sh"), str(data), "1"],
+        capture_output=True,
+        text=True,
+        env={**env, "OUT": str(train), "RESUME": "1"},
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((train / "metrics.json").read_text())["step"] == 2
+    weights = torch.load(train / "best-weights.pt", weights_only=True)
+    assert "optimizer" not in weights and tuple(weights["spec"]["image_size"]) == (128, 128)
     # options where MINUTES belongs: refused at once, before the GPU tests spend the machine's time
     refused = subprocess.run(
         ["bash", str(script), "--epochs", "3"], capture_output=True, text=True, env=env, timeout=60

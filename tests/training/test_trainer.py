@@ -71,9 +71,10 @@ def test_training_writes_loadable_checkpoint_metrics_and_curves(tiny_run):
 
 
 @pytest.mark.slow
-def test_resume_continues_and_refuses_to_clobber(tiny_run):
-    again = run(["train", "--data", str(SAMPLES), "--out", str(tiny_run), "--epochs", "1", *TINY])
-    assert again.returncode != 0 and "already holds a training run" in again.stderr and "Traceback" not in again.stderr
+def test_resume_continues_and_refuses_to_clobber(tiny_run, refusal):
+    assert "already holds a training run" in refusal(
+        ["train", "--data", str(SAMPLES), "--out", str(tiny_run), "--epochs", "1", *TINY]
+    )
     resumed = run(["train", "--out", str(tiny_run), "--resume", str(tiny_run)])  # a finished run stays finished
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     metrics = json.loads((tiny_run / "metrics.json").read_text())
@@ -81,7 +82,7 @@ def test_resume_continues_and_refuses_to_clobber(tiny_run):
 
 
 @pytest.mark.slow
-def test_eval_reproduces_training_metrics(tiny_run):
+def test_eval_reproduces_training_metrics(tiny_run, refusal):
     out = tiny_run / "eval"
     result = run(["eval", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(SAMPLES), "--out", str(out)])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -91,8 +92,9 @@ def test_eval_reproduces_training_metrics(tiny_run):
         best["map50"], abs=1e-9
     )
     assert (out / "predictions.png").stat().st_size > 1000
-    refused = run(["eval", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(SAMPLES), "--out", str(out)])
-    assert refused.returncode != 0 and "--force" in refused.stderr
+    assert "--force" in refusal(
+        ["eval", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(SAMPLES), "--out", str(out)]
+    )
 
 
 @pytest.mark.slow
@@ -175,7 +177,7 @@ def _weights(path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact(tmp_path, refusal):
     """Stopping after 3 steps and resuming gives bit-identical weights, EMA and optimiser to one straight run."""
     args = [
         "--data",
@@ -209,8 +211,9 @@ def test_resume_is_exact(tmp_path):
     assert run(["train", "--out", str(straight), *args]).returncode == 0
     first = run(["train", "--out", str(split), *args, "--stop-after-steps", "3"])
     assert first.returncode == 0 and "stopped at step 3 of 6" in first.stdout, first.stderr[-2000:]
-    longer = run(["train", "--out", str(split), "--resume", str(split), "--epochs", "9"])
-    assert longer.returncode != 0 and "schedule was fixed at 3 epochs" in longer.stderr
+    assert "schedule was fixed at 3 epochs" in refusal(
+        ["train", "--out", str(split), "--resume", str(split), "--epochs", "9"]
+    )
     resumed = run(["train", "--out", str(split), "--resume", str(split)])
     assert resumed.returncode == 0 and "resuming" in resumed.stdout, resumed.stderr[-2000:]
     a, b = _weights(straight / "last.pt"), _weights(split / "last.pt")
