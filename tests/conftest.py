@@ -128,11 +128,11 @@ def run_dev():
 @pytest.fixture(scope="session")
 def refusal():
     """`refusal(args, group=cli)`: a command line that must be refused, run in-process through the group's own
-    error handling (the line a subprocess would print, without its seconds of imports). Asserts exit status 2 and
-    one `error:` line on stderr; returns that line."""
+    error handling (what a subprocess would print, without its seconds of imports). Asserts exit status 2 and
+    one `error:` line on stderr; returns click's result (`.stderr` is that line, `.stdout` what came before)."""
     from click.testing import CliRunner
 
-    def refuse(args: list, group=None) -> str:
+    def refuse(args: list, group=None):
         if group is None:
             from facemask_sdk.cli.main import cli as group
         result = CliRunner().invoke(group, [str(arg) for arg in args])
@@ -142,7 +142,7 @@ def refusal():
             result.output,
             result.exception,
         )
-        return lines[0]
+        return result
 
     return refuse
 

@@ -71,7 +71,7 @@ def test_cli_keeps_an_existing_output(two_checkpoints, tmp_path, run_dev, refusa
     first, second = two_checkpoints
     existing = tmp_path / "keep.pt"
     existing.write_bytes(b"the user's file")
-    line = refusal(["average", first, second, "--out", existing], group=dev)
+    line = refusal(["average", first, second, "--out", existing], group=dev).stderr.strip()
     assert line == f"error: {existing} already exists; pass --force (overwrite=True) to replace it"
     assert existing.read_bytes() == b"the user's file"
     result = run_dev(["average", first, second, "--out", existing, "--force"], timeout=120)

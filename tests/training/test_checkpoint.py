@@ -43,7 +43,7 @@ def evil_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
 )
 def test_code_running_pickle_runs_nothing(evil_checkpoint, tmp_path, command, refusal):
     path, marker = evil_checkpoint
-    line = refusal([a.format(ckpt=path, tmp=tmp_path, samples=ROOT / "samples") for a in command])
+    line = refusal([a.format(ckpt=path, tmp=tmp_path, samples=ROOT / "samples") for a in command]).stderr
     assert not marker.exists(), "unpickling ran code"
     assert "could run code" in line
 

@@ -38,7 +38,7 @@ def test_eval_writes_under_runs_by_default(tmp_path, tiny_checkpoint):
 def test_eval_rejects_a_file_that_is_not_a_checkpoint(tmp_path, refusal):
     bogus = tmp_path / "model.pt"
     bogus.write_text("hello")
-    assert "not a readable PyTorch checkpoint" in refusal(["eval", "--checkpoint", bogus, "--data", SAMPLES])
+    assert "not a readable PyTorch checkpoint" in refusal(["eval", "--checkpoint", bogus, "--data", SAMPLES]).stderr
 
 
 def test_eval_reports_ap_at_one_iou_and_the_face_size_breakdown(tmp_path):

@@ -72,8 +72,9 @@ def test_training_writes_loadable_checkpoint_metrics_and_curves(tiny_run):
 
 @pytest.mark.slow
 def test_resume_continues_and_refuses_to_clobber(tiny_run, refusal):
-    assert "already holds a training run" in refusal(
-        ["train", "--data", str(SAMPLES), "--out", str(tiny_run), "--epochs", "1", *TINY]
+    assert (
+        "already holds a training run"
+        in refusal(["train", "--data", str(SAMPLES), "--out", str(tiny_run), "--epochs", "1", *TINY]).stderr
     )
     resumed = run(["train", "--out", str(tiny_run), "--resume", str(tiny_run)])  # a finished run stays finished
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -92,8 +93,11 @@ def test_eval_reproduces_training_metrics(tiny_run, refusal):
         best["map50"], abs=1e-9
     )
     assert (out / "predictions.png").stat().st_size > 1000
-    assert "--force" in refusal(
-        ["eval", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(SAMPLES), "--out", str(out)]
+    assert (
+        "--force"
+        in refusal(
+            ["eval", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(SAMPLES), "--out", str(out)]
+        ).stderr
     )
 
 
@@ -211,8 +215,9 @@ def test_resume_is_exact(tmp_path, refusal):
     assert run(["train", "--out", str(straight), *args]).returncode == 0
     first = run(["train", "--out", str(split), *args, "--stop-after-steps", "3"])
     assert first.returncode == 0 and "stopped at step 3 of 6" in first.stdout, first.stderr[-2000:]
-    assert "schedule was fixed at 3 epochs" in refusal(
-        ["train", "--out", str(split), "--resume", str(split), "--epochs", "9"]
+    assert (
+        "schedule was fixed at 3 epochs"
+        in refusal(["train", "--out", str(split), "--resume", str(split), "--epochs", "9"]).stderr
     )
     resumed = run(["train", "--out", str(split), "--resume", str(split)])
     assert resumed.returncode == 0 and "resuming" in resumed.stdout, resumed.stderr[-2000:]
