@@ -7,9 +7,9 @@
 # The defaults (240 s of GPU tests, 4 minutes of training) keep one call under 10 minutes, the most a lent
 # machine gives a single command.
 #
-# Prepared here, once, with network (both paths are git-ignored and travel with the working tree: 16 + 3 MiB, with the tracked 40 MiB under 64):
+# Prepared here, once, with network (both paths are git-ignored and travel with the working tree: 13.3 + 3 MiB, with the tracked 47 MiB under 64):
 #   tests/gpu/prepare_wheels.sh     # .whl/: pycuda's sdist, effdet and their dependencies, for Python 3.12
-#   facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data --quality 70   # 16 MiB JPEG copy
+#   facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data --quality 55   # 13.3 MiB JPEG copy
 #
 # 1. tests/gpu/run.sh (pycuda from .whl, the kernel and stage tests, kernel timings; at most $GPU_TESTS_TIMEOUT
 #    seconds, default 240)                                                                 -> $OUT/gpu-tests/
@@ -51,7 +51,7 @@ if [ -d "$DATA" ]; then
         "$DATA" "$MINUTES" "$@"
     train_status=$?
 else
-    echo "error: no data at $DATA (make it with: facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data --quality 70)" >&2
+    echo "error: no data at $DATA (make it with: facemask-sdk dev compact-data ../shared/datasets/face-mask-detection runs/compact-data --quality 55)" >&2
     train_status=3
 fi
 
