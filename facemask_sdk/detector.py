@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK, CloseupCheck, check_closeups, fill_colour, shrink_frame
 from facemask_sdk.cuda.stages import CudaPostprocess, CudaPreprocess  # pycuda is imported only by CudaKernels()
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError, ModelFileError
@@ -76,12 +77,16 @@ class Detector(Resource):
     trained 768 and miss more small faces: the model card's table); it needs a model exported with a
     dynamic input size, as the shipped one, or an engine built for that size.
     `class_agnostic` (default True): one box per face, with its best class; False keeps overlapping
-    boxes of different classes (effdet's class-aware NMS). `preprocess` / `postprocess`: `"auto"`,
+    boxes of different classes (effdet's class-aware NMS). `closeup_check` (default: on with
+    `class_agnostic`): a frame with a confident face above 0.3 of its long side gets a second pass
+    shrunk 3x, whose classes those faces take (`facemask_sdk.closeups`: the model gets close-ups' classes
+    wrong far more often); `False` skips it, a `CloseupCheck` sets it. `preprocess` / `postprocess`: `"auto"`,
     `"numpy"` or `"cuda"` (see the module's docstring); `stages` says which were chosen.
 
     After each call `last_timing` holds `load_ms` (reading and converting the images), `preprocess_ms`,
-    `inference_ms`, `postprocess_ms` and `total_ms` of that call (summed over the images of `detect_batch`)
-    and `images`.
+    `inference_ms`, `postprocess_ms` and `total_ms` of that call (summed over the images of `detect_batch`,
+    and over the close-up check's second pass where it ran), `images` and `closeup_checks` (frames that got
+    the second pass).
 
     Threads: a `Detector` of NumPy stages around ONNX Runtime may be shared by several threads (its
     session runs concurrent calls); `last_timing` is per thread, the timing of that thread's own last
@@ -102,6 +107,7 @@ class Detector(Resource):
         preprocess: str = "auto",
         postprocess: str = "auto",
         input_size: int | None = None,
+        closeup_check: bool | CloseupCheck | None = None,
     ) -> None:
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise FacemaskError(
@@ -115,6 +121,7 @@ class Detector(Resource):
             max_detections=max_detections,
             class_agnostic=class_agnostic,
         )
+        self.closeup_check = _closeup_check(closeup_check, class_agnostic)
         kinds = {
             "preprocess": _stage_kind(preprocess, "preprocess"),
             "postprocess": _stage_kind(postprocess, "postprocess"),
@@ -223,8 +230,35 @@ class Detector(Resource):
             return []
         load_s = time.perf_counter() - start
         results, stage_seconds = self._pipeline.detect(frames)
-        self.last_timing = _timing(len(frames), load_s, stage_seconds)
+        checked: list[int] = []
+        if self.closeup_check is not None:
+            results, stage_seconds = self._check_closeups(frames, results, stage_seconds, checked)
+        self.last_timing = _timing(len(frames), load_s, stage_seconds, len(checked))
         return results
+
+    def _check_closeups(
+        self,
+        frames: list[np.ndarray],
+        results: list[Detections],
+        stage_seconds: Sequence[float],
+        checked: list[int],
+    ) -> tuple[list[Detections], tuple[float, ...]]:
+        """`facemask_sdk.closeups.check_closeups` through this detector's own pipeline; the second pass's
+        stage times are added to the first's and the indices of the frames it ran on appended to `checked`."""
+        check, fill = self.closeup_check, fill_colour(self.spec.mean)
+        totals = np.array(stage_seconds, dtype=np.float64)
+
+        def detect_shrunk(indices: list[int]) -> list[Detections]:
+            checked.extend(indices)
+            start = time.perf_counter()
+            shrunk = [shrink_frame(frames[i], check, fill) for i in indices]
+            second, seconds = self._pipeline.detect(shrunk)
+            totals[:] += seconds
+            totals[0] += time.perf_counter() - start - sum(seconds)  # the shrinking counts as pre-processing
+            return second
+
+        results = check_closeups(results, [frame.shape[:2] for frame in frames], detect_shrunk, check)
+        return results, tuple(float(t) for t in totals)
 
 
 def load_image(image: ImageInput, source: str = "image") -> np.ndarray:
@@ -234,9 +268,29 @@ def load_image(image: ImageInput, source: str = "image") -> np.ndarray:
     return to_bgr8(image, source=source)
 
 
-def _timing(images: int, load_s: float, stage_seconds: Sequence[float]) -> dict[str, float]:
+def _closeup_check(closeup_check: bool | CloseupCheck | None, class_agnostic: bool) -> CloseupCheck | None:
+    """The check's settings, or None when it is off. It takes one class per face, so it needs one box per
+    face (`class_agnostic`): by default it follows that setting."""
+    if closeup_check is None:
+        return DEFAULT_CLOSEUP_CHECK if class_agnostic else None
+    if isinstance(closeup_check, CloseupCheck):
+        settings = closeup_check
+    elif isinstance(closeup_check, (bool, np.bool_)):
+        settings = DEFAULT_CLOSEUP_CHECK if closeup_check else None
+    else:
+        raise FacemaskError(
+            f"closeup_check must be True, False, None or a CloseupCheck, got {type(closeup_check).__name__}"
+        )
+    if settings is not None and not class_agnostic:
+        raise FacemaskError(
+            "the close-up check gives each face one class, so it needs class_agnostic=True; pass closeup_check=False"
+        )
+    return settings
+
+
+def _timing(images: int, load_s: float, stage_seconds: Sequence[float], closeup_checks: int = 0) -> dict[str, float]:
     milliseconds = {"load_ms": load_s * 1e3, **{key: s * 1e3 for key, s in zip(STAGE_TIMINGS, stage_seconds)}}
-    return {**milliseconds, "total_ms": sum(milliseconds.values()), "images": images}
+    return {**milliseconds, "total_ms": sum(milliseconds.values()), "images": images, "closeup_checks": closeup_checks}
 
 
 def _resolve_backend(backend: str, path: Path) -> str:

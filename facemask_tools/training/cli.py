@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -368,6 +369,13 @@ def _take_recipe(ctx: click.Context, options: dict, checkpoint: str) -> None:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.eval_batch_size, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--closeup-check/--no-closeup-check",
+    default=True,
+    show_default=True,
+    help="Measure with the Detector's close-up check (a second pass, shrunk, for frames with a confident face "
+    "above 0.3 of the frame), as the product runs; off: the network's first pass alone.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
 @malloc_option
 def evaluate(
@@ -378,6 +386,7 @@ def evaluate(
     out: str | None,
     batch_size: int,
     device: str,
+    closeup_check: bool,
     force: bool,
     malloc: str,
 ) -> None:
@@ -385,6 +394,7 @@ def evaluate(
     confusion by face size, plus a PNG of predictions."""
     check_iou(iou_threshold)
     choose_allocator(malloc)
+    from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK
     from facemask_tools.training.checkpoint import load_network
     from facemask_tools.training.device import resolve_device
     from facemask_tools.training.evaluate import breakdown_lines, evaluate_network, save_prediction_grid
@@ -400,10 +410,24 @@ def evaluate(
             f"{out_dir} already holds {', '.join(earlier)}; pass --force to overwrite or choose another --out"
         )
     dataset = open_dataset(data, split, spec.classes, payload)
+    check = DEFAULT_CLOSEUP_CHECK if closeup_check else None
     metrics, predictions = evaluate_network(
-        network, spec, dataset.records, batch_size, resolve_device(device), iou_threshold=iou_threshold
+        network,
+        spec,
+        dataset.records,
+        batch_size,
+        resolve_device(device),
+        iou_threshold=iou_threshold,
+        closeup_check=check,
     )
-    report = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "spec": spec.to_dict(), **metrics}
+    report = {
+        "checkpoint": str(checkpoint),
+        "data": str(data),
+        "split": split,
+        "spec": spec.to_dict(),
+        "closeup_check": None if check is None else asdict(check),
+        **metrics,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
     save_prediction_grid(dataset.records, predictions, spec.classes, grid_path)

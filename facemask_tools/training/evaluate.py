@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from facemask_sdk.anchors import generate_anchors
+from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK, CloseupCheck, check_closeups, fill_colour, shrink_frame
 from facemask_sdk.detections import Detections
 from facemask_sdk.metrics import EVAL_IOU_THRESHOLD, evaluate_detections, evaluation_config, size_breakdown
 from facemask_sdk.postprocess import postprocess_detections
@@ -43,6 +45,18 @@ def head_outputs(
         yield from zip(logits, box_codes, letterboxes)
 
 
+@dataclass(frozen=True)
+class ShrunkRecord:
+    """A record's image as the close-up check's second pass sees it (what `head_outputs` loads)."""
+
+    record: ImageRecord
+    check: CloseupCheck
+    fill_bgr: tuple[int, int, int]
+
+    def load(self) -> np.ndarray:
+        return shrink_frame(self.record.load(), self.check, self.fill_bgr)
+
+
 def predict_records(
     network: torch.nn.Module,
     spec: ModelSpec,
@@ -50,13 +64,28 @@ def predict_records(
     batch_size: int = 8,
     device: str = "cpu",
     progress: bool = True,
+    closeup_check: CloseupCheck | None = DEFAULT_CLOSEUP_CHECK,
 ) -> list[Detections]:
     """Predictions in original-image pixels for every record: the bare network, then the runtime's
-    own NumPy post-processing (`facemask_sdk.postprocess`, one box per face), so a checkpoint's
+    own NumPy post-processing (`facemask_sdk.postprocess`, one box per face) and, as the `Detector`
+    does by default, the close-up check (`facemask_sdk.closeups`; None skips it), so a checkpoint's
     figures are those of what the product returns."""
     anchors = generate_anchors(spec)
-    outputs = head_outputs(network, spec, records, batch_size, device, progress)
-    return detections_from_outputs(((*output, anchors) for output in outputs), spec.classes)
+
+    def detect(items: list) -> list[Detections]:
+        outputs = head_outputs(network, spec, items, batch_size, device, progress)
+        return detections_from_outputs(((*output, anchors) for output in outputs), spec.classes)
+
+    predictions = detect(records)
+    if closeup_check is None:
+        return predictions
+    fill = fill_colour(spec.mean)
+    return check_closeups(
+        predictions,
+        [(record.height, record.width) for record in records],
+        lambda indices: detect([ShrunkRecord(records[i], closeup_check, fill) for i in indices]),
+        closeup_check,
+    )
 
 
 def detections_from_outputs(
@@ -99,9 +128,11 @@ def evaluate_network(
     device: str = "cpu",
     progress: bool = True,
     iou_threshold: float | None = None,
+    closeup_check: CloseupCheck | None = DEFAULT_CLOSEUP_CHECK,
 ) -> tuple[dict, list[Detections]]:
-    """`score_predictions` of the network's predictions, and the predictions."""
-    predictions = predict_records(network, spec, records, batch_size, device, progress)
+    """`score_predictions` of the network's predictions (with the close-up check unless None), and the
+    predictions."""
+    predictions = predict_records(network, spec, records, batch_size, device, progress, closeup_check)
     return score_predictions(records, predictions, spec.classes, iou_threshold), predictions
 
 

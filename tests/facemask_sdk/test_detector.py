@@ -102,6 +102,7 @@ def test_detect_batch_equals_single_calls(tiny_onnx, sample_images):
             "postprocess_ms",
             "total_ms",
             "images",
+            "closeup_checks",
         }
         assert all(v >= 0 for v in detector.last_timing.values())
         assert detector.detect_batch([]) == []

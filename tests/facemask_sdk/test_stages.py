@@ -20,7 +20,7 @@ import pytest
 from facemask_sdk import Detector
 from facemask_sdk.anchors import generate_anchors
 from facemask_sdk.errors import FacemaskError
-from facemask_sdk.postprocess import PostprocessConfig, postprocess
+from facemask_sdk.postprocess import PostprocessConfig, postprocess, postprocess_detections
 from facemask_sdk.preprocess import preprocess
 from facemask_sdk.spec import ModelSpec
 from facemask_sdk.stages import NumpyPostprocess, NumpyPreprocess, Pipeline
@@ -45,7 +45,9 @@ def test_every_combination_around_tensorrt(
     trt = fake_tensorrt(logits, box_codes)
     config = PostprocessConfig(score_threshold=0.3, max_detections=50)
     image = cv2.imread(str(SAMPLE_IMAGES[1]), cv2.IMREAD_COLOR)
-    with Detector(fake_engine, score_threshold=0.3, max_detections=50, preprocess=pre, postprocess=post) as detector:
+    # one network call per frame: the random heads' large boxes would ask for the close-up check's second pass
+    options = {"score_threshold": 0.3, "max_detections": 50, "closeup_check": False}
+    with Detector(fake_engine, preprocess=pre, postprocess=post, **options) as detector:
         assert detector.backend == "tensorrt" and detector.stages == {"preprocess": pre, "postprocess": post}
         frame = detector.frame_buffer(*image.shape[:2])
         frame[:] = image
@@ -67,7 +69,7 @@ def test_the_fused_path_is_timed_by_cuda_events_and_owned_by_one_thread(
     logits, box_codes = head_outputs(np.random.default_rng(5), len(generate_anchors(SPEC_256)), 3, 50)
     fake_tensorrt(logits, box_codes, io_dtype=np.float16)
     image = cv2.imread(str(SAMPLE_IMAGES[0]), cv2.IMREAD_COLOR)
-    with Detector(fake_engine) as detector:
+    with Detector(fake_engine, closeup_check=False) as detector:  # one network call per frame
         assert detector.stages == {"preprocess": "cuda", "postprocess": "cuda"}  # the network's own side
         detector(image)
         timing = detector.last_timing
@@ -77,6 +79,33 @@ def test_the_fused_path_is_timed_by_cuda_events_and_owned_by_one_thread(
         thread.start()
         thread.join()
         assert "belongs to the thread that created it" in errors[0]
+    assert not fake_cuda.live
+
+
+def test_the_closeup_check_runs_its_second_pass_through_the_cuda_stages(
+    fake_tensorrt, fake_cuda, fake_engine, head_outputs
+) -> None:
+    """The shrunk frame is an ordinary array: the kernels take it as they take any frame, and the engine
+    sees the reference input of the shrunk frame; the classes are those `take_closeup_classes` gives."""
+    from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK, fill_colour, shrink_frame, take_closeup_classes
+
+    anchors = generate_anchors(SPEC_256)
+    logits, box_codes = head_outputs(np.random.default_rng(4), len(anchors), SPEC_256.num_classes, 300)
+    trt = fake_tensorrt(logits, box_codes)
+    image = cv2.imread(str(SAMPLE_IMAGES[1]), cv2.IMREAD_COLOR)
+    config = PostprocessConfig(score_threshold=0.3, max_detections=50)
+    with Detector(fake_engine, score_threshold=0.3, max_detections=50) as detector:
+        detections = detector(image)
+        assert detector.last_timing["closeup_checks"] == 1 and len(trt.seen_inputs) == 2
+        shrunk = shrink_frame(image, DEFAULT_CLOSEUP_CHECK, fill_colour(SPEC_256.mean))
+        reference, shrunk_letterbox = preprocess(shrunk, SPEC_256)
+        np.testing.assert_array_equal(trt.seen_inputs[-1], reference)
+    first = postprocess_detections(logits, box_codes, anchors, preprocess(image, SPEC_256)[1], config, SPEC_256.classes)
+    second = postprocess_detections(logits, box_codes, anchors, shrunk_letterbox, config, SPEC_256.classes)
+    expected = take_closeup_classes(first, second, image.shape[:2], DEFAULT_CLOSEUP_CHECK)
+    assert (expected.class_ids != first.class_ids).any()  # the check changed something to compare
+    np.testing.assert_array_equal(detections.class_ids, expected.class_ids)
+    np.testing.assert_allclose(detections.xyxy, expected.xyxy, atol=1e-3)
     assert not fake_cuda.live
 
 

@@ -66,6 +66,7 @@ def test_eval_reports_ap_at_one_iou_and_the_face_size_breakdown(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["split"] == "all"  # a folder without splits/ is evaluated whole
+    assert report["closeup_check"]["shrink"] == 3.0  # measured as the product runs: with the close-up check
     buckets = report["by_size"]["buckets"]
     assert report["by_size"]["iou_threshold"] == 0.3
     assert sum(row["faces"] for row in buckets.values()) == report["ground_truth_boxes"]
@@ -94,3 +95,33 @@ def test_eval_refuses_an_iou_outside_zero_to_one(tmp_path, tiny_checkpoint):
         ]
     )
     assert result.returncode != 0 and result.stderr.strip().startswith("error: --iou") and not (tmp_path / "e").exists()
+
+
+def test_eval_measures_the_closeup_check_as_the_detector_runs_it(tmp_path):
+    """The evaluation's PyTorch path and the `Detector` (ONNX Runtime) give the same classes on the shipped
+    model's close-ups, through the one `facemask_sdk.closeups`; the check changes some of them."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from facemask_sdk import Detector
+    from facemask_sdk.metrics import evaluation_config
+    from facemask_sdk.voc import VocDataset
+    from facemask_tools.training.checkpoint import load_network
+    from facemask_tools.training.closeups import write_closeups
+    from facemask_tools.training.evaluate import predict_records
+
+    write_closeups(str(SAMPLES), "all", tmp_path / "view", progress=False)
+    records = [r for r in VocDataset(tmp_path / "view", "all").records if r.stem.startswith("maksssksksss29")]
+    network, spec, _ = load_network(ROOT / "models" / "facemask.pt")
+    checked = predict_records(network, spec, records, progress=False)
+    alone = predict_records(network, spec, records, progress=False, closeup_check=None)
+    config = evaluation_config()
+    options = {"score_threshold": config.score_threshold, "max_detections": config.max_detections}
+    with Detector(**options) as detector:
+        runtime = [detector(record.load()) for record in records]
+    confident = [d[d.scores >= 0.4] for d in checked]
+    assert any((c.class_ids != a.class_ids).any() for c, a in zip(checked, alone))
+    for ours, theirs in zip(confident, runtime):
+        theirs = theirs[theirs.scores >= 0.4]
+        np.testing.assert_array_equal(ours.class_ids, theirs.class_ids)
+        np.testing.assert_allclose(ours.xyxy, theirs.xyxy, atol=0.5)
