@@ -78,9 +78,9 @@ class Detector(Resource):
     dynamic input size, as the shipped one, or an engine built for that size.
     `class_agnostic` (default True): one box per face, with its best class; False keeps overlapping
     boxes of different classes (effdet's class-aware NMS). `closeup_check` (default: on with
-    `class_agnostic`): a frame with a confident face above 0.3 of its long side gets a second pass
-    shrunk 3x, whose classes those faces take (`facemask_sdk.closeups`: the model gets close-ups' classes
-    wrong far more often); `False` skips it, a `CloseupCheck` sets it. `preprocess` / `postprocess`: `"auto"`,
+    `class_agnostic`): a frame with a confident large face gets a second pass on the image shrunk, whose
+    classes those faces take (`facemask_sdk.closeups`, `DEFAULT_CLOSEUP_CHECK`: the model gets close-ups'
+    classes wrong far more often); `False` skips it, a `CloseupCheck` sets it. `preprocess` / `postprocess`: `"auto"`,
     `"numpy"` or `"cuda"` (see the module's docstring); `stages` says which were chosen.
 
     After each call `last_timing` holds `load_ms` (reading and converting the images), `preprocess_ms`,
@@ -252,9 +252,9 @@ class Detector(Resource):
             checked.extend(indices)
             start = time.perf_counter()
             shrunk = [shrink_frame(frames[i], check, fill) for i in indices]
+            totals[0] += time.perf_counter() - start  # the shrinking counts as pre-processing
             second, seconds = self._pipeline.detect(shrunk)
             totals[:] += seconds
-            totals[0] += time.perf_counter() - start - sum(seconds)  # the shrinking counts as pre-processing
             return second
 
         results = check_closeups(results, [frame.shape[:2] for frame in frames], detect_shrunk, check)

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -31,6 +32,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK, describe
 from facemask_sdk.detections import COMPLIANT_CLASS
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig
@@ -96,8 +98,8 @@ WINDOW = "facemask-sdk"
 @click.option(
     "--no-closeup-check",
     is_flag=True,
-    help="Skip the close-up check: by default a frame with a confident face above 0.3 of its long side gets a second "
-    "pass, shrunk 3x, whose classes those faces take (the model gets close-ups' classes wrong more often).",
+    help=f"Skip the {describe(DEFAULT_CLOSEUP_CHECK)} (on by default: the model alone gets close-ups' classes "
+    "wrong more often; --class-aware turns it off too).",
 )
 @click.option(
     "--max-frames",
@@ -432,6 +434,7 @@ class _Run:
             "iou_threshold": detector.config.iou_threshold,
             "max_detections": detector.config.max_detections,
             "class_agnostic_nms": detector.config.class_agnostic,
+            "closeup_check": None if detector.closeup_check is None else asdict(detector.closeup_check),
             **{
                 key: totals[key]
                 for key in (

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK, describe
 from facemask_sdk.errors import FacemaskError
 from facemask_tools.paths import DATASET, DATASET_HELP
 from facemask_tools.training.config import TrainConfig
@@ -373,8 +374,7 @@ def _take_recipe(ctx: click.Context, options: dict, checkpoint: str) -> None:
     "--closeup-check/--no-closeup-check",
     default=True,
     show_default=True,
-    help="Measure with the Detector's close-up check (a second pass, shrunk, for frames with a confident face "
-    "above 0.3 of the frame), as the product runs; off: the network's first pass alone.",
+    help=f"Measure with the Detector's {describe(DEFAULT_CLOSEUP_CHECK)}, as the product runs; off: the network alone.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
 @malloc_option
@@ -394,7 +394,6 @@ def evaluate(
     confusion by face size, plus a PNG of predictions."""
     check_iou(iou_threshold)
     choose_allocator(malloc)
-    from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK
     from facemask_tools.training.checkpoint import load_network
     from facemask_tools.training.device import resolve_device
     from facemask_tools.training.evaluate import breakdown_lines, evaluate_network, save_prediction_grid

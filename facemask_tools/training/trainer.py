@@ -414,11 +414,15 @@ class _Run:
 def evaluation_description() -> str:
     """What the per-epoch val mAP measures, recorded with each checkpoint: a resumed run whose evaluation
     has changed since (as when one-box NMS became the product's) must not compare old and new figures."""
+    from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK, describe
     from facemask_sdk.metrics import evaluation_config
 
     config = evaluation_config()
     nms = "one box per face (class-agnostic NMS)" if config.class_agnostic else "class-aware NMS"
-    return f"{nms}, score > {config.score_threshold:g}, IoU {config.iou_threshold:g}, max {config.max_detections}"
+    return (
+        f"{nms}, score > {config.score_threshold:g}, IoU {config.iou_threshold:g}, max {config.max_detections}, "
+        f"{describe(DEFAULT_CLOSEUP_CHECK)}"
+    )
 
 
 def _train_step(bench, optimizer, images, target, device: str, amp_dtype, config: TrainConfig) -> dict[str, float]:

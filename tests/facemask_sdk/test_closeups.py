@@ -54,10 +54,12 @@ def test_large_confident_faces_take_the_shrunk_pass_class_and_keep_their_box_sco
         [7, 8, 9, 10],
     )
     # the shrunk pass sees the frame a third of its size: the first face at [0, 0, 50, 50], the third at
-    # [50, 50, 100, 100]; nothing where the fourth is
-    shrunk = _detections([[1, 1, 51, 50], [60, 60, 70, 70], [50, 50, 100, 100]], [0.5, 0.9, 0.9], [1, 2, 1])
+    # [50, 50, 100, 100]; only a faint box where the fourth is
+    shrunk = _detections(
+        [[1, 1, 51, 50], [60, 60, 70, 70], [50, 50, 100, 100], [0, 50, 50, 100]], [0.5, 0.9, 0.9, 0.1], [1, 2, 1, 2]
+    )
     checked = take_closeup_classes(first, shrunk, hw, DEFAULT_CLOSEUP_CHECK)
-    # the small face and the faint one are not checked; the fourth has no match
+    # the small face and the faint one are not checked; the fourth has no confident match
     assert checked.class_ids.tolist() == [1, 0, 0, 0]
     np.testing.assert_array_equal(checked.xyxy, first.xyxy)
     np.testing.assert_array_equal(checked.scores, first.scores)
@@ -95,14 +97,26 @@ def test_check_closeups_runs_the_second_pass_once_for_the_frames_that_need_it():
     ("settings", "message"),
     [
         ({"shrink": 1.0}, "shrink must be a number above 1"),
-        ({"shrink": True}, "shrink must be a number above 1"),
+        ({"shrink": True}, "shrink must be a number > 0"),
         ({"min_face_size": 1.5}, "min_face_size"),
         ({"match_iou": -0.1}, "match_iou"),
+        ({"match_iou": 0.0}, "match_iou must be above 0"),
     ],
 )
 def test_settings_out_of_range_are_refused(settings, message):
     with pytest.raises(FacemaskError, match=message):
         CloseupCheck(**settings)
+    assert CloseupCheck(shrink=np.float32(2.5)).shrink == 2.5  # a NumPy number is a number
+
+
+def test_boxes_come_back_by_each_axis_own_shrink():
+    """A 1000 x 500 frame shrinks to 333 x 167: the second pass's boxes scale back by 1000/333 and 500/167."""
+    hw = (500, 1000)
+    first = _detections([[600, 200, 1000, 500]], [0.9], [0])
+    exact = np.array([600 * 333 / 1000, 200 * 167 / 500, 333, 167], np.float32)
+    for offset, expected_class in ((0.0, 1), (-60.0, 0)):  # 60 px off in the shrunk frame: IoU 0.38
+        shrunk = _detections([exact + [offset, 0, offset, 0]], [0.9], [1])
+        assert take_closeup_classes(first, shrunk, hw, DEFAULT_CLOSEUP_CHECK).class_ids.tolist() == [expected_class]
 
 
 # -- on the shipped model ----------------------------------------------------------------------------

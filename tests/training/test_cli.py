@@ -104,7 +104,6 @@ def test_eval_measures_the_closeup_check_as_the_detector_runs_it(tmp_path):
     import numpy as np
 
     from facemask_sdk import Detector
-    from facemask_sdk.metrics import evaluation_config
     from facemask_sdk.voc import VocDataset
     from facemask_tools.training.checkpoint import load_network
     from facemask_tools.training.closeups import write_closeups
@@ -113,15 +112,12 @@ def test_eval_measures_the_closeup_check_as_the_detector_runs_it(tmp_path):
     write_closeups(str(SAMPLES), "all", tmp_path / "view", progress=False)
     records = [r for r in VocDataset(tmp_path / "view", "all").records if r.stem.startswith("maksssksksss29")]
     network, spec, _ = load_network(ROOT / "models" / "facemask.pt")
-    checked = predict_records(network, spec, records, progress=False)
+    checked = predict_records(network, spec, records, progress=False)  # at the evaluation's score 0.001
     alone = predict_records(network, spec, records, progress=False, closeup_check=None)
-    config = evaluation_config()
-    options = {"score_threshold": config.score_threshold, "max_detections": config.max_detections}
-    with Detector(**options) as detector:
+    with Detector() as detector:  # the product's defaults: score 0.4
         runtime = [detector(record.load()) for record in records]
-    confident = [d[d.scores >= 0.4] for d in checked]
     assert any((c.class_ids != a.class_ids).any() for c, a in zip(checked, alone))
-    for ours, theirs in zip(confident, runtime):
-        theirs = theirs[theirs.scores >= 0.4]
+    for ours, theirs in zip(checked, runtime):
+        ours = ours[ours.scores >= detector.config.score_threshold]
         np.testing.assert_array_equal(ours.class_ids, theirs.class_ids)
         np.testing.assert_allclose(ours.xyxy, theirs.xyxy, atol=0.5)

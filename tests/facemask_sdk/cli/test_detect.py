@@ -45,6 +45,7 @@ def test_images_folder(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
     assert summary["frames"] == 4 and summary["faces"] == 20 == sum(summary["per_class"].values())
     assert summary["compliance_rate"] == pytest.approx(summary["per_class"]["with_mask"] / 20)
     assert summary["fps"] > 0 and summary["outputs"]["annotated"] == [p.name for p in sample_images]
+    assert summary["closeup_check"]["shrink"] == 3.0  # on by default, and said so
     assert "frames: 4  faces: 20" in result.stdout and "compliance rate:" in result.stdout and "FPS" in result.stdout
 
     again = run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--out", out])
@@ -52,9 +53,10 @@ def test_images_folder(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
     assert again.stderr.strip().count("\n") == 0 and "--force" in again.stderr and "Traceback" not in again.stderr
     assert len(_jsonl(out / "detections.jsonl")) == 4  # untouched
 
-    forced = run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--out", out, "--force"])
+    forced = run_cli(["detect", sample_images[0], "--model", tiny_onnx, "--out", out, "--force", "--no-closeup-check"])
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert len(_jsonl(out / "detections.jsonl")) == 1
+    assert json.loads((out / "summary.json").read_text())["closeup_check"] is None
 
 
 def test_video_round_trip(run_cli, tiny_onnx, sample_images, tmp_path) -> None:
