@@ -31,6 +31,7 @@ from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.metrics import box_iou, face_sizes
 from facemask_sdk.postprocess import PostprocessConfig
+from facemask_sdk.preprocess import clip_boxes
 from facemask_sdk.validation import positive, unit_interval
 
 
@@ -110,8 +111,7 @@ def take_closeup_classes(
     height, width = image_hw
     small_h, small_w = shrunk_size(image_hw, check)
     to_frame = np.array([width / small_w, height / small_h] * 2, np.float32)
-    second_boxes = np.minimum(voters.xyxy * to_frame, np.array([width, height, width, height], np.float32))
-    overlaps = box_iou(first.xyxy[large], second_boxes)
+    overlaps = box_iou(first.xyxy[large], clip_boxes(voters.xyxy * to_frame, height, width))
     best = overlaps.argmax(axis=1)
     matched = overlaps[np.arange(len(large)), best] >= check.match_iou
     class_ids = first.class_ids.copy()

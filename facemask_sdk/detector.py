@@ -230,35 +230,24 @@ class Detector(Resource):
             return []
         load_s = time.perf_counter() - start
         results, stage_seconds = self._pipeline.detect(frames)
-        checked: list[int] = []
+        totals = np.array(stage_seconds, dtype=np.float64)  # the close-up check's second pass adds to them
+        checked = 0
         if self.closeup_check is not None:
-            results, stage_seconds = self._check_closeups(frames, results, stage_seconds, checked)
-        self.last_timing = _timing(len(frames), load_s, stage_seconds, len(checked))
+            check, fill = self.closeup_check, fill_colour(self.spec.mean)
+
+            def detect_shrunk(indices: list[int]) -> list[Detections]:
+                nonlocal checked
+                checked = len(indices)
+                shrink_start = time.perf_counter()
+                shrunk = [shrink_frame(frames[i], check, fill) for i in indices]
+                totals[0] += time.perf_counter() - shrink_start  # the shrinking counts as pre-processing
+                second, seconds = self._pipeline.detect(shrunk)
+                totals[:] += seconds
+                return second
+
+            results = check_closeups(results, [frame.shape[:2] for frame in frames], detect_shrunk, check)
+        self.last_timing = _timing(len(frames), load_s, totals.tolist(), checked)
         return results
-
-    def _check_closeups(
-        self,
-        frames: list[np.ndarray],
-        results: list[Detections],
-        stage_seconds: Sequence[float],
-        checked: list[int],
-    ) -> tuple[list[Detections], tuple[float, ...]]:
-        """`facemask_sdk.closeups.check_closeups` through this detector's own pipeline; the second pass's
-        stage times are added to the first's and the indices of the frames it ran on appended to `checked`."""
-        check, fill = self.closeup_check, fill_colour(self.spec.mean)
-        totals = np.array(stage_seconds, dtype=np.float64)
-
-        def detect_shrunk(indices: list[int]) -> list[Detections]:
-            checked.extend(indices)
-            start = time.perf_counter()
-            shrunk = [shrink_frame(frames[i], check, fill) for i in indices]
-            totals[0] += time.perf_counter() - start  # the shrinking counts as pre-processing
-            second, seconds = self._pipeline.detect(shrunk)
-            totals[:] += seconds
-            return second
-
-        results = check_closeups(results, [frame.shape[:2] for frame in frames], detect_shrunk, check)
-        return results, tuple(float(t) for t in totals)
 
 
 def load_image(image: ImageInput, source: str = "image") -> np.ndarray:
