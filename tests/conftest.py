@@ -3,7 +3,9 @@
 `tiny_checkpoint` is a randomly initialised `tf_efficientdet_lite0` at 256 px (not trained: its
 scores are around 0.01-0.1, so tests that compare detections use a low score threshold).
 `tiny_onnx` is its ONNX export with metadata. Both need the training extras (torch, effdet, onnx);
-without them the tests that use them are skipped. `wheel` is the package built from the tracked files.
+without them the tests that use them are skipped. `closeup_frame` is a real close-up the shipped model alone gets
+wrong and its close-up check puts right; `shipped_dynamic_onnx` the shipped weights with a dynamic batch axis.
+`wheel` is the package built from the tracked files.
 Fixtures that only one part's tests share live beside them: tests/facemask_sdk/conftest.py (the CUDA
 emulator and stand-in pycuda, VOC folders), tests/build_engine/conftest.py (the tiny model's inputs).
 """
@@ -15,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +44,34 @@ def sample_images() -> list[Path]:
     paths = sorted((SAMPLES / "images").glob("*.png"))
     assert len(paths) == 4, f"expected 4 sample images under {SAMPLES / 'images'}, found {len(paths)}"
     return paths
+
+
+CLOSEUP_SAMPLE = SAMPLES / "images" / "maksssksksss29.png"
+CLOSEUP_CROP = (slice(43, 122), slice(266, 345))
+"""A 79 px square of CLOSEUP_SAMPLE around its right-hand face (labelled `mask_weared_incorrect`, 0.83 of the
+frame): the close-up view's crop of that face (`facemask_tools.training.closeups`, seed 0)."""
+
+
+@pytest.fixture(scope="session")
+def closeup_frame() -> np.ndarray:
+    """The close-up (BGR uint8): the shipped model alone calls it `with_mask`, with the check
+    `mask_weared_incorrect` (its label)."""
+    import cv2
+
+    return np.ascontiguousarray(cv2.imread(str(CLOSEUP_SAMPLE))[CLOSEUP_CROP])
+
+
+@pytest.fixture(scope="session")
+def shipped_dynamic_onnx(tmp_path_factory) -> Path:
+    """The shipped weights exported once with a dynamic batch axis, as a batching server needs them."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxslim")
+    from facemask_tools.build_engine.export import export_onnx
+
+    return export_onnx(
+        ROOT / "models" / "facemask.pt", tmp_path_factory.mktemp("serve") / "facemask.dynamic.onnx", dynamic_batch=True
+    ).path
 
 
 @pytest.fixture(scope="session")

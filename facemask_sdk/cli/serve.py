@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK, describe
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.serving.repository import NETWORK_BACKENDS, RepositoryOptions
@@ -135,6 +136,12 @@ def serve(
 )
 @click.option("--score-threshold", type=float, default=PostprocessConfig.score_threshold, show_default=True)
 @click.option("--iou-threshold", type=float, default=PostprocessConfig.iou_threshold, show_default=True)
+@click.option(
+    "--no-closeup-check",
+    is_flag=True,
+    help=f"Skip the {describe(DEFAULT_CLOSEUP_CHECK)} (on by default, as in detect and serve: a second network pass, "
+    "by BLS from the post-processing step, for frames with such a face only).",
+)
 @click.option("--force", is_flag=True, help="Replace a repository this command wrote at --out (never another folder).")
 def triton_repository(
     onnx_path: Path,
@@ -147,6 +154,7 @@ def triton_repository(
     threads: int,
     score_threshold: float,
     iou_threshold: float,
+    no_closeup_check: bool,
     force: bool,
 ) -> None:
     """Write a Triton model repository: ensemble of pre-processing, network and post-processing."""
@@ -162,13 +170,14 @@ def triton_repository(
         network_threads=threads,
         score_threshold=score_threshold,
         iou_threshold=iou_threshold,
+        closeup_check=not no_closeup_check,
     )
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
     written = write_repository(out, onnx_path, options, engine=engine, force=force)
     click.echo(
         f"wrote {written.path}: model 'facemask' ({written.spec.image_size[0]} px, {backend} network, "
-        f"batches up to {max_batch_size})"
+        f"batches up to {max_batch_size}, {'no close-up check' if no_closeup_check else 'with the close-up check'})"
     )
     if written.missing_engine is not None:
         click.echo(

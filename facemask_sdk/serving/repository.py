@@ -3,7 +3,8 @@
     facemask                 ensemble: image bytes in, the `protocol` outputs out
     facemask_preprocess      Python backend: decode + letterbox (`facemask_sdk.preprocess`)
     facemask_network         onnxruntime_onnx (CPU) | tensorrt_plan (GPU) | Python backend on ONNX Runtime
-    facemask_postprocess     Python backend: decode boxes + NMS (`facemask_sdk.postprocess`)
+    facemask_postprocess     Python backend: decode boxes + NMS (`facemask_sdk.postprocess`), and the close-up
+                             check (`facemask_sdk.closeups`): a second network pass by BLS for large faces
 
 The network is the only step worth batching, so it alone has a dynamic batcher; its ONNX must have a
 dynamic batch axis (`facemask-sdk export --dynamic-batch`). The configs are data (`model_configs`)
@@ -21,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from facemask_sdk.anchors import generate_anchors
+from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.serving.protocol import IMAGE, MAX_DETECTIONS, MODEL_NAME, OUTPUTS
-from facemask_sdk.serving.triton_models import LETTERBOX, POSTPROCESS_FILE, SPEC_FILE
+from facemask_sdk.serving.triton_models import CLOSEUP_FILE, LETTERBOX, POSTPROCESS_FILE, SPEC_FILE
 from facemask_sdk.spec import INPUT_NAME, OUTPUT_NAMES, ModelSpec
 from facemask_sdk.validation import whole_number
 
@@ -45,7 +47,8 @@ class Enum(str):
 
 @dataclass(frozen=True)
 class RepositoryOptions:
-    """What the repository serves and how: batch limits, network instances, NMS settings."""
+    """What the repository serves and how: batch limits, network instances, NMS settings, and whether the
+    post-processing runs the close-up check (`DEFAULT_CLOSEUP_CHECK`, as the `Detector` does by default)."""
 
     backend: str = "onnxruntime"
     max_batch_size: int = 8
@@ -57,12 +60,15 @@ class RepositoryOptions:
     """Instances of each Python step (decode + letterbox, decode + NMS): each is one Python process."""
     score_threshold: float = PostprocessConfig.score_threshold
     iou_threshold: float = PostprocessConfig.iou_threshold
+    closeup_check: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in NETWORK_BACKENDS:
             raise FacemaskError(f"backend must be one of {', '.join(NETWORK_BACKENDS)}, got {self.backend!r}")
         for name in ("max_batch_size", "network_instances", "host_instances"):
             whole_number(name, getattr(self, name))
+        if not isinstance(self.closeup_check, (bool, np.bool_)):
+            raise FacemaskError(f"closeup_check must be True or False, got {self.closeup_check!r}")
         if any(not 1 <= size <= self.max_batch_size for size in self.preferred_batch_sizes):
             raise FacemaskError(
                 f"preferred batch sizes must lie in [1, {self.max_batch_size}], got {self.preferred_batch_sizes}"
@@ -88,6 +94,8 @@ def model_configs(spec: ModelSpec, options: RepositoryOptions) -> dict[str, dict
         _tensor(OUTPUT_NAMES[1], "TYPE_FP32", (anchors, 4)),
     ]
     letterbox = _tensor(LETTERBOX, "TYPE_FP32", (5,))
+    image = _tensor(IMAGE.name, IMAGE.triton_type, IMAGE.shape)
+    post_inputs = [*head_out, letterbox] + ([image] if options.closeup_check else [])  # the check decodes again
     outputs = [_tensor(spec_.name, spec_.triton_type, spec_.shape) for spec_ in OUTPUTS]
     batch = options.max_batch_size
     cpu_instance = [{"kind": Enum("KIND_CPU"), "count": options.host_instances}]
@@ -138,13 +146,13 @@ def model_configs(spec: ModelSpec, options: RepositoryOptions) -> dict[str, dict
             "name": MODEL_NAME,
             "platform": "ensemble",
             "max_batch_size": batch,
-            "input": [_tensor(IMAGE.name, IMAGE.triton_type, IMAGE.shape)],
+            "input": [image],
             "output": outputs,
             "ensemble_scheduling": {
                 "step": [
                     step(PREPROCESS, [IMAGE.name], [INPUT_NAME, LETTERBOX], {}),
                     step(NETWORK, [INPUT_NAME], list(OUTPUT_NAMES), {}),
-                    step(POSTPROCESS, [*OUTPUT_NAMES, LETTERBOX], [spec_.name for spec_ in OUTPUTS], {}),
+                    step(POSTPROCESS, [t["name"] for t in post_inputs], [spec_.name for spec_ in OUTPUTS], {}),
                 ]
             },
         },
@@ -152,7 +160,7 @@ def model_configs(spec: ModelSpec, options: RepositoryOptions) -> dict[str, dict
             "name": PREPROCESS,
             "backend": "python",
             "max_batch_size": batch,
-            "input": [_tensor(IMAGE.name, IMAGE.triton_type, IMAGE.shape)],
+            "input": [image],
             "output": [image_in, letterbox],
             "instance_group": cpu_instance,
         },
@@ -161,7 +169,7 @@ def model_configs(spec: ModelSpec, options: RepositoryOptions) -> dict[str, dict
             "name": POSTPROCESS,
             "backend": "python",
             "max_batch_size": batch,
-            "input": [*head_out, letterbox],
+            "input": post_inputs,
             "output": outputs,
             "instance_group": cpu_instance,
         },
@@ -254,6 +262,8 @@ def write_repository(
                 )
                 (version / SPEC_FILE).write_text(spec.to_json())
         (staging / POSTPROCESS / "1" / POSTPROCESS_FILE).write_text(json.dumps(asdict(options.postprocess_config())))
+        check = asdict(DEFAULT_CLOSEUP_CHECK) if options.closeup_check else None
+        (staging / POSTPROCESS / "1" / CLOSEUP_FILE).write_text(json.dumps({"check": check, "network_model": NETWORK}))
         network_version = staging / NETWORK / "1"
         if options.backend in ("onnxruntime", "python"):
             shutil.copyfile(onnx_path, network_version / "model.onnx")

@@ -1,9 +1,9 @@
 """Triton Python-backend models of the generated repository: thin adapters around the SDK's own code.
 
 Each repository model's `model.py` is one line that imports a class from here, so the server runs the
-installed SDK (`preprocess`, `postprocess`, `OnnxRuntimeRunner`) rather than a copy. Only Triton's
-Python stub imports this module (it provides `triton_python_backend_utils`). A bad request gets its own
-error response; the other requests of its batch are answered normally.
+installed SDK (`preprocess`, `postprocess`, `closeups`, `OnnxRuntimeRunner`) rather than a copy. Only
+Triton's Python stub imports this module (it provides `triton_python_backend_utils`). A bad request gets its
+own error response; the other requests of its batch are answered normally.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from facemask_sdk.anchors import generate_anchors
+from facemask_sdk.closeups import CloseupCheck, check_closeups, fill_colour, shrink_frame
+from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig, postprocess_detections
 from facemask_sdk.preprocess import Letterbox, preprocess
@@ -24,6 +26,8 @@ LETTERBOX = "letterbox"
 """The ensemble's tensor from pre- to post-processing: `Letterbox.as_array()`."""
 SPEC_FILE = "spec.json"
 POSTPROCESS_FILE = "postprocess.json"
+CLOSEUP_FILE = "closeup_check.json"
+"""The post-processing step's close-up check: `{"check": CloseupCheck fields or null, "network_model": name}`."""
 
 
 def _utils():
@@ -36,12 +40,16 @@ def _version_dir(args: dict) -> Path:
     return Path(args["model_repository"]) / str(args["model_version"])
 
 
-def _error_response(pb_utils, exc: Exception):
-    """The request's own error, as INVALID_ARGUMENT (error codes exist in Triton's Python stub since 23.09;
-    older stubs answer INTERNAL with the same one line)."""
-    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+def _error_response(pb_utils, exc: Exception, code_name: str = "INVALID_ARG"):
+    """The request's own error: INVALID_ARGUMENT for the client's mistake, INTERNAL for the server's (error
+    codes exist in Triton's Python stub since 23.09; older stubs answer INTERNAL with the same one line)."""
+    code = getattr(pb_utils.TritonError, code_name, None)
     error = pb_utils.TritonError(str(exc), code) if code is not None else pb_utils.TritonError(str(exc))
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
+
+
+class SecondPassError(RuntimeError):
+    """The close-up check's network request failed: the server's fault, not the request's."""
 
 
 class PreprocessModel:
@@ -104,37 +112,72 @@ class NetworkModel:
 
 
 class PostprocessModel:
-    """Raw head outputs and letterbox geometry -> the contract's fixed-size detections."""
+    """Raw head outputs and letterbox geometry -> the contract's fixed-size detections, with the `Detector`'s
+    close-up check (`facemask_sdk.closeups`) where the repository has it: a frame with a large confident face
+    is decoded again, shrunk, and run through the ensemble's network model once more by a BLS request."""
 
     def initialize(self, args: dict) -> None:
         folder = _version_dir(args)
         self.spec = ModelSpec.from_json((folder / SPEC_FILE).read_text())
         self.config = PostprocessConfig(**json.loads((folder / POSTPROCESS_FILE).read_text()))
         self.anchors = generate_anchors(self.spec)
+        closeup = json.loads((folder / CLOSEUP_FILE).read_text())
+        self.check = CloseupCheck(**closeup["check"]) if closeup["check"] else None
+        self.network_model = closeup["network_model"]
 
     def execute(self, requests: list) -> list:
         pb_utils = _utils()
         responses = []
         for request in requests:
-            logits = pb_utils.get_input_tensor_by_name(request, OUTPUT_NAMES[0]).as_numpy()
-            boxes = pb_utils.get_input_tensor_by_name(request, OUTPUT_NAMES[1]).as_numpy()
-            geometry = pb_utils.get_input_tensor_by_name(request, LETTERBOX).as_numpy()
-            outputs = pack_detections(
-                [
-                    postprocess_detections(
-                        logits[row],
-                        boxes[row],
-                        self.anchors,
-                        Letterbox.from_array(geometry[row]),
-                        self.config,
-                        self.spec.classes,
+            try:
+                logits = pb_utils.get_input_tensor_by_name(request, OUTPUT_NAMES[0]).as_numpy()
+                boxes = pb_utils.get_input_tensor_by_name(request, OUTPUT_NAMES[1]).as_numpy()
+                geometry = pb_utils.get_input_tensor_by_name(request, LETTERBOX).as_numpy()
+                letterboxes = [Letterbox.from_array(row) for row in geometry]
+                results = [self._detections(logits[row], boxes[row], letterboxes[row]) for row in range(len(logits))]
+                if self.check is not None:
+                    results = self._checked(pb_utils, request, results, letterboxes)
+                outputs = pack_detections(results)
+                responses.append(
+                    pb_utils.InferenceResponse(
+                        output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items()]
                     )
-                    for row in range(len(logits))
-                ]
-            )
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items()]
                 )
-            )
+            except (FacemaskError, ValueError) as exc:
+                responses.append(_error_response(pb_utils, exc))
+            except SecondPassError as exc:
+                responses.append(_error_response(pb_utils, exc, "INTERNAL"))
         return responses
+
+    def _detections(self, logits: np.ndarray, boxes: np.ndarray, letterbox: Letterbox) -> Detections:
+        return postprocess_detections(logits, boxes, self.anchors, letterbox, self.config, self.spec.classes)
+
+    def _checked(self, pb_utils, request, results: list[Detections], letterboxes: list[Letterbox]) -> list[Detections]:
+        """`results` with the close-up check; the request's images are decoded only if a frame needs it."""
+
+        def detect_shrunk(indices: list[int]) -> list[Detections]:
+            frames = decode_request(pb_utils.get_input_tensor_by_name(request, IMAGE.name).as_numpy())
+            fill = fill_colour(self.spec.mean)
+            prepared = [preprocess(shrink_frame(frames[i], self.check, fill), self.spec) for i in indices]
+            logits, boxes = self._network(pb_utils, np.stack([chw for chw, _ in prepared]))
+            return [self._detections(logits[row], boxes[row], letterbox) for row, (_, letterbox) in enumerate(prepared)]
+
+        return check_closeups(results, [box.original_hw for box in letterboxes], detect_shrunk, self.check)
+
+    def _network(self, pb_utils, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ensemble's network model on `inputs` (a BLS request, batched with the other requests by its
+        dynamic batcher); its outputs asked for in CPU memory where the stub can ask (a GPU network answers in
+        GPU memory otherwise, which `as_numpy` cannot read)."""
+        memory = {}
+        if hasattr(pb_utils, "PreferredMemory"):
+            memory["preferred_memory"] = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
+        response = pb_utils.InferenceRequest(
+            model_name=self.network_model,
+            requested_output_names=list(OUTPUT_NAMES),
+            inputs=[pb_utils.Tensor(INPUT_NAME, inputs)],
+            **memory,
+        ).exec()
+        if response.has_error():
+            raise SecondPassError(f"the close-up check's second pass failed: {response.error().message()}")
+        logits, boxes = (pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in OUTPUT_NAMES)
+        return logits, boxes

@@ -3,9 +3,6 @@ the shipped model a real close-up (a CC0 sample cropped around one face) whose c
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
 
@@ -21,11 +18,6 @@ from facemask_sdk.closeups import (
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "samples" / "images" / "maksssksksss29.png"
-CLOSEUP = (slice(43, 122), slice(266, 345))
-"""A 79 px square of SAMPLE around its right-hand face (labelled `mask_weared_incorrect`, 0.83 of the frame):
-the close-up view's crop of that face (`facemask_tools.training.closeups`, seed 0)."""
 INCORRECT = 2
 
 
@@ -122,18 +114,19 @@ def test_boxes_come_back_by_each_axis_own_shrink():
 # -- on the shipped model ----------------------------------------------------------------------------
 
 
-def test_the_detector_corrects_a_real_closeup_and_equals_the_two_passes_composed():
+def test_the_detector_corrects_a_real_closeup_and_equals_the_two_passes_composed(closeup_frame, sample_images):
     pytest.importorskip("onnxruntime")
     from facemask_sdk import Detector
 
-    closeup = np.ascontiguousarray(cv2.imread(str(SAMPLE))[CLOSEUP])
+    closeup = closeup_frame
     with Detector(closeup_check=False) as plain, Detector() as checked:
         first = plain(closeup)
         second = plain(shrink_frame(closeup, DEFAULT_CLOSEUP_CHECK, fill_colour(plain.spec.mean)))
         found = checked(closeup)
         assert checked.last_timing["closeup_checks"] == 1
-        checked(SAMPLE)  # a photo of small faces: one pass
-        assert checked.last_timing["closeup_checks"] == 0
+        for photo in sample_images:  # photos of small faces: one pass
+            checked(photo)
+            assert checked.last_timing["closeup_checks"] == 0, photo.name
     assert first.labels[0] == "with_mask"  # the model alone gets this close-up wrong
     expected = take_closeup_classes(first, second, closeup.shape[:2], DEFAULT_CLOSEUP_CHECK)
     np.testing.assert_array_equal(found.class_ids, expected.class_ids)

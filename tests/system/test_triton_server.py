@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -43,18 +44,6 @@ def serve_python(wheel: Path) -> Path:
         if "No matching distribution" in str(exc) or "Could not find a version" in str(exc):
             pytest.skip(f"the [serve] extra cannot be installed here (no package index has nvidia-pytriton): {exc}")
         raise
-
-
-@pytest.fixture(scope="session")
-def shipped_dynamic_onnx(tmp_path_factory) -> Path:
-    """The shipped weights exported with a dynamic batch axis, as a batching server needs them."""
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxslim")
-    from facemask_tools.build_engine.export import export_onnx
-
-    return export_onnx(
-        ROOT / "models" / "facemask.pt", tmp_path_factory.mktemp("serve") / "facemask.dynamic.onnx", dynamic_batch=True
-    ).path
 
 
 @pytest.fixture(scope="session")
@@ -121,11 +110,15 @@ def _batching_since(
         time.sleep(0.1)
 
 
-def _exercise(client: TritonClient, detector, sample_images: list[Path], batching) -> None:
+def _exercise(client: TritonClient, detector, sample_images: list[Path], batching, closeup_frame: np.ndarray) -> None:
     """Each sample alone, all in one request (and in requests of 3), and from 4 threads at once: all
-    equal to `Detector`; the 4 threads' single-image requests must have been batched by the server."""
+    equal to `Detector`; the 4 threads' single-image requests must have been batched by the server. A
+    close-up gets the class of the `Detector`'s close-up check, not the network's own."""
     local = [detector(path) for path in sample_images]
     assert sum(len(d) for d in local) > 0, "the samples must have faces for the comparison to mean anything"
+    closeup = detector(closeup_frame)
+    assert detector.last_timing["closeup_checks"] == 1
+    _assert_same(client.detect(cv2.imencode(".png", closeup_frame)[1].tobytes()), closeup, "a close-up")
     for path, expected in zip(sample_images, local):
         _assert_same(client.detect(path), expected, path.name)
     for path, served, expected in zip(sample_images, client.detect_batch(sample_images), local):
@@ -182,7 +175,7 @@ def _one_bad_client_among_seven(client: TritonClient, sample_images: list[Path],
 
 
 def test_tritonserver_serves_the_generated_repository_like_detector(
-    serve_python, shipped_dynamic_onnx, detector, sample_images, tmp_path
+    serve_python, shipped_dynamic_onnx, detector, sample_images, closeup_frame, tmp_path
 ) -> None:
     repository = write_repository(
         tmp_path / "repository", shipped_dynamic_onnx, RepositoryOptions(backend="python", network_threads=2)
@@ -199,14 +192,14 @@ def test_tritonserver_serves_the_generated_repository_like_detector(
     try:
         with TritonClient(f"127.0.0.1:{grpc_port}", timeout_s=120) as client:
             assert client.is_ready()
-            _exercise(client, detector, sample_images, batching=lambda: client.batching(NETWORK))
+            _exercise(client, detector, sample_images, lambda: client.batching(NETWORK), closeup_frame)
     finally:
         code = server.stop()
     assert code == 0, server.log()
 
 
 def test_serve_command_answers_like_detector_and_stops_on_sigterm(
-    serve_python, shipped_dynamic_onnx, detector, sample_images, tmp_path
+    serve_python, shipped_dynamic_onnx, detector, sample_images, closeup_frame, tmp_path
 ) -> None:
     http_port, grpc_port = free_ports(2)
     argv = serve_argv(
@@ -215,7 +208,7 @@ def test_serve_command_answers_like_detector_and_stops_on_sigterm(
     server = _started(ServerProcess(argv, tmp_path / "serve.log", http_port, grpc_port))
     try:
         with TritonClient(f"127.0.0.1:{grpc_port}", timeout_s=120, access_token="test-token") as client:
-            _exercise(client, detector, sample_images, batching=client.batching)
+            _exercise(client, detector, sample_images, client.batching, closeup_frame)
             shared_memory = _shared_memory_of(server.pid)
     finally:
         code = server.stop()

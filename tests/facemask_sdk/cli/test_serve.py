@@ -22,6 +22,12 @@ def test_cli_writes_the_repository_or_one_error_line(run_cli, tiny_dynamic_onnx,
     )
     assert result.returncode == 0, result.stderr
     assert "facemask-sdk build-engine --onnx" in result.stdout and "--dynamic-batch 1,4,8" in result.stdout
+    assert "with the close-up check" in result.stdout
+    result = run_cli(
+        ["triton-repository", "--onnx", tiny_dynamic_onnx, "--out", tmp_path / "cpu", "--no-closeup-check"]
+    )
+    assert result.returncode == 0 and "no close-up check" in result.stdout, result.stderr
+    assert '"check": null' in (tmp_path / "cpu" / "facemask_postprocess" / "1" / "closeup_check.json").read_text()
     for args, expected in [
         (["--onnx", SHIPPED_STATIC_ONNX, "--out", tmp_path / "a"], "fixed batch of 1"),
         (["--onnx", tmp_path / "none.onnx", "--out", tmp_path / "b"], "ONNX model not found"),

@@ -87,6 +87,22 @@ def test_written_repository_has_every_model_and_the_sdk_adapters(tiny_dynamic_on
     assert not list(tmp_path.glob(".repo.*")), "no staging folder left behind"
 
 
+@pytest.mark.parametrize("check", [True, False])
+def test_the_closeup_check_is_written_for_the_postprocessing_with_the_image_it_decodes(
+    tiny_dynamic_onnx, tmp_path: Path, check: bool
+) -> None:
+    import json
+
+    from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK
+    from facemask_sdk.serving.triton_models import CLOSEUP_FILE
+
+    out = write_repository(tmp_path / "repo", tiny_dynamic_onnx, RepositoryOptions(closeup_check=check)).path
+    written = json.loads((out / POSTPROCESS / "1" / CLOSEUP_FILE).read_text())
+    assert written == {"check": DEFAULT_CLOSEUP_CHECK.__dict__ if check else None, "network_model": NETWORK}
+    post_inputs = [t.name for t in _parse((out / POSTPROCESS / "config.pbtxt").read_text()).input]
+    assert ("image" in post_inputs) == check, "the image reaches the post-processing only for the check"
+
+
 def test_tensorrt_repository_without_engine_says_where_to_build_it(tiny_dynamic_onnx, tmp_path: Path) -> None:
     written = write_repository(tmp_path / "gpu", tiny_dynamic_onnx, RepositoryOptions(backend="tensorrt"))
     assert written.missing_engine == tmp_path / "gpu" / NETWORK / "1" / "model.plan"
@@ -128,6 +144,7 @@ def test_a_static_batch_model_is_refused_with_the_export_to_run(tmp_path, error_
         ({"max_batch_size": 0}, "max_batch_size must be a whole number >= 1"),
         ({"preferred_batch_sizes": (16,)}, "preferred batch sizes must lie in [1, 8]"),
         ({"score_threshold": 1.5}, "score_threshold"),
+        ({"closeup_check": "yes"}, "closeup_check must be True or False"),
     ],
 )
 def test_repository_options_are_validated(options, expected, error_of) -> None:
