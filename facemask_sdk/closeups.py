@@ -17,8 +17,9 @@ classes lost). On the training split's close-ups: right class above half the fra
 
     results = check_closeups(results, [frame.shape[:2] for frame in frames], detect_shrunk)
 
-`detect_shrunk(indices)` runs the same detector over `shrink_frame(frames[i], ...)` of those frames: the `Detector`
-through its own pipeline, the evaluation through the PyTorch network, one logic for both."""
+`detect_shrunk(indices)` runs the same detector over `shrink_frames` of those frames: the `Detector` through its own
+pipeline, the Triton ensemble through its network model, the evaluation through the PyTorch network, one logic for
+all."""
 
 from __future__ import annotations
 
@@ -96,6 +97,13 @@ def shrink_frame(image_bgr: np.ndarray, check: CloseupCheck, fill_bgr: Sequence[
     canvas[:] = np.asarray(fill_bgr, np.uint8)
     canvas[:small_h, :small_w] = cv2.resize(image_bgr, (small_w, small_h), interpolation=cv2.INTER_AREA)
     return canvas
+
+
+def shrink_frames(frames: Sequence[np.ndarray], check: CloseupCheck, mean_rgb: Sequence[float]) -> list[np.ndarray]:
+    """`shrink_frame` of each frame on the model's mean colour (`fill_colour(mean_rgb)`): what a second pass
+    runs on, in the `Detector` and in the Triton ensemble alike."""
+    fill = fill_colour(mean_rgb)
+    return [shrink_frame(frame, check, fill) for frame in frames]
 
 
 def take_closeup_classes(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK, CloseupCheck, check_closeups, fill_colour, shrink_frame
+from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK, CloseupCheck, check_closeups, shrink_frames
 from facemask_sdk.cuda.stages import CudaPostprocess, CudaPreprocess  # pycuda is imported only by CudaKernels()
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError, ModelFileError
@@ -233,13 +233,13 @@ class Detector(Resource):
         totals = np.array(stage_seconds, dtype=np.float64)  # the close-up check's second pass adds to them
         checked = 0
         if self.closeup_check is not None:
-            check, fill = self.closeup_check, fill_colour(self.spec.mean)
+            check = self.closeup_check
 
             def detect_shrunk(indices: list[int]) -> list[Detections]:
                 nonlocal checked
                 checked = len(indices)
                 shrink_start = time.perf_counter()
-                shrunk = [shrink_frame(frames[i], check, fill) for i in indices]
+                shrunk = shrink_frames([frames[i] for i in indices], check, self.spec.mean)
                 totals[0] += time.perf_counter() - shrink_start  # the shrinking counts as pre-processing
                 second, seconds = self._pipeline.detect(shrunk)
                 totals[:] += seconds

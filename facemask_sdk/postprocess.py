@@ -32,7 +32,7 @@ import numpy as np
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.preprocess import Letterbox
-from facemask_sdk.validation import unit_interval, whole_number
+from facemask_sdk.validation import true_or_false, unit_interval, whole_number
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,7 @@ class PostprocessConfig:
             unit_interval(name, getattr(self, name))
         for name in ("max_detections", "top_k"):
             whole_number(name, getattr(self, name))
-        if not isinstance(self.class_agnostic, (bool, np.bool_)):
-            raise FacemaskError(f"class_agnostic must be True or False, got {self.class_agnostic!r}")
+        true_or_false("class_agnostic", self.class_agnostic)
 
     @property
     def logit_threshold(self) -> np.float32:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from facemask_sdk.errors import FacemaskError
 
 
@@ -38,3 +40,10 @@ def whole_number(name: str, value: object, minimum: int = 1, maximum: int | None
         bounds = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
         raise FacemaskError(f"{name} must be a whole number {bounds}, got {value!r}")
     return int(value)
+
+
+def true_or_false(name: str, value: object) -> bool:
+    """A switch: True or False (NumPy's bool too), never a truthy 1 or "yes"."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise FacemaskError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

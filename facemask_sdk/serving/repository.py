@@ -26,9 +26,17 @@ from facemask_sdk.closeups import DEFAULT_CLOSEUP_CHECK
 from facemask_sdk.errors import FacemaskError
 from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.serving.protocol import IMAGE, MAX_DETECTIONS, MODEL_NAME, OUTPUTS
-from facemask_sdk.serving.triton_models import CLOSEUP_FILE, LETTERBOX, POSTPROCESS_FILE, SPEC_FILE
+from facemask_sdk.serving.triton_models import (
+    CLOSEUP_FILE,
+    LETTERBOX,
+    NETWORK,
+    POSTPROCESS,
+    POSTPROCESS_FILE,
+    PREPROCESS,
+    SPEC_FILE,
+)
 from facemask_sdk.spec import INPUT_NAME, OUTPUT_NAMES, ModelSpec
-from facemask_sdk.validation import whole_number
+from facemask_sdk.validation import true_or_false, whole_number
 
 NETWORK_BACKENDS = ("onnxruntime", "tensorrt", "python")
 """onnxruntime / tensorrt: Triton's own backends (NGC tritonserver images); python: the network on the
@@ -37,7 +45,6 @@ SDK's ONNX Runtime runner, for a tritonserver with the Python backend only (PyTr
 MARKER = ".facemask-triton-repository"
 """Written into every repository: `--force` replaces only a folder that has it (or an empty one)."""
 
-PREPROCESS, NETWORK, POSTPROCESS = (f"{MODEL_NAME}_{step}" for step in ("preprocess", "network", "postprocess"))
 _PYTHON_CLASSES = {PREPROCESS: "PreprocessModel", NETWORK: "NetworkModel", POSTPROCESS: "PostprocessModel"}
 
 
@@ -67,8 +74,7 @@ class RepositoryOptions:
             raise FacemaskError(f"backend must be one of {', '.join(NETWORK_BACKENDS)}, got {self.backend!r}")
         for name in ("max_batch_size", "network_instances", "host_instances"):
             whole_number(name, getattr(self, name))
-        if not isinstance(self.closeup_check, (bool, np.bool_)):
-            raise FacemaskError(f"closeup_check must be True or False, got {self.closeup_check!r}")
+        true_or_false("closeup_check", self.closeup_check)
         if any(not 1 <= size <= self.max_batch_size for size in self.preferred_batch_sizes):
             raise FacemaskError(
                 f"preferred batch sizes must lie in [1, {self.max_batch_size}], got {self.preferred_batch_sizes}"
@@ -263,7 +269,7 @@ def write_repository(
                 (version / SPEC_FILE).write_text(spec.to_json())
         (staging / POSTPROCESS / "1" / POSTPROCESS_FILE).write_text(json.dumps(asdict(options.postprocess_config())))
         check = asdict(DEFAULT_CLOSEUP_CHECK) if options.closeup_check else None
-        (staging / POSTPROCESS / "1" / CLOSEUP_FILE).write_text(json.dumps({"check": check, "network_model": NETWORK}))
+        (staging / POSTPROCESS / "1" / CLOSEUP_FILE).write_text(json.dumps({"check": check}))
         network_version = staging / NETWORK / "1"
         if options.backend in ("onnxruntime", "python"):
             shutil.copyfile(onnx_path, network_version / "model.onnx")

@@ -13,21 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
-from facemask_sdk.anchors import generate_anchors
-from facemask_sdk.closeups import CloseupCheck, check_closeups, fill_colour, shrink_frame
+from facemask_sdk.closeups import CloseupCheck, check_closeups, shrink_frames
 from facemask_sdk.detections import Detections
 from facemask_sdk.errors import FacemaskError
-from facemask_sdk.postprocess import PostprocessConfig, postprocess_detections
+from facemask_sdk.image_io import decode_image
+from facemask_sdk.postprocess import PostprocessConfig
 from facemask_sdk.preprocess import Letterbox, preprocess
-from facemask_sdk.serving.protocol import IMAGE, decode_request, pack_detections
+from facemask_sdk.serving.protocol import IMAGE, MODEL_NAME, decode_request, pack_detections, request_images
 from facemask_sdk.spec import INPUT_NAME, OUTPUT_NAMES, ModelSpec
+from facemask_sdk.stages import NumpyPostprocess
 
+PREPROCESS, NETWORK, POSTPROCESS = (f"{MODEL_NAME}_{step}" for step in ("preprocess", "network", "postprocess"))
+"""The repository's models besides the `MODEL_NAME` ensemble; the post-processing sends NETWORK its second pass."""
 LETTERBOX = "letterbox"
 """The ensemble's tensor from pre- to post-processing: `Letterbox.as_array()`."""
 SPEC_FILE = "spec.json"
 POSTPROCESS_FILE = "postprocess.json"
 CLOSEUP_FILE = "closeup_check.json"
-"""The post-processing step's close-up check: `{"check": CloseupCheck fields or null, "network_model": name}`."""
+"""The post-processing step's close-up check: `{"check": CloseupCheck fields or null}`; a repository written
+before the check existed has no such file and runs without it."""
 
 
 def _utils():
@@ -113,17 +117,20 @@ class NetworkModel:
 
 class PostprocessModel:
     """Raw head outputs and letterbox geometry -> the contract's fixed-size detections, with the `Detector`'s
-    close-up check (`facemask_sdk.closeups`) where the repository has it: a frame with a large confident face
-    is decoded again, shrunk, and run through the ensemble's network model once more by a BLS request."""
+    close-up check (`facemask_sdk.closeups`) where the repository has it: the frames with a large confident
+    face are decoded again, shrunk, and run through the ensemble's network model once more by a BLS request.
+    Every input of this step comes from the server (the images were read by the pre-processing already), so
+    any failure here is the server's: INTERNAL, for its own request only."""
 
     def initialize(self, args: dict) -> None:
         folder = _version_dir(args)
         self.spec = ModelSpec.from_json((folder / SPEC_FILE).read_text())
-        self.config = PostprocessConfig(**json.loads((folder / POSTPROCESS_FILE).read_text()))
-        self.anchors = generate_anchors(self.spec)
-        closeup = json.loads((folder / CLOSEUP_FILE).read_text())
-        self.check = CloseupCheck(**closeup["check"]) if closeup["check"] else None
-        self.network_model = closeup["network_model"]
+        self.postprocess = NumpyPostprocess(
+            self.spec, PostprocessConfig(**json.loads((folder / POSTPROCESS_FILE).read_text()))
+        )
+        check_file = folder / CLOSEUP_FILE
+        check = json.loads(check_file.read_text())["check"] if check_file.is_file() else None
+        self.check = CloseupCheck(**check) if check else None
 
     def execute(self, requests: list) -> list:
         pb_utils = _utils()
@@ -134,7 +141,7 @@ class PostprocessModel:
                 boxes = pb_utils.get_input_tensor_by_name(request, OUTPUT_NAMES[1]).as_numpy()
                 geometry = pb_utils.get_input_tensor_by_name(request, LETTERBOX).as_numpy()
                 letterboxes = [Letterbox.from_array(row) for row in geometry]
-                results = [self._detections(logits[row], boxes[row], letterboxes[row]) for row in range(len(logits))]
+                results = [self.postprocess((logits[row], boxes[row]), letterboxes[row]) for row in range(len(logits))]
                 if self.check is not None:
                     results = self._checked(pb_utils, request, results, letterboxes)
                 outputs = pack_detections(results)
@@ -143,24 +150,24 @@ class PostprocessModel:
                         output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items()]
                     )
                 )
-            except (FacemaskError, ValueError) as exc:
-                responses.append(_error_response(pb_utils, exc))
-            except SecondPassError as exc:
-                responses.append(_error_response(pb_utils, exc, "INTERNAL"))
+            except Exception as exc:  # noqa: BLE001  (answered as this request's error; the batch goes on)
+                responses.append(_error_response(pb_utils, _one_line(exc), "INTERNAL"))
         return responses
 
-    def _detections(self, logits: np.ndarray, boxes: np.ndarray, letterbox: Letterbox) -> Detections:
-        return postprocess_detections(logits, boxes, self.anchors, letterbox, self.config, self.spec.classes)
-
     def _checked(self, pb_utils, request, results: list[Detections], letterboxes: list[Letterbox]) -> list[Detections]:
-        """`results` with the close-up check; the request's images are decoded only if a frame needs it."""
+        """`results` with the close-up check; only the images of the frames that need it are decoded again."""
 
         def detect_shrunk(indices: list[int]) -> list[Detections]:
-            frames = decode_request(pb_utils.get_input_tensor_by_name(request, IMAGE.name).as_numpy())
-            fill = fill_colour(self.spec.mean)
-            prepared = [preprocess(shrink_frame(frames[i], self.check, fill), self.spec) for i in indices]
+            images = pb_utils.get_input_tensor_by_name(request, IMAGE.name)
+            if images is None:
+                raise SecondPassError(f"the close-up check needs the request's '{IMAGE.name}' input")
+            encoded = request_images(images.as_numpy())
+            frames = [decode_image(encoded[i], source=f"image {i} of the request") for i in indices]
+            prepared = [preprocess(frame, self.spec) for frame in shrink_frames(frames, self.check, self.spec.mean)]
             logits, boxes = self._network(pb_utils, np.stack([chw for chw, _ in prepared]))
-            return [self._detections(logits[row], boxes[row], letterbox) for row, (_, letterbox) in enumerate(prepared)]
+            return [
+                self.postprocess((logits[row], boxes[row]), letterbox) for row, (_, letterbox) in enumerate(prepared)
+            ]
 
         return check_closeups(results, [box.original_hw for box in letterboxes], detect_shrunk, self.check)
 
@@ -172,12 +179,25 @@ class PostprocessModel:
         if hasattr(pb_utils, "PreferredMemory"):
             memory["preferred_memory"] = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
         response = pb_utils.InferenceRequest(
-            model_name=self.network_model,
+            model_name=NETWORK,
             requested_output_names=list(OUTPUT_NAMES),
             inputs=[pb_utils.Tensor(INPUT_NAME, inputs)],
             **memory,
         ).exec()
         if response.has_error():
             raise SecondPassError(f"the close-up check's second pass failed: {response.error().message()}")
-        logits, boxes = (pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in OUTPUT_NAMES)
+        tensors = [pb_utils.get_output_tensor_by_name(response, name) for name in OUTPUT_NAMES]
+        if not all(tensor.is_cpu() for tensor in tensors):
+            raise SecondPassError(
+                "the close-up check's second pass answered in GPU memory: it needs a Triton whose Python backend "
+                "can ask for CPU memory (23.04 or later), or a repository written with --no-closeup-check"
+            )
+        logits, boxes = (tensor.as_numpy() for tensor in tensors)
         return logits, boxes
+
+
+def _one_line(exc: Exception) -> Exception:
+    """`exc` as it reaches a client: one line, named by its type where it is not one of ours."""
+    if isinstance(exc, (FacemaskError, SecondPassError)):
+        return exc
+    return RuntimeError(f"{type(exc).__name__}: {' '.join(str(exc).split())}")

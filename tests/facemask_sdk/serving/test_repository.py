@@ -98,7 +98,7 @@ def test_the_closeup_check_is_written_for_the_postprocessing_with_the_image_it_d
 
     out = write_repository(tmp_path / "repo", tiny_dynamic_onnx, RepositoryOptions(closeup_check=check)).path
     written = json.loads((out / POSTPROCESS / "1" / CLOSEUP_FILE).read_text())
-    assert written == {"check": DEFAULT_CLOSEUP_CHECK.__dict__ if check else None, "network_model": NETWORK}
+    assert written == {"check": DEFAULT_CLOSEUP_CHECK.__dict__ if check else None}
     post_inputs = [t.name for t in _parse((out / POSTPROCESS / "config.pbtxt").read_text()).input]
     assert ("image" in post_inputs) == check, "the image reaches the post-processing only for the check"
 

@@ -15,13 +15,18 @@ from facemask_sdk.spec import INPUT_NAME
 
 
 class _Tensor:
-    def __init__(self, name: str, array) -> None:
-        self._name, self._array = name, np.asarray(array)
+    def __init__(self, name: str, array, on_cpu: bool = True) -> None:
+        self._name, self._array, self._on_cpu = name, np.asarray(array), on_cpu
 
     def name(self) -> str:
         return self._name
 
+    def is_cpu(self) -> bool:
+        return self._on_cpu
+
     def as_numpy(self) -> np.ndarray:
+        if not self._on_cpu:
+            raise RuntimeError("Tensor is stored in GPU and cannot be converted to NumPy")  # the stub's words
         return self._array
 
 
@@ -48,7 +53,10 @@ class _TritonError(Exception):
 
     def __init__(self, message: str, code: int = INTERNAL) -> None:
         super().__init__(message)
-        self.code = code
+        self._code = code
+
+    def code(self) -> int:
+        return self._code
 
     def message(self) -> str:
         return str(self)
@@ -67,10 +75,11 @@ def stub_utils(monkeypatch):
         TritonError=_TritonError,
         PreferredMemory=_PreferredMemory,
         TRITONSERVER_MEMORY_CPU=2,
-        get_input_tensor_by_name=lambda request, name: request[name],
-        get_output_tensor_by_name=lambda response, name: _Tensor(name, response.outputs[name]),
+        get_input_tensor_by_name=lambda request, name: request.get(name),  # None where the request has none
+        get_output_tensor_by_name=lambda response, name: _Tensor(name, response.outputs[name], utils.outputs_on_cpu),
         models={},
         bls_calls=[],
+        outputs_on_cpu=True,
     )
 
     class InferenceRequest:
@@ -81,6 +90,7 @@ def stub_utils(monkeypatch):
         def exec(self) -> _Response:
             utils.bls_calls.append(self)
             (response,) = utils.models[self.model_name].execute([{t.name(): t for t in self.inputs}])
+            assert response.has_error() or set(self.outputs) <= set(response.outputs), "outputs the model has"
             return response
 
     utils.InferenceRequest = InferenceRequest
@@ -154,10 +164,9 @@ def test_ensemble_steps_chained_give_the_detector_detections(
         np.testing.assert_array_equal(got.class_ids, expected.class_ids)
 
     bad = pre.execute([_request([b"junk"]), requests[0]])
-    assert "cannot decode image (corrupt, not an image" in str(bad[0].error()) and "image 0 of the request" in str(
-        bad[0].error()
-    )
-    assert bad[0].error().code == _TritonError.INVALID_ARG, "the client's own mistake, not the server's"
+    assert "cannot decode image (corrupt, not an image" in bad[0].error().message()
+    assert "image 0 of the request" in bad[0].error().message()
+    assert bad[0].error().code() == _TritonError.INVALID_ARG, "the client's own mistake, not the server's"
     assert bad[1].error() is None, "a bad request must not fail the others of its batch"
     assert not finished[0].outputs[protocol.ERROR.name].any(), "every row read: no row carries an error"
 
@@ -197,7 +206,7 @@ def test_the_postprocessing_runs_the_closeup_check_by_bls_like_the_detector(
     assert served[True][1].labels[0] == "mask_weared_incorrect"  # its label, as the Detector gives it
 
 
-def test_a_failed_second_pass_fails_its_request_as_the_servers_error(
+def test_a_failed_second_pass_fails_its_request_alone_as_the_servers_error(
     stub_utils, shipped_dynamic_onnx, closeup_frame, sample_images, tmp_path
 ) -> None:
     import cv2
@@ -205,18 +214,52 @@ def test_a_failed_second_pass_fails_its_request_as_the_servers_error(
     pre, net, post = _models(
         stub_utils, write_repository(tmp_path / "repo", shipped_dynamic_onnx, RepositoryOptions(backend="python")).path
     )
+    closeup = _request([cv2.imencode(".png", closeup_frame)[1].tobytes()])
+    small_faces = _request([sample_images[0].read_bytes()])
 
     class Unavailable:
         def execute(self, requests: list) -> list:
             return [_Response([], error=_TritonError("model 'facemask_network' is not ready"))]
 
     stub_utils.models[NETWORK] = Unavailable()
-    closeup = _request([cv2.imencode(".png", closeup_frame)[1].tobytes()])
-    small_faces = _request([sample_images[0].read_bytes()])
     failed, answered = _chain(pre, net, post, [closeup, small_faces])
-    net.finalize()
-    assert str(failed.error()) == "the close-up check's second pass failed: model 'facemask_network' is not ready"
-    assert failed.error().code == _TritonError.INTERNAL, "the server's failure, not the client's mistake"
+    assert failed.error().message() == "the close-up check's second pass failed: model 'facemask_network' is not ready"
+    assert failed.error().code() == _TritonError.INTERNAL, "the server's failure, not the client's mistake"
     assert answered.error() is None and len(protocol.unpack_detections(answered.outputs)[0]) > 0, (
         "the other is answered"
     )
+
+    stub_utils.models[NETWORK], stub_utils.outputs_on_cpu = net, False  # a GPU network, a stub that cannot ask for CPU
+    failed, answered = _chain(pre, net, post, [closeup, small_faces])
+    assert "answered in GPU memory" in failed.error().message() and "--no-closeup-check" in failed.error().message()
+    assert answered.error() is None
+
+    stub_utils.outputs_on_cpu = True
+    prepared = pre.execute([closeup])[0]
+    (head,) = net.execute([{INPUT_NAME: _Tensor(INPUT_NAME, prepared.outputs[INPUT_NAME])}])
+    (failed,) = post.execute(
+        [
+            {
+                **{k: _Tensor(k, v) for k, v in head.outputs.items()},
+                "letterbox": _Tensor("letterbox", prepared.outputs["letterbox"]),
+            }
+        ]
+    )
+    assert "needs the request's 'image' input" in failed.error().message()  # sent without its image
+    net.finalize()
+
+
+def test_a_repository_written_before_the_check_still_loads_and_runs_without_it(
+    stub_utils, shipped_dynamic_onnx, closeup_frame, tmp_path
+) -> None:
+    import cv2
+
+    from facemask_sdk.serving.triton_models import CLOSEUP_FILE
+
+    repository = write_repository(tmp_path / "repo", shipped_dynamic_onnx, RepositoryOptions(backend="python")).path
+    (repository / POSTPROCESS / "1" / CLOSEUP_FILE).unlink()  # what an older facemask-sdk wrote
+    models = _models(stub_utils, repository)
+    (response,) = _chain(*models, [_request([cv2.imencode(".png", closeup_frame)[1].tobytes()])])
+    models[1].finalize()
+    assert protocol.unpack_detections(response.outputs)[0].labels[0] == "with_mask"  # the network's own class
+    assert stub_utils.bls_calls == []
