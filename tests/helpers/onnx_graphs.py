@@ -6,12 +6,18 @@ from facemask_sdk.spec import METADATA_KEY
 
 
 def constant_heads_model(
-    source_onnx, path, dtype: str = "float", sizes: tuple[int, int] | None = None, dynamic: bool = False
+    source_onnx,
+    path,
+    dtype: str = "float",
+    sizes: tuple[int, int] | None = None,
+    dynamic: bool = False,
+    size_names: tuple[str | None, str | None] = ("height", "width"),
 ):
     """An ONNX with the metadata of `source_onnx` (a 256 px input: the tiny test model's size, unless `dynamic`)
     whose heads are the input's mean, expanded to
     [1, anchors, 3] and [1, anchors, 4] (or to `sizes` = (anchors, box width) for a wrong graph); `dynamic`:
-    the input size and the anchor count are symbolic, as in a dynamic-size export."""
+    the input size and the anchor count are symbolic, as in a dynamic-size export (the input's height and width
+    named `size_names`; None leaves a dimension unnamed)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -48,7 +54,7 @@ def constant_heads_model(
     graph = helper.make_graph(
         nodes,
         "constant-heads",
-        [helper.make_tensor_value_info("images", element, [1, 3, "height", "width"] if dynamic else [1, 3, 256, 256])],
+        [helper.make_tensor_value_info("images", element, [1, 3, *size_names] if dynamic else [1, 3, 256, 256])],
         [
             helper.make_tensor_value_info("logits", element, [1, "anchors" if dynamic else rows, 3]),
             helper.make_tensor_value_info("boxes", element, [1, "anchors" if dynamic else rows, width]),

@@ -63,11 +63,37 @@ def test_heads_of_the_wrong_shape_are_refused_at_load(tiny_onnx, tmp_path, sizes
         OnnxRuntimeRunner(path)
 
 
-def test_a_dynamic_size_graph_with_other_heads_is_refused_by_its_test_run(tiny_onnx, tmp_path) -> None:
-    """A dynamic-size graph declares no anchor count; the one 128 px run at load shows the heads are not the spec's."""
+def test_a_dynamic_size_graph_with_other_heads_is_refused_at_load(tiny_onnx, tmp_path) -> None:
+    """Pinned to its size, a dynamic-size graph declares its heads' shapes; one whose input dimensions have no names
+    to pin them by declares no anchor count, and the one 128 px run at load shows the heads are not the spec's."""
     from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
     from facemask_sdk.errors import ModelFileError
 
-    path, anchors = constant_heads_model(tiny_onnx, tmp_path / "wrong.onnx", dynamic=True)  # 128 rows at 128 px
+    path, anchors = constant_heads_model(
+        tiny_onnx, tmp_path / "wrong.onnx", dynamic=True
+    )  # as many rows as pixels high
+    with pytest.raises(
+        ModelFileError, match=rf"output 'logits' has shape \[1, 256, 3\]; the model spec says \[N, {anchors}"
+    ):
+        OnnxRuntimeRunner(path)
+    path, _ = constant_heads_model(tiny_onnx, tmp_path / "unnamed.onnx", dynamic=True, size_names=(None, None))
     with pytest.raises(ModelFileError, match=r"output 'logits' has shape \[1, 128, 3\] at 128 px; the model spec says"):
         OnnxRuntimeRunner(path)
+
+
+def test_the_shipped_dynamic_size_model_runs_pinned_to_the_chosen_size_with_the_same_outputs() -> None:
+    """Pinning the free height and width (what makes ONNX Runtime plan the shapes at load) changes no number."""
+    import onnxruntime as ort
+
+    from facemask_sdk.backends.onnxrt import OnnxRuntimeRunner
+    from facemask_sdk.models import shipped_model_path
+
+    batch = np.random.default_rng(0).uniform(-1, 1, (1, 3, 640, 640)).astype(np.float32)
+    with OnnxRuntimeRunner(shipped_model_path(), input_size=640, threads=1) as runner:
+        assert runner.size_pinned and runner._session.get_inputs()[0].shape == [1, 3, 640, 640]
+        logits, boxes = runner.run(batch)
+    free = ort.InferenceSession(str(shipped_model_path()), providers=["CPUExecutionProvider"])
+    assert free.get_inputs()[0].shape == [1, 3, "height", "width"]
+    free_logits, free_boxes = free.run(None, {"images": batch})
+    np.testing.assert_allclose(logits, free_logits, atol=1e-4)
+    np.testing.assert_allclose(boxes, free_boxes, atol=1e-4)
