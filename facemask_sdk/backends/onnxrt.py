@@ -82,6 +82,7 @@ class OnnxRuntimeRunner(Runner):
             # network at 768 px, the two sessions interleaved: 121 -> 104 ms p50, level with a fixed-size export).
             for name, value in overrides.items():
                 options.add_free_dimension_override_by_name(name, value)
+            self._session = None  # released first: never two copies of the model in memory
             self._session = self._open(ort, options, chosen)
         self.size_pinned = bool(overrides)
         """Whether the session runs the dynamic-size graph pinned to `spec.image_size`."""
